@@ -58,7 +58,8 @@ var DefaultLimits = Limits{
 	MaxAMFValues:    1024,
 }
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with zero fields set from DefaultLimits.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits
 	if l.MaxMessageSize > 0 {
 		d.MaxMessageSize = l.MaxMessageSize
@@ -129,7 +130,7 @@ type Framer struct {
 // NewFramer returns a Framer for a server-side connection.
 func NewFramer(lim Limits) *Framer {
 	return &Framer{
-		lim:       lim.withDefaults(),
+		lim:       lim.WithDefaults(),
 		handshake: handshakeSize,
 		chunkSize: defaultChunkSz,
 		streams:   make(map[uint32]*chunkStream),

@@ -1,0 +1,49 @@
+// Command coop-origin runs the CoopStreaming origin: RTMP and RTSP ingest,
+// RTSP playback, the layered segmenter, metrics and the JSON API.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/coopstreaming/coop/origin/config"
+	"github.com/coopstreaming/coop/origin/core"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "coop-origin:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	configPath := flag.String("config", "", "path to coop.yml (default: embedded defaults)")
+	flag.Parse()
+	cfg, err := config.Load(*configPath, os.Environ())
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return fmt.Errorf("logLevel: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	o := &core.Origin{Config: cfg, Log: log}
+	if err := o.Initialize(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	o.Close()
+	return nil
+}

@@ -1,0 +1,257 @@
+// Package config loads the origin's configuration: embedded defaults, then
+// an optional YAML file (unknown keys rejected), then environment overrides
+// (COOP_ followed by the key path in upper case, e.g. COOP_RTMP_ADDRESS),
+// then validation with errors that name the key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	yaml "go.yaml.in/yaml/v3"
+)
+
+// EnvPrefix prefixes every environment override.
+const EnvPrefix = "COOP_"
+
+// Duration is a time.Duration written as a string such as "10s".
+type Duration time.Duration
+
+// UnmarshalYAML parses "10s"-style durations.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Config is the whole configuration. coop.yml documents every key.
+type Config struct {
+	LogLevel string   `yaml:"logLevel"`
+	Timeout  Duration `yaml:"timeout"`
+	RTMP     RTMP     `yaml:"rtmp"`
+	RTSP     RTSP     `yaml:"rtsp"`
+	HTTP     HTTP     `yaml:"http"`
+	Segment  Segment  `yaml:"segment"`
+	Publish  Publish  `yaml:"publish"`
+	Read     Read     `yaml:"read"`
+}
+
+// RTMP configures RTMP ingest.
+type RTMP struct {
+	Enabled bool   `yaml:"enabled"`
+	Address string `yaml:"address"`
+	// MaxMessageSize bounds one audio/video message.
+	MaxMessageSize int `yaml:"maxMessageSize"`
+}
+
+// RTSP configures RTSP publish and playback.
+type RTSP struct {
+	Address        string `yaml:"address"`
+	UDPRTPAddress  string `yaml:"udpRTPAddress"`
+	UDPRTCPAddress string `yaml:"udpRTCPAddress"`
+	WriteQueueSize int    `yaml:"writeQueueSize"`
+}
+
+// HTTP configures the API, metrics and status page.
+type HTTP struct {
+	Address string `yaml:"address"`
+}
+
+// Segment configures the segmenter.
+type Segment struct {
+	Duration Duration `yaml:"duration"`
+	Layers   int      `yaml:"layers"`
+}
+
+// Publish configures publishing.
+type Publish struct {
+	Keys        []string `yaml:"keys"`
+	AuthHook    string   `yaml:"authHook"`
+	GracePeriod Duration `yaml:"gracePeriod"`
+	Takeover    bool     `yaml:"takeover"`
+}
+
+// Read configures read access.
+type Read struct {
+	User string `yaml:"user"`
+	Pass string `yaml:"pass"`
+}
+
+// Default returns the embedded defaults.
+func Default() Config {
+	return Config{
+		LogLevel: "info",
+		Timeout:  Duration(10 * time.Second),
+		RTMP:     RTMP{Enabled: true, Address: ":1935", MaxMessageSize: 8 << 20},
+		RTSP:     RTSP{Address: ":8554", UDPRTPAddress: ":8000", UDPRTCPAddress: ":8001", WriteQueueSize: 512},
+		HTTP:     HTTP{Address: ":9997"},
+		Segment:  Segment{Duration: Duration(time.Second), Layers: 3},
+		Publish:  Publish{Keys: []string{}, GracePeriod: Duration(10 * time.Second)},
+	}
+}
+
+// Load builds the configuration from defaults, the file at path (may be
+// empty: no file) and the environment.
+func Load(path string, environ []string) (Config, error) {
+	c := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) { // an empty file is fine
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(&c, environ); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Validate checks every key and names the first bad one.
+func (c *Config) Validate() error {
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: logLevel: %q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	if c.Timeout <= 0 {
+		return errors.New("config: timeout: must be positive")
+	}
+	addrs := map[string]string{
+		"rtmp.address": c.RTMP.Address, "rtsp.address": c.RTSP.Address, "http.address": c.HTTP.Address,
+	}
+	if c.RTSP.UDPRTPAddress != "" || c.RTSP.UDPRTCPAddress != "" {
+		addrs["rtsp.udpRTPAddress"] = c.RTSP.UDPRTPAddress
+		addrs["rtsp.udpRTCPAddress"] = c.RTSP.UDPRTCPAddress
+	}
+	for key, a := range addrs {
+		if _, port, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("config: %s: %q is not host:port: %w", key, a, err)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return fmt.Errorf("config: %s: bad port %q", key, port)
+		}
+	}
+	if c.RTMP.MaxMessageSize < 64<<10 || c.RTMP.MaxMessageSize > 64<<20 {
+		return fmt.Errorf("config: rtmp.maxMessageSize: %d is outside 64KiB..64MiB", c.RTMP.MaxMessageSize)
+	}
+	if c.RTSP.WriteQueueSize <= 0 || c.RTSP.WriteQueueSize&(c.RTSP.WriteQueueSize-1) != 0 {
+		return fmt.Errorf("config: rtsp.writeQueueSize: %d must be a positive power of two", c.RTSP.WriteQueueSize)
+	}
+	if d := time.Duration(c.Segment.Duration); d < 100*time.Millisecond || d > 10*time.Second {
+		return fmt.Errorf("config: segment.duration: %v is outside 100ms..10s", d)
+	}
+	if c.Segment.Layers < 1 || c.Segment.Layers > 8 {
+		return fmt.Errorf("config: segment.layers: %d is outside 1..8", c.Segment.Layers)
+	}
+	if c.Publish.GracePeriod < 0 {
+		return errors.New("config: publish.gracePeriod: must not be negative")
+	}
+	for i, k := range c.Publish.Keys {
+		if k == "" || strings.ContainsAny(k, "/?") {
+			return fmt.Errorf("config: publish.keys[%d]: %q is not a valid stream key", i, k)
+		}
+	}
+	if (c.Read.User == "") != (c.Read.Pass == "") {
+		return errors.New("config: read.user and read.pass: set both or neither")
+	}
+	return nil
+}
+
+// applyEnv sets every leaf key from COOP_<PATH> when present.
+func applyEnv(c *Config, environ []string) error {
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, EnvPrefix) {
+			env[k] = v
+		}
+	}
+	return walk(reflect.ValueOf(c).Elem(), "", func(key string, v reflect.Value) error {
+		name := EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+		s, ok := env[name]
+		if !ok {
+			return nil
+		}
+		delete(env, name)
+		if err := setFromString(v, s); err != nil {
+			return fmt.Errorf("config: %s (from %s): %w", key, name, err)
+		}
+		return nil
+	})
+}
+
+func walk(v reflect.Value, prefix string, fn func(string, reflect.Value) error) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		key := t.Field(i).Tag.Get("yaml")
+		if prefix != "" {
+			key = prefix + "." + key
+		}
+		f := v.Field(i)
+		if f.Kind() == reflect.Struct {
+			if err := walk(f, key, fn); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := fn(key, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func setFromString(v reflect.Value, s string) error {
+	if v.Type() == reflect.TypeOf(Duration(0)) {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return err
+		}
+		v.SetInt(int64(d))
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		v.SetBool(b)
+	case reflect.Int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return err
+		}
+		v.SetInt(int64(n))
+	case reflect.Slice:
+		var parts []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		v.Set(reflect.ValueOf(parts))
+	default:
+		return fmt.Errorf("unsupported kind %s", v.Kind())
+	}
+	return nil
+}

@@ -1,0 +1,58 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestDefaultsLoadWithoutAFile(t *testing.T) {
+	c, err := Load("", nil)
+	require.NoError(t, err)
+	require.Equal(t, ":1935", c.RTMP.Address)
+	require.Equal(t, Duration(10*time.Second), c.Publish.GracePeriod)
+}
+
+func TestShippedCoopYmlMatchesTheDefaults(t *testing.T) {
+	c, err := Load(filepath.Join("..", "..", "coop.yml"), nil)
+	require.NoError(t, err)
+	require.Equal(t, Default(), c)
+}
+
+func TestFileThenEnvironmentOverride(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "coop.yml")
+	require.NoError(t, os.WriteFile(p, []byte("rtmp:\n  address: \":2935\"\nsegment:\n  duration: 500ms\n"), 0o600))
+	c, err := Load(p, []string{"COOP_RTMP_ADDRESS=127.0.0.1:3935", "COOP_PUBLISH_KEYS=a,b", "COOP_PUBLISH_GRACEPERIOD=3s"})
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:3935", c.RTMP.Address)
+	require.Equal(t, Duration(500*time.Millisecond), c.Segment.Duration)
+	require.Equal(t, []string{"a", "b"}, c.Publish.Keys)
+	require.Equal(t, Duration(3*time.Second), c.Publish.GracePeriod)
+}
+
+func TestErrorsNameTheKey(t *testing.T) {
+	for name, tc := range map[string]struct {
+		yaml, env, want string
+	}{
+		"unknown key":    {yaml: "rtmp:\n  adress: x\n", want: "adress"},
+		"bad duration":   {yaml: "timeout: soon\n", want: "soon"},
+		"bad layers":     {yaml: "segment:\n  layers: 9\n", want: "segment.layers"},
+		"bad address":    {env: "COOP_RTSP_ADDRESS=nope", want: "rtsp.address"},
+		"bad env int":    {env: "COOP_SEGMENT_LAYERS=three", want: "segment.layers"},
+		"half read auth": {yaml: "read:\n  user: u\n", want: "read.user"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "coop.yml")
+			require.NoError(t, os.WriteFile(p, []byte(tc.yaml), 0o600))
+			var env []string
+			if tc.env != "" {
+				env = []string{tc.env}
+			}
+			_, err := Load(p, env)
+			require.ErrorContains(t, err, tc.want)
+		})
+	}
+}

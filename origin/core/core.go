@@ -1,0 +1,122 @@
+// Package core wires the origin's components together.
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/coopstreaming/coop/origin/auth"
+	"github.com/coopstreaming/coop/origin/config"
+	"github.com/coopstreaming/coop/origin/httpapi"
+	"github.com/coopstreaming/coop/origin/rtmpguard"
+	"github.com/coopstreaming/coop/origin/rtmpingest"
+	"github.com/coopstreaming/coop/origin/rtspserver"
+	"github.com/coopstreaming/coop/origin/stream"
+)
+
+// Origin is a running origin server.
+type Origin struct {
+	// Config is the loaded configuration.
+	Config config.Config
+	// Log receives every component's logs.
+	Log *slog.Logger
+	// Sink, when set, receives the segmented streams.
+	Sink stream.Sink
+
+	Streams *stream.Manager
+	RTSP    *rtspserver.Server
+	RTMP    *rtmpingest.Server
+	http    *http.Server
+	httpLn  net.Listener
+	// Registry holds the Prometheus metrics.
+	Registry *prometheus.Registry
+}
+
+// Initialize starts every listener.
+func (o *Origin) Initialize() error {
+	c := o.Config
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	o.Registry = prometheus.NewRegistry()
+	o.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := stream.NewMetrics(o.Registry)
+	checker := &auth.Checker{PublishKeys: c.Publish.Keys, HookURL: c.Publish.AuthHook}
+	if len(c.Publish.Keys) == 0 && c.Publish.AuthHook == "" {
+		o.Log.Warn("publishing is open to any stream key: set publish.keys or publish.authHook")
+	}
+	o.RTSP = &rtspserver.Server{
+		Address: c.RTSP.Address, UDPRTPAddress: c.RTSP.UDPRTPAddress, UDPRTCPAddress: c.RTSP.UDPRTCPAddress,
+		Timeout: time.Duration(c.Timeout), WriteQueueSize: c.RTSP.WriteQueueSize,
+		Auth: checker, ReadUser: c.Read.User, ReadPass: c.Read.Pass,
+		Log: o.Log.With("component", "rtsp"), Metrics: metrics,
+	}
+	srv := o.RTSP.Initialize()
+	o.Streams = &stream.Manager{
+		Config: stream.Config{
+			SegmentDuration: time.Duration(c.Segment.Duration), Layers: c.Segment.Layers,
+			GracePeriod: time.Duration(c.Publish.GracePeriod), Takeover: c.Publish.Takeover,
+		},
+		RTSP: srv, Sink: o.Sink, Log: o.Log.With("component", "streams"), Metrics: metrics,
+	}
+	o.RTSP.Streams = o.Streams
+	if err := o.RTSP.Start(); err != nil {
+		return err
+	}
+	if c.RTMP.Enabled {
+		o.RTMP = &rtmpingest.Server{
+			Address: c.RTMP.Address, Timeout: time.Duration(c.Timeout),
+			Limits:  rtmpguard.Limits{MaxMessageSize: c.RTMP.MaxMessageSize},
+			Streams: o.Streams, Auth: checker, Log: o.Log.With("component", "rtmp"), Metrics: metrics,
+		}
+		if err := o.RTMP.Start(); err != nil {
+			o.Close()
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", c.HTTP.Address)
+	if err != nil {
+		o.Close()
+		return fmt.Errorf("http listen on %s: %w", c.HTTP.Address, err)
+	}
+	o.httpLn = ln
+	o.http = &http.Server{
+		Handler: httpapi.Handler(httpapi.Sources{
+			Streams: o.Streams.Snapshot, Readers: o.RTSP.Readers, Gatherer: o.Registry,
+		}, o.Log),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go func() {
+		if err := o.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			o.Log.Error("http server", "err", err)
+		}
+	}()
+	o.Log.Info("HTTP API listening", "address", ln.Addr().String())
+	return nil
+}
+
+// Close stops every component.
+func (o *Origin) Close() {
+	if o.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = o.http.Shutdown(ctx)
+		cancel()
+	}
+	if o.RTMP != nil {
+		o.RTMP.Close()
+	}
+	if o.Streams != nil {
+		o.Streams.Close()
+	}
+	if o.RTSP != nil {
+		o.RTSP.Close()
+	}
+}

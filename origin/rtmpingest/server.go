@@ -1,0 +1,366 @@
+// Package rtmpingest accepts RTMP publishers (OBS, ffmpeg -f flv) with
+// go-rtmp behind the rtmpguard framer: H.264 and AAC, and H.265 by
+// Enhanced RTMP. It turns FLV tags into units for the stream registry.
+package rtmpingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	rtmp "github.com/yutopp/go-rtmp"
+	rtmpmsg "github.com/yutopp/go-rtmp/message"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+
+	"github.com/coopstreaming/coop/origin/auth"
+	"github.com/coopstreaming/coop/origin/flv"
+	"github.com/coopstreaming/coop/origin/media"
+	"github.com/coopstreaming/coop/origin/rtmpguard"
+	"github.com/coopstreaming/coop/origin/stream"
+	"github.com/coopstreaming/coop/segment"
+)
+
+// Server is the RTMP ingest server.
+type Server struct {
+	// Address is the listen address (default ":1935").
+	Address string
+	// Timeout closes idle and half-open connections (default 10s).
+	Timeout time.Duration
+	// Limits bounds what the guard lets through.
+	Limits rtmpguard.Limits
+	// TrackWait is how long to wait for the sequence headers of all
+	// tracks before starting with those seen (default 2s).
+	TrackWait time.Duration
+	// Streams is the stream registry.
+	Streams *stream.Manager
+	// Auth checks publishers.
+	Auth *auth.Checker
+	// Log receives logs.
+	Log *slog.Logger
+	// Metrics receives counters (optional).
+	Metrics *stream.Metrics
+
+	ln     net.Listener
+	srv    *rtmp.Server
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// Start listens and serves in the background.
+func (s *Server) Start() error {
+	if s.Address == "" {
+		s.Address = ":1935"
+	}
+	if s.Timeout <= 0 {
+		s.Timeout = 10 * time.Second
+	}
+	if s.TrackWait <= 0 {
+		s.TrackWait = 2 * time.Second
+	}
+	if s.Log == nil {
+		s.Log = slog.Default()
+	}
+	s.conns = make(map[net.Conn]struct{})
+	ln, err := net.Listen("tcp", s.Address)
+	if err != nil {
+		return fmt.Errorf("rtmp listen on %s: %w", s.Address, err)
+	}
+	s.ln = ln
+	quiet := logrus.New()
+	quiet.Out = io.Discard
+	lim := s.Limits.WithDefaults()
+	s.srv = rtmp.NewServer(&rtmp.ServerConfig{
+		OnConnect: func(conn net.Conn) (io.ReadWriteCloser, *rtmp.ConnConfig) {
+			remote := conn.RemoteAddr().String()
+			g := rtmpguard.NewConn(conn, lim, s.Timeout)
+			g.OnReject = func(err error) {
+				s.Log.Warn("RTMP connection dropped by guard", "remote", remote, "err", err)
+				s.Metrics.Reject("rtmp", "guard")
+			}
+			s.track(conn, true)
+			h := &handler{s: s, remote: remote, conn: conn}
+			return &trackedConn{Conn: g, done: func() { s.track(conn, false); h.close() }}, &rtmp.ConnConfig{
+				Handler: h,
+				ControlState: rtmp.StreamControlStateConfig{
+					MaxChunkSize:      uint32(lim.MaxChunkSize),
+					MaxChunkStreams:   lim.MaxChunkStreams,
+					MaxMessageStreams: 8,
+					MaxMessageSize:    uint32(lim.MaxMessageSize),
+				},
+				Logger: quiet,
+			}
+		},
+	})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = s.srv.Serve(ln)
+	}()
+	s.Log.Info("RTMP listening", "address", ln.Addr().String())
+	return nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+func (s *Server) track(c net.Conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		if s.closed {
+			c.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+}
+
+// Close stops listening and closes every connection.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	if s.srv != nil {
+		_ = s.srv.Close()
+	}
+	s.wg.Wait()
+}
+
+// trackedConn runs done once when the library closes the connection.
+type trackedConn struct {
+	*rtmpguard.Conn
+	once sync.Once
+	done func()
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(c.done)
+	return c.Conn.Close()
+}
+
+// handler is one RTMP connection.
+type handler struct {
+	rtmp.DefaultHandler
+	s      *Server
+	remote string
+	conn   net.Conn
+
+	mu        sync.Mutex
+	app       string
+	path      string
+	pub       *stream.Publication
+	started   bool
+	closed    bool
+	firstSeen time.Time
+
+	video      segment.Codec
+	videoParam [][]byte
+	audioConf  []byte
+	videoIdx   int
+	audioIdx   int
+}
+
+func (h *handler) OnConnect(_ uint32, cmd *rtmpmsg.NetConnectionConnect) error {
+	h.app = strings.Trim(cmd.Command.App, "/")
+	return nil
+}
+
+func (h *handler) OnPlay(_ *rtmp.StreamContext, _ uint32, _ *rtmpmsg.NetStreamPlay) error {
+	return errors.New("RTMP playback is not offered: play over RTSP")
+}
+
+// OnPublish checks the key and reserves the path; an error here makes
+// go-rtmp answer NetStream.Publish.Failed, which stops OBS retrying.
+func (h *handler) OnPublish(_ *rtmp.StreamContext, _ uint32, cmd *rtmpmsg.NetStreamPublish) error {
+	key := cmd.PublishingName
+	if i := strings.IndexByte(key, '?'); i >= 0 {
+		key = key[:i]
+	}
+	if key == "" || strings.Contains(key, "/") {
+		return fmt.Errorf("invalid stream key %q", key)
+	}
+	path := key
+	if h.app != "" {
+		path = h.app + "/" + key
+	}
+	err := h.s.Auth.Check(context.Background(), auth.Request{Action: "publish", Protocol: "rtmp", Path: path, Key: key, Remote: h.remote})
+	if err != nil {
+		h.s.Log.Warn("RTMP publish refused", "path", path, "remote", h.remote, "err", err)
+		h.s.Metrics.Reject("rtmp", "auth")
+		return err
+	}
+	pub, err := h.s.Streams.Publish(path, stream.PublisherInfo{Protocol: "rtmp", Remote: h.remote, Kick: func() { h.conn.Close() }})
+	if err != nil {
+		h.s.Log.Warn("RTMP publish refused", "path", path, "remote", h.remote, "err", err)
+		h.s.Metrics.Reject("rtmp", "busy")
+		return err
+	}
+	h.mu.Lock()
+	h.path, h.pub = path, pub
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *handler) OnVideo(timestamp uint32, payload io.Reader) error {
+	body, err := io.ReadAll(io.LimitReader(payload, flv.MaxTagSize+1))
+	if err != nil {
+		return err
+	}
+	tag, err := flv.ParseVideo(body)
+	if err != nil {
+		h.s.Log.Debug("RTMP video tag skipped", "remote", h.remote, "err", err)
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pub == nil {
+		return nil
+	}
+	switch tag.PacketType {
+	case flv.VideoSequenceHeader:
+		return h.onVideoConfig(tag)
+	case flv.VideoNALUs:
+		if h.video == 0 {
+			return nil // no configuration yet
+		}
+		if err := h.startIfReady(true); err != nil {
+			return err
+		}
+		var au h264.AVCC
+		if err := au.Unmarshal(tag.Data); err != nil {
+			h.s.Log.Debug("RTMP bad AVCC frame", "remote", h.remote, "err", err)
+			return nil
+		}
+		key := tag.KeyFrame
+		if h.video == segment.CodecH264 {
+			key = key || h264.IsRandomAccess(au)
+		} else {
+			key = key || h265.IsRandomAccess(au)
+		}
+		dts := time.Duration(timestamp) * time.Millisecond
+		u := &media.Unit{Track: h.videoIdx, NALUs: au, Key: key, DTS: dts,
+			PTS: dts + time.Duration(tag.CompositionTime)*time.Millisecond}
+		return h.write(u)
+	}
+	return nil
+}
+
+func (h *handler) onVideoConfig(tag flv.VideoTag) error {
+	switch tag.Codec {
+	case flv.VideoH264:
+		c, err := flv.ParseAVCConfig(tag.Data)
+		if err != nil {
+			h.s.Log.Warn("RTMP bad AVC configuration", "remote", h.remote, "err", err)
+			return nil
+		}
+		h.video, h.videoParam = segment.CodecH264, [][]byte{c.SPS[0], c.PPS[0]}
+	case flv.VideoH265:
+		c, err := flv.ParseHEVCConfig(tag.Data)
+		if err != nil {
+			h.s.Log.Warn("RTMP bad HEVC configuration", "remote", h.remote, "err", err)
+			return nil
+		}
+		h.video, h.videoParam = segment.CodecH265, [][]byte{c.VPS, c.SPS, c.PPS}
+	}
+	return nil
+}
+
+func (h *handler) OnAudio(timestamp uint32, payload io.Reader) error {
+	body, err := io.ReadAll(io.LimitReader(payload, flv.MaxTagSize+1))
+	if err != nil {
+		return err
+	}
+	tag, err := flv.ParseAudio(body)
+	if err != nil {
+		h.s.Log.Debug("RTMP audio tag skipped", "remote", h.remote, "err", err)
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pub == nil {
+		return nil
+	}
+	if tag.SequenceHeader {
+		h.audioConf = append([]byte(nil), tag.Data...)
+		return nil
+	}
+	if h.audioConf == nil {
+		return nil
+	}
+	if err := h.startIfReady(false); err != nil || !h.started {
+		return err
+	}
+	t := time.Duration(timestamp) * time.Millisecond
+	return h.write(&media.Unit{Track: h.audioIdx, AU: tag.Data, PTS: t, DTS: t})
+}
+
+// startIfReady fixes the track list on the first video frame, or after
+// TrackWait of audio alone.
+func (h *handler) startIfReady(video bool) error {
+	if h.started {
+		return nil
+	}
+	if !video {
+		if h.firstSeen.IsZero() {
+			h.firstSeen = time.Now()
+		}
+		if time.Since(h.firstSeen) < h.s.TrackWait {
+			return nil
+		}
+	}
+	var tracks []segment.Track
+	if h.video != 0 {
+		h.videoIdx = len(tracks)
+		tracks = append(tracks, segment.Track{ID: uint8(len(tracks)), Codec: h.video, Params: h.videoParam})
+	}
+	if h.audioConf != nil {
+		h.audioIdx = len(tracks)
+		tracks = append(tracks, segment.Track{ID: uint8(len(tracks)), Codec: segment.CodecAAC, Params: [][]byte{h.audioConf}})
+	}
+	if err := h.pub.SetTracks(tracks); err != nil {
+		return fmt.Errorf("start %s: %w", h.path, err)
+	}
+	h.started = true
+	return nil
+}
+
+func (h *handler) write(u *media.Unit) error {
+	if err := h.pub.Write(u); err != nil {
+		if errors.Is(err, stream.ErrReplaced) {
+			return err
+		}
+		h.s.Log.Debug("RTMP unit dropped", "path", h.path, "err", err)
+	}
+	return nil
+}
+
+func (h *handler) OnClose() { h.close() }
+
+func (h *handler) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
+	if h.pub != nil {
+		h.pub.Close()
+		h.s.Log.Info("RTMP publisher disconnected", "path", h.path, "remote", h.remote)
+	}
+}

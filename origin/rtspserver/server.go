@@ -1,0 +1,414 @@
+// Package rtspserver is the origin's RTSP side: publishers (ANNOUNCE/RECORD
+// of H.264, H.265 and AAC) and readers (DESCRIBE/SETUP/PLAY over TCP and
+// UDP) of any live stream, whichever protocol it came in by.
+package rtspserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+	"github.com/pion/rtp"
+
+	"github.com/coopstreaming/coop/origin/auth"
+	"github.com/coopstreaming/coop/origin/media"
+	"github.com/coopstreaming/coop/origin/stream"
+	"github.com/coopstreaming/coop/segment"
+)
+
+// Server is the RTSP server.
+type Server struct {
+	// Address is the RTSP listen address (default ":8554").
+	Address string
+	// UDPRTPAddress and UDPRTCPAddress enable the UDP transport when set.
+	UDPRTPAddress, UDPRTCPAddress string
+	// Timeout bounds reads and writes (default 10s).
+	Timeout time.Duration
+	// WriteQueueSize is each reader's packet queue (default 512).
+	WriteQueueSize int
+	// Streams is the stream registry.
+	Streams *stream.Manager
+	// Auth checks publishers.
+	Auth *auth.Checker
+	// ReadUser and ReadPass, when set, protect reading.
+	ReadUser, ReadPass string
+	// Log receives logs.
+	Log *slog.Logger
+	// Metrics receives counters (optional).
+	Metrics *stream.Metrics
+
+	srv     *gortsplib.Server
+	mu      sync.Mutex
+	readers map[*gortsplib.ServerSession]*Reader
+}
+
+// Reader is a playing RTSP session, for the API.
+type Reader struct {
+	Path      string    `json:"path"`
+	Remote    string    `json:"remote"`
+	Transport string    `json:"transport"`
+	Started   time.Time `json:"started"`
+	Dropped   uint64    `json:"droppedPackets"`
+	BytesSent uint64    `json:"bytesSent"`
+	session   *gortsplib.ServerSession
+}
+
+// publisher is the state of a publishing session.
+type publisher struct {
+	pub *stream.Publication
+}
+
+// Initialize creates the gortsplib server (Start listens).
+func (s *Server) Initialize() *gortsplib.Server {
+	if s.Address == "" {
+		s.Address = ":8554"
+	}
+	if s.Timeout <= 0 {
+		s.Timeout = 10 * time.Second
+	}
+	if s.WriteQueueSize <= 0 {
+		s.WriteQueueSize = 512
+	}
+	if s.Log == nil {
+		s.Log = slog.Default()
+	}
+	s.readers = make(map[*gortsplib.ServerSession]*Reader)
+	s.srv = &gortsplib.Server{
+		Handler:        s,
+		RTSPAddress:    s.Address,
+		UDPRTPAddress:  s.UDPRTPAddress,
+		UDPRTCPAddress: s.UDPRTCPAddress,
+		ReadTimeout:    s.Timeout,
+		WriteTimeout:   s.Timeout,
+		WriteQueueSize: s.WriteQueueSize,
+	}
+	return s.srv
+}
+
+// Start listens.
+func (s *Server) Start() error {
+	if err := s.srv.Start(); err != nil {
+		return fmt.Errorf("rtsp listen on %s: %w", s.Address, err)
+	}
+	s.Log.Info("RTSP listening", "address", s.Address, "udp", s.UDPRTPAddress != "")
+	return nil
+}
+
+// Close stops the server.
+func (s *Server) Close() { s.srv.Close() }
+
+// Readers lists the playing readers.
+func (s *Server) Readers() []Reader {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Reader, 0, len(s.readers))
+	for _, r := range s.readers {
+		c := *r
+		c.BytesSent = r.session.BytesSent()
+		out = append(out, c)
+	}
+	return out
+}
+
+func cleanPath(p string) string { return strings.Trim(p, "/") }
+
+// OnSessionClose implements gortsplib.ServerHandlerOnSessionClose.
+func (s *Server) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
+	if p, ok := ctx.Session.UserData().(*publisher); ok && p.pub != nil {
+		p.pub.Close()
+	}
+	s.mu.Lock()
+	r := s.readers[ctx.Session]
+	delete(s.readers, ctx.Session)
+	s.mu.Unlock()
+	if r != nil {
+		if s.Metrics != nil {
+			s.Metrics.Readers.WithLabelValues(r.Path).Dec()
+		}
+		s.Log.Info("RTSP reader left", "path", r.Path, "remote", r.Remote, "dropped", r.Dropped)
+	}
+}
+
+// OnDescribe implements gortsplib.ServerHandlerOnDescribe.
+func (s *Server) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if res, err := s.checkRead(ctx.Conn, ctx.Request); err != nil {
+		return res, nil, err
+	}
+	ss, ok := s.Streams.ServerStream(cleanPath(ctx.Path))
+	if !ok {
+		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+	}
+	return &base.Response{StatusCode: base.StatusOK}, ss, nil
+}
+
+func (s *Server) checkRead(conn *gortsplib.ServerConn, req *base.Request) (*base.Response, error) {
+	if s.ReadUser == "" {
+		return nil, nil
+	}
+	if !conn.VerifyCredentials(req, s.ReadUser, s.ReadPass) {
+		return &base.Response{StatusCode: base.StatusUnauthorized}, errors.New("read credentials required")
+	}
+	return nil, nil
+}
+
+// OnAnnounce implements gortsplib.ServerHandlerOnAnnounce.
+func (s *Server) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Response, error) {
+	path := cleanPath(ctx.Path)
+	remote := ctx.Conn.NetConn().RemoteAddr().String()
+	err := s.Auth.Check(context.Background(), auth.Request{
+		Action: "publish", Protocol: "rtsp", Path: path, Key: auth.KeyOf(path), Remote: remote,
+	})
+	if err != nil {
+		s.Log.Warn("RTSP publish refused", "path", path, "remote", remote, "err", err)
+		s.Metrics.Reject("rtsp", "auth")
+		return &base.Response{StatusCode: base.StatusForbidden}, err
+	}
+	tracks, err := tracksOf(ctx.Description)
+	if err != nil {
+		s.Log.Warn("RTSP publish refused", "path", path, "remote", remote, "err", err)
+		s.Metrics.Reject("rtsp", "codec")
+		return &base.Response{StatusCode: base.StatusBadRequest}, err
+	}
+	session := ctx.Session
+	pub, err := s.Streams.Publish(path, stream.PublisherInfo{Protocol: "rtsp", Remote: remote, Kick: session.Close})
+	if err != nil {
+		s.Log.Warn("RTSP publish refused", "path", path, "remote", remote, "err", err)
+		s.Metrics.Reject("rtsp", "busy")
+		return &base.Response{StatusCode: base.StatusBadRequest}, err
+	}
+	if err := pub.SetTracks(tracks); err != nil {
+		pub.Close()
+		return &base.Response{StatusCode: base.StatusBadRequest}, err
+	}
+	session.SetUserData(&publisher{pub: pub})
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// tracksOf maps an announced description to stream tracks, in media order.
+func tracksOf(desc *description.Session) ([]segment.Track, error) {
+	var tracks []segment.Track
+	for _, medi := range desc.Medias {
+		for _, f := range medi.Formats {
+			t := segment.Track{ID: uint8(len(tracks))}
+			switch f := f.(type) {
+			case *format.H264:
+				sps, pps := f.SafeParams()
+				if sps == nil || pps == nil {
+					return nil, errors.New("H264 without sprop-parameter-sets is not supported")
+				}
+				t.Codec, t.Params = segment.CodecH264, [][]byte{sps, pps}
+			case *format.H265:
+				vps, sps, pps := f.SafeParams()
+				if vps == nil || sps == nil || pps == nil {
+					return nil, errors.New("H265 without sprop-vps/sps/pps is not supported")
+				}
+				t.Codec, t.Params = segment.CodecH265, [][]byte{vps, sps, pps}
+			case *format.MPEG4Audio:
+				if f.Config == nil {
+					return nil, errors.New("AAC without config")
+				}
+				asc, err := f.Config.Marshal()
+				if err != nil {
+					return nil, fmt.Errorf("AAC config: %w", err)
+				}
+				t.Codec, t.Params = segment.CodecAAC, [][]byte{asc}
+			default:
+				continue
+			}
+			if len(tracks) == segment.MaxTracks {
+				return nil, errors.New("too many tracks")
+			}
+			tracks = append(tracks, t)
+			break // one format per media
+		}
+	}
+	if len(tracks) == 0 {
+		return nil, errors.New("no H264, H265 or AAC track")
+	}
+	return tracks, nil
+}
+
+// OnSetup implements gortsplib.ServerHandlerOnSetup.
+func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	if ctx.Session.State() == gortsplib.ServerSessionStatePreRecord {
+		return &base.Response{StatusCode: base.StatusOK}, nil, nil
+	}
+	if res, err := s.checkRead(ctx.Conn, ctx.Request); err != nil {
+		return res, nil, err
+	}
+	ss, ok := s.Streams.ServerStream(cleanPath(ctx.Path))
+	if !ok {
+		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+	}
+	return &base.Response{StatusCode: base.StatusOK}, ss, nil
+}
+
+// OnPlay implements gortsplib.ServerHandlerOnPlay.
+func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	r := &Reader{
+		Path: cleanPath(ctx.Path), Remote: ctx.Conn.NetConn().RemoteAddr().String(),
+		Started: time.Now(), session: ctx.Session,
+	}
+	if tr := ctx.Session.SetuppedTransport(); tr != nil {
+		r.Transport = tr.String()
+	}
+	s.mu.Lock()
+	s.readers[ctx.Session] = r
+	s.mu.Unlock()
+	if s.Metrics != nil {
+		s.Metrics.Readers.WithLabelValues(r.Path).Inc()
+	}
+	s.Log.Info("RTSP reader playing", "path", r.Path, "remote", r.Remote, "transport", r.Transport)
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// OnStreamWriteError implements gortsplib.ServerHandlerOnStreamWriteError:
+// the reader's queue was full and a packet was dropped for it alone.
+func (s *Server) OnStreamWriteError(ctx *gortsplib.ServerHandlerOnStreamWriteErrorCtx) {
+	s.mu.Lock()
+	r := s.readers[ctx.Session]
+	if r != nil {
+		r.Dropped++
+	}
+	s.mu.Unlock()
+	if r != nil && s.Metrics != nil {
+		s.Metrics.ReaderDrops.WithLabelValues(r.Path).Inc()
+	}
+}
+
+// OnRecord implements gortsplib.ServerHandlerOnRecord.
+func (s *Server) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Response, error) {
+	p, ok := ctx.Session.UserData().(*publisher)
+	if !ok || p.pub == nil {
+		return &base.Response{StatusCode: base.StatusBadRequest}, errors.New("RECORD without ANNOUNCE")
+	}
+	session := ctx.Session
+	trackIdx := 0
+	for _, medi := range session.AnnouncedDescription().Medias {
+		for _, f := range medi.Formats {
+			dec, err := newDepacketizer(f, trackIdx)
+			if err != nil {
+				continue
+			}
+			trackIdx++
+			m := medi
+			session.OnPacketRTP(m, f, func(pkt *rtp.Packet) {
+				pts, ok := session.PacketPTS2(m, pkt)
+				if !ok {
+					return
+				}
+				units, err := dec.decode(pkt, pts)
+				if err != nil {
+					return
+				}
+				for _, u := range units {
+					if err := p.pub.Write(u); err != nil && errors.Is(err, stream.ErrReplaced) {
+						session.Close()
+						return
+					}
+				}
+			})
+			break
+		}
+	}
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// depacketizer turns one format's RTP packets into units.
+type depacketizer struct {
+	clockRate int
+	decode    func(pkt *rtp.Packet, pts int64) ([]*media.Unit, error)
+}
+
+func ticksToDuration(t int64, clockRate int) time.Duration {
+	return time.Duration(t) * time.Second / time.Duration(clockRate)
+}
+
+func newDepacketizer(f format.Format, track int) (*depacketizer, error) {
+	d := &depacketizer{clockRate: f.ClockRate()}
+	switch f := f.(type) {
+	case *format.H264:
+		rd, err := f.CreateDecoder()
+		if err != nil {
+			return nil, err
+		}
+		var dtsx *h264.DTSExtractor
+		d.decode = func(pkt *rtp.Packet, pts int64) ([]*media.Unit, error) {
+			au, err := rd.Decode(pkt)
+			if err != nil {
+				return nil, err
+			}
+			key := h264.IsRandomAccess(au)
+			if dtsx == nil {
+				if !key {
+					return nil, nil // wait for a key frame
+				}
+				dtsx = &h264.DTSExtractor{}
+				dtsx.Initialize()
+			}
+			dts, err := dtsx.Extract(au, pts)
+			if err != nil {
+				return nil, err
+			}
+			return []*media.Unit{{Track: track, NALUs: au, Key: key,
+				PTS: ticksToDuration(pts, d.clockRate), DTS: ticksToDuration(dts, d.clockRate)}}, nil
+		}
+	case *format.H265:
+		rd, err := f.CreateDecoder()
+		if err != nil {
+			return nil, err
+		}
+		var dtsx *h265.DTSExtractor
+		d.decode = func(pkt *rtp.Packet, pts int64) ([]*media.Unit, error) {
+			au, err := rd.Decode(pkt)
+			if err != nil {
+				return nil, err
+			}
+			key := h265.IsRandomAccess(au)
+			if dtsx == nil {
+				if !key {
+					return nil, nil
+				}
+				dtsx = &h265.DTSExtractor{}
+				dtsx.Initialize()
+			}
+			dts, err := dtsx.Extract(au, pts)
+			if err != nil {
+				return nil, err
+			}
+			return []*media.Unit{{Track: track, NALUs: au, Key: key,
+				PTS: ticksToDuration(pts, d.clockRate), DTS: ticksToDuration(dts, d.clockRate)}}, nil
+		}
+	case *format.MPEG4Audio:
+		rd, err := f.CreateDecoder()
+		if err != nil {
+			return nil, err
+		}
+		d.decode = func(pkt *rtp.Packet, pts int64) ([]*media.Unit, error) {
+			aus, err := rd.Decode(pkt)
+			if err != nil || len(aus) == 0 {
+				return nil, err
+			}
+			units := make([]*media.Unit, len(aus))
+			for i, au := range aus {
+				t := ticksToDuration(pts+int64(i)*mpeg4audio.SamplesPerAccessUnit, d.clockRate)
+				units[i] = &media.Unit{Track: track, AU: au, PTS: t, DTS: t}
+			}
+			return units, nil
+		}
+	default:
+		return nil, fmt.Errorf("format %T not supported", f)
+	}
+	return d, nil
+}
