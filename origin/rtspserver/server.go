@@ -116,6 +116,7 @@ func (s *Server) Readers() []Reader {
 	for _, r := range s.readers {
 		c := *r
 		c.BytesSent = r.session.BytesSent()
+		c.Dropped = s.Streams.ReaderDropped(r.Path, r.session)
 		out = append(out, c)
 	}
 	return out
@@ -133,10 +134,11 @@ func (s *Server) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 	delete(s.readers, ctx.Session)
 	s.mu.Unlock()
 	if r != nil {
+		dropped := s.Streams.RemoveReader(r.Path, ctx.Session)
 		if s.Metrics != nil {
 			s.Metrics.Readers.WithLabelValues(r.Path).Dec()
 		}
-		s.Log.Info("RTSP reader left", "path", r.Path, "remote", r.Remote, "dropped", r.Dropped)
+		s.Log.Info("RTSP reader left", "path", r.Path, "remote", r.Remote, "droppedPackets", dropped)
 	}
 }
 
@@ -263,6 +265,9 @@ func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, 
 	if tr := ctx.Session.SetuppedTransport(); tr != nil {
 		r.Transport = tr.String()
 	}
+	if err := s.Streams.AddReader(r.Path, ctx.Session); err != nil {
+		return &base.Response{StatusCode: base.StatusNotFound}, err
+	}
 	s.mu.Lock()
 	s.readers[ctx.Session] = r
 	s.mu.Unlock()
@@ -271,20 +276,6 @@ func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, 
 	}
 	s.Log.Info("RTSP reader playing", "path", r.Path, "remote", r.Remote, "transport", r.Transport)
 	return &base.Response{StatusCode: base.StatusOK}, nil
-}
-
-// OnStreamWriteError implements gortsplib.ServerHandlerOnStreamWriteError:
-// the reader's queue was full and a packet was dropped for it alone.
-func (s *Server) OnStreamWriteError(ctx *gortsplib.ServerHandlerOnStreamWriteErrorCtx) {
-	s.mu.Lock()
-	r := s.readers[ctx.Session]
-	if r != nil {
-		r.Dropped++
-	}
-	s.mu.Unlock()
-	if r != nil && s.Metrics != nil {
-		s.Metrics.ReaderDrops.WithLabelValues(r.Path).Inc()
-	}
 }
 
 // OnRecord implements gortsplib.ServerHandlerOnRecord.

@@ -188,7 +188,20 @@ type Stream struct {
 	lastDTS    time.Duration
 	needOffset bool
 
+	readers  map[*gortsplib.ServerSession]*reader
+	hasVideo bool
+
 	stats streamStats
+}
+
+// reader is a playing RTSP session. Its packets are written to it alone,
+// starting at a key frame, so a player never decodes a partial GOP: a
+// reader that joins mid-GOP, or whose queue overflowed, waits for the next
+// key frame.
+type reader struct {
+	session *gortsplib.ServerSession
+	started bool
+	dropped uint64
 }
 
 type streamStats struct {
@@ -230,6 +243,7 @@ func (s *Stream) startLocked(tracks []segment.Track) error {
 	}
 	if s.ss != nil {
 		s.m.Log.Info("publisher changed codecs, readers ended", "path", s.path)
+		s.readers = nil
 		s.ss.Close()
 		s.ss = nil
 	}
@@ -248,6 +262,11 @@ func (s *Stream) startLocked(tracks []segment.Track) error {
 		return fmt.Errorf("rtsp stream: %w", err)
 	}
 	s.tracks, s.outs, s.desc, s.ss = tracks, outs, desc, ss
+	s.readers = make(map[*gortsplib.ServerSession]*reader)
+	s.hasVideo = false
+	for _, t := range tracks {
+		s.hasVideo = s.hasVideo || t.Codec.IsVideo()
+	}
 	s.offset, s.lastDTS, s.needOffset = 0, 0, false
 	s.announceLocked()
 	return nil
@@ -317,14 +336,80 @@ func (s *Stream) writeLocked(u *media.Unit) error {
 		s.stats.writeErrors++
 		return fmt.Errorf("rtp encoding: %w", err)
 	}
-	for _, p := range pkts {
-		if err := s.ss.WritePacketRTP(o.medi, p); err != nil {
-			s.stats.writeErrors++
-			return fmt.Errorf("rtp write: %w", err)
+	isVideo := o.codec.IsVideo()
+	for _, r := range s.readers {
+		if !r.started {
+			if (isVideo && !u.Key) || (!isVideo && s.hasVideo) {
+				continue
+			}
+			r.started = true
+		}
+		for _, p := range pkts {
+			if err := r.session.WritePacketRTP(o.medi, p); err != nil {
+				r.dropped++
+				s.m.Metrics.readerDrop(s.path)
+				if isVideo {
+					r.started = false // resume at the next key frame
+				}
+			}
 		}
 	}
 	s.seg.Push(u)
 	return nil
+}
+
+// AddReader starts sending path's packets to a playing session.
+func (m *Manager) AddReader(path string, session *gortsplib.ServerSession) error {
+	m.mu.Lock()
+	s := m.streams[path]
+	m.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("stream: %s is not published", path)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ss == nil || session.SetuppedStream() != s.ss {
+		return fmt.Errorf("stream: %s changed since SETUP", path)
+	}
+	if s.readers == nil {
+		s.readers = make(map[*gortsplib.ServerSession]*reader)
+	}
+	s.readers[session] = &reader{session: session}
+	return nil
+}
+
+// RemoveReader stops sending to a session and returns the packets it lost.
+func (m *Manager) RemoveReader(path string, session *gortsplib.ServerSession) uint64 {
+	m.mu.Lock()
+	s := m.streams[path]
+	m.mu.Unlock()
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.readers[session]
+	if r == nil {
+		return 0
+	}
+	delete(s.readers, session)
+	return r.dropped
+}
+
+// ReaderDropped returns the packets a playing session lost so far.
+func (m *Manager) ReaderDropped(path string, session *gortsplib.ServerSession) uint64 {
+	m.mu.Lock()
+	s := m.streams[path]
+	m.mu.Unlock()
+	if s == nil {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.readers[session]; r != nil {
+		return r.dropped
+	}
+	return 0
 }
 
 // end closes the readers' stream and forgets the path.
@@ -335,6 +420,7 @@ func (s *Stream) end() {
 		return
 	}
 	s.ended = true
+	s.readers = nil
 	if s.ss != nil {
 		s.ss.Close()
 		s.ss = nil
@@ -462,9 +548,10 @@ func (m *Manager) Snapshot() []Info {
 		if s.pub != nil {
 			in.Protocol, in.Publisher = s.pub.info.Protocol, s.pub.info.Remote
 		}
-		if s.ss != nil {
-			in.BytesOut = s.ss.BytesSent()
+		for _, r := range s.readers {
+			in.BytesOut += r.session.BytesSent()
 		}
+		in.Readers = len(s.readers)
 		if s.seg != nil {
 			in.NextSegmentSeq = s.seg.NextSeq()
 		}

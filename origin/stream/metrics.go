@@ -70,3 +70,10 @@ func (m *Metrics) Reject(protocol, reason string) {
 	}
 	m.Rejected.WithLabelValues(protocol, reason).Inc()
 }
+
+func (m *Metrics) readerDrop(path string) {
+	if m == nil {
+		return
+	}
+	m.ReaderDrops.WithLabelValues(path).Inc()
+}
