@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,7 +159,7 @@ func TestHostileInputsDoNotDisturbAPlayingStream(t *testing.T) {
 
 	r := <-played
 	requireCleanPlay(t, r, 300)
-	require.NoError(t, o.cmd.Process.Signal(nil), "origin must still be running")
+	require.NoError(t, o.cmd.Process.Signal(syscall.Signal(0)), "origin must still be running")
 	require.Contains(t, o.metrics(t), `coop_origin_rejected_total{protocol="rtmp",reason="guard"}`)
 	// The idle connection is closed by the server's timeout (10s default).
 	_ = idle.SetReadDeadline(time.Now().Add(15 * time.Second))

@@ -116,3 +116,36 @@ func (l *Layerer) Layer(codec segment.Codec, u *Unit) int {
 	}
 	return 0
 }
+
+// H.265 NAL unit types used for random access.
+const (
+	h265RASLN = 8
+	h265RASLR = 9
+	h265CRA   = 21
+)
+
+// h265VCLType returns the NAL type of the first VCL NAL unit.
+func h265VCLType(nalus [][]byte) (uint8, bool) {
+	for _, n := range nalus {
+		if len(n) < 2 {
+			continue
+		}
+		if typ := (n[0] >> 1) & 0x3f; typ <= 31 {
+			return typ, true
+		}
+	}
+	return 0, false
+}
+
+// IsH265CRA tells whether an H.265 access unit is a CRA picture, whose
+// RASL pictures are undecodable for a decoder that starts at it.
+func IsH265CRA(nalus [][]byte) bool {
+	t, ok := h265VCLType(nalus)
+	return ok && t == h265CRA
+}
+
+// IsH265RASL tells whether an H.265 access unit is a RASL picture.
+func IsH265RASL(nalus [][]byte) bool {
+	t, ok := h265VCLType(nalus)
+	return ok && (t == h265RASLN || t == h265RASLR)
+}

@@ -297,10 +297,12 @@ func (s *Server) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Respon
 			session.OnPacketRTP(m, f, func(pkt *rtp.Packet) {
 				pts, ok := session.PacketPTS2(m, pkt)
 				if !ok {
+					s.Log.Debug("RTSP packet without PTS")
 					return
 				}
 				units, err := dec.decode(pkt, pts)
 				if err != nil {
+					s.Log.Debug("RTSP packet not decoded", "err", err)
 					return
 				}
 				for _, u := range units {
@@ -335,6 +337,7 @@ func newDepacketizer(f format.Format, track int) (*depacketizer, error) {
 			return nil, err
 		}
 		var dtsx *h264.DTSExtractor
+		var prevDTS int64
 		d.decode = func(pkt *rtp.Packet, pts int64) ([]*media.Unit, error) {
 			au, err := rd.Decode(pkt)
 			if err != nil {
@@ -348,10 +351,24 @@ func newDepacketizer(f format.Format, track int) (*depacketizer, error) {
 				dtsx = &h264.DTSExtractor{}
 				dtsx.Initialize()
 			}
-			dts, err := dtsx.Extract(au, pts)
-			if err != nil {
-				return nil, err
+			probe := au
+			if key {
+				// The DTS extractor reads the SPS in-band; publishers
+				// that send it only in the SDP get it prepended.
+				sps, pps := f.SafeParams()
+				probe = append([][]byte{sps, pps}, au...)
 			}
+			dts, err := dtsx.Extract(probe, pts)
+			if err != nil {
+				// The extractor cannot follow every reference structure
+				// (x265 temporal layers): keep the frame with a DTS that
+				// is monotonic and not after its PTS.
+				dts = min(prevDTS+1, pts)
+				if dts <= prevDTS {
+					dts = prevDTS + 1
+				}
+			}
+			prevDTS = dts
 			return []*media.Unit{{Track: track, NALUs: au, Key: key,
 				PTS: ticksToDuration(pts, d.clockRate), DTS: ticksToDuration(dts, d.clockRate)}}, nil
 		}
@@ -361,6 +378,7 @@ func newDepacketizer(f format.Format, track int) (*depacketizer, error) {
 			return nil, err
 		}
 		var dtsx *h265.DTSExtractor
+		var prevDTS int64
 		d.decode = func(pkt *rtp.Packet, pts int64) ([]*media.Unit, error) {
 			au, err := rd.Decode(pkt)
 			if err != nil {
@@ -374,10 +392,22 @@ func newDepacketizer(f format.Format, track int) (*depacketizer, error) {
 				dtsx = &h265.DTSExtractor{}
 				dtsx.Initialize()
 			}
-			dts, err := dtsx.Extract(au, pts)
-			if err != nil {
-				return nil, err
+			probe := au
+			if key {
+				vps, sps, pps := f.SafeParams()
+				probe = append([][]byte{vps, sps, pps}, au...)
 			}
+			dts, err := dtsx.Extract(probe, pts)
+			if err != nil {
+				// The extractor cannot follow every reference structure
+				// (x265 temporal layers): keep the frame with a DTS that
+				// is monotonic and not after its PTS.
+				dts = min(prevDTS+1, pts)
+				if dts <= prevDTS {
+					dts = prevDTS + 1
+				}
+			}
+			prevDTS = dts
 			return []*media.Unit{{Track: track, NALUs: au, Key: key,
 				PTS: ticksToDuration(pts, d.clockRate), DTS: ticksToDuration(dts, d.clockRate)}}, nil
 		}

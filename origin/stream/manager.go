@@ -201,7 +201,10 @@ type Stream struct {
 type reader struct {
 	session *gortsplib.ServerSession
 	started bool
-	dropped uint64
+	// skipRASL is set when the reader started at an H.265 CRA: the RASL
+	// pictures that follow it reference pictures the reader never got.
+	skipRASL bool
+	dropped  uint64
 }
 
 type streamStats struct {
@@ -337,12 +340,19 @@ func (s *Stream) writeLocked(u *media.Unit) error {
 		return fmt.Errorf("rtp encoding: %w", err)
 	}
 	isVideo := o.codec.IsVideo()
+	isHEVC := o.codec == segment.CodecH265
 	for _, r := range s.readers {
 		if !r.started {
 			if (isVideo && !u.Key) || (!isVideo && s.hasVideo) {
 				continue
 			}
 			r.started = true
+			r.skipRASL = isHEVC && media.IsH265CRA(u.NALUs)
+		} else if r.skipRASL && isHEVC {
+			if media.IsH265RASL(u.NALUs) {
+				continue
+			}
+			r.skipRASL = false
 		}
 		for _, p := range pkts {
 			if err := r.session.WritePacketRTP(o.medi, p); err != nil {
