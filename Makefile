@@ -43,8 +43,10 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 10s)
 		done; \
 	done
 
-bench: deps ## run the benchmarks and write bench/results/
-	$(GO) test -run XXX -bench . -benchmem -count=3 ./segment/ ./origin/... | tee bench/results/micro.txt
+bench: deps ## run the benchmarks and write bench/results/ (origin fan-out, micro-benchmarks)
+	mkdir -p bench/results
+	COOP_BENCH=1 $(GO) test -count=1 -timeout 20m -run 'TestBench' -v ./integration/ | grep -E '^(---|ok|FAIL)|bench_'
+	$(GO) test -run XXX -bench . -benchmem -count=3 ./segment/... ./origin/... ./peerproto/... | tee bench/results/micro.txt
 
 publish: ## push a test pattern to RTMP_URL with ffmpeg (the OBS stand-in)
 	ffmpeg -hide_banner -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine \
