@@ -1,0 +1,14 @@
+# Builds the CoopStreaming binaries. Used by docker-compose.yml.
+FROM golang:1.26-bookworm AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN go build -o /out/ ./origin/cmd/coop-origin
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg ca-certificates && rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/ /usr/local/bin/
+COPY coop.yml /etc/coop/coop.yml
+EXPOSE 1935 8554 8000/udp 8001/udp 9997
+ENTRYPOINT ["coop-origin", "--config", "/etc/coop/coop.yml"]
