@@ -119,9 +119,29 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// proc is a child process started by a test.
+type proc struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{} // closed when the process has been reaped
+	err  error         // Wait's result, valid after done
+}
+
+// wait waits up to timeout for the process to exit and returns its error.
+func (p *proc) wait(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		t.Fatalf("%s still running after %v", p.cmd.Path, timeout)
+		return nil
+	}
+}
+
 // startProcess starts a child process that is killed (by its pid) and
 // reaped when the test ends.
-func startProcess(t *testing.T, env []string, name string, args ...string) (*exec.Cmd, *syncBuffer) {
+func startProcess(t *testing.T, env []string, name string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -129,8 +149,9 @@ func startProcess(t *testing.T, env []string, name string, args ...string) (*exe
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	require.NoError(t, cmd.Start())
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	p := &proc{cmd: cmd, out: out, done: make(chan struct{})}
+	done := p.done
+	go func() { p.err = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -143,7 +164,7 @@ func startProcess(t *testing.T, env []string, name string, args ...string) (*exe
 			t.Logf("%s output:\n%s", filepath.Base(name), tail(out.String(), 4000))
 		}
 	})
-	return cmd, out
+	return p
 }
 
 func tail(s string, n int) string {
@@ -171,7 +192,8 @@ func startOrigin(t *testing.T, env ...string) *originProc {
 		"COOP_RTMP_ADDRESS=" + o.rtmp, "COOP_RTSP_ADDRESS=" + o.rtsp, "COOP_HTTP_ADDRESS=" + o.httpAddr,
 		"COOP_RTSP_UDPRTPADDRESS=" + rtp, "COOP_RTSP_UDPRTCPADDRESS=" + rtcp,
 	}
-	o.cmd, o.out = startProcess(t, append(base, env...), filepath.Join(binDir, "coop-origin"))
+	p := startProcess(t, append(base, env...), filepath.Join(binDir, "coop-origin"))
+	o.cmd, o.out = p.cmd, p.out
 	waitFor(t, 10*time.Second, "origin HTTP API", func() bool {
 		resp, err := http.Get("http://" + o.httpAddr + "/healthz")
 		if err != nil {
@@ -254,7 +276,7 @@ func testPatternArgs(size string, extraVideo ...string) []string {
 }
 
 // publishRTMP pushes a test pattern for d.
-func publishRTMP(t *testing.T, url string, d time.Duration, size string, extraVideo ...string) (*exec.Cmd, *syncBuffer) {
+func publishRTMP(t *testing.T, url string, d time.Duration, size string, extraVideo ...string) *proc {
 	args := append(testPatternArgs(size, extraVideo...), "-t", fmt.Sprint(int(d.Seconds())), "-f", "flv", url)
 	return startProcess(t, nil, "ffmpeg", args...)
 }

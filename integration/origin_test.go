@@ -171,13 +171,13 @@ func TestHostileInputsDoNotDisturbAPlayingStream(t *testing.T) {
 func TestPublisherReconnectWithinGraceKeepsRTSPReaders(t *testing.T) {
 	requireTool(t, "ffmpeg")
 	o := startOrigin(t, "COOP_PUBLISH_GRACEPERIOD=10s")
-	first, _ := publishRTMP(t, o.rtmpURL("cam"), 6*time.Second, "640x360", "-bf", "2", "-g", "30")
+	first := publishRTMP(t, o.rtmpURL("cam"), 6*time.Second, "640x360", "-bf", "2", "-g", "30")
 	o.waitPublishing(t, "live/cam")
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 	played := make(chan playResult, 1)
 	go func() { played <- play(ctx, o.rtspURL("cam"), "tcp", 14*time.Second) }()
-	_ = first.Wait() // the first publisher ends after 6 s
+	_ = first.wait(t, 20*time.Second) // the first publisher ends after 6 s
 	time.Sleep(2 * time.Second)
 	publishRTMP(t, o.rtmpURL("cam"), 20*time.Second, "640x360", "-bf", "2", "-g", "30")
 	r := <-played
@@ -192,29 +192,18 @@ func TestPublisherReconnectWithinGraceKeepsRTSPReaders(t *testing.T) {
 func TestPublishAuthAndBusyPathAreRefusedInsideTheProtocol(t *testing.T) {
 	requireTool(t, "ffmpeg")
 	o := startOrigin(t, "COOP_PUBLISH_KEYS=goodkey")
-	wrong, wrongOut := publishRTMP(t, o.rtmpURL("badkey"), 20*time.Second, "320x240")
-	waitExit := func(cmd interface{ Wait() error }) error {
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			return err
-		case <-time.After(15 * time.Second):
-			t.Fatal("publisher was not refused")
-			return nil
-		}
-	}
-	require.Error(t, waitExit(wrong), "a wrong key must make ffmpeg fail")
-	require.Contains(t, wrongOut.String(), "Publish", "ffmpeg should report the publish failure: %s", wrongOut.String())
+	wrong := publishRTMP(t, o.rtmpURL("badkey"), 20*time.Second, "320x240")
+	require.Error(t, wrong.wait(t, 15*time.Second), "a wrong key must make ffmpeg fail")
+	require.Contains(t, wrong.out.String(), "Publish", "ffmpeg should report the publish failure: %s", wrong.out.String())
 	require.Contains(t, o.out.String(), "RTMP publish refused")
 
 	publishRTMP(t, o.rtmpURL("goodkey"), 25*time.Second, "320x240")
 	o.waitPublishing(t, "live/goodkey")
-	second, _ := publishRTMP(t, o.rtmpURL("goodkey"), 20*time.Second, "320x240")
-	require.Error(t, waitExit(second), "a second publisher on a busy path must be refused")
+	second := publishRTMP(t, o.rtmpURL("goodkey"), 20*time.Second, "320x240")
+	require.Error(t, second.wait(t, 15*time.Second), "a second publisher on a busy path must be refused")
 
-	rtspWrong, rtspOut := startProcess(t, nil, "ffmpeg", append(testPatternArgs("320x240"),
+	rtspWrong := startProcess(t, nil, "ffmpeg", append(testPatternArgs("320x240"),
 		"-t", "10", "-f", "rtsp", "-rtsp_transport", "tcp", o.rtspURL("badkey"))...)
-	require.Error(t, waitExit(rtspWrong))
-	require.Contains(t, rtspOut.String(), "403")
+	require.Error(t, rtspWrong.wait(t, 15*time.Second))
+	require.Contains(t, rtspWrong.out.String(), "403")
 }
