@@ -1,0 +1,289 @@
+// Package wire is the CoopStreaming peer protocol codec: typed messages in
+// length-prefixed frames with a hard size limit. It is pure (no I/O beyond
+// an io.Reader/io.Writer) and media-agnostic. The protocol is specified in
+// docs/peerproto.md.
+//
+// A frame is a 4-byte big-endian length N (1 <= N <= MaxFrameSize) followed
+// by N bytes: a 1-byte message type and the message body. Decoders reject
+// oversized, truncated and trailing-byte frames with typed errors.
+package wire
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ProtocolID names the protocol in the handshake.
+const ProtocolID = "/coop/1"
+
+// Version is the protocol version this package speaks.
+const Version = 1
+
+// MaxFrameSize bounds a frame (type byte + body).
+const MaxFrameSize = 8 << 20
+
+// Limits inside messages.
+const (
+	MaxStringLen   = 1024
+	MaxLayers      = 8
+	MaxWindow      = 1024 // segments in a buffer map
+	MaxHaves       = 4096
+	MaxCandidates  = 64
+	MaxManifestLen = 4096
+)
+
+// Feature bits announced in the handshake.
+const (
+	// FeatureManifest: the peer verifies signed segment manifests.
+	FeatureManifest uint32 = 1 << 0
+	// FeatureLayers: the peer understands layered segments.
+	FeatureLayers uint32 = 1 << 1
+)
+
+// Type is a message type.
+type Type uint8
+
+// Message types.
+const (
+	TypeHello Type = iota + 1
+	TypeWelcome
+	TypeBufferMap
+	TypeHave
+	TypeRequest
+	TypeCancel
+	TypeData
+	TypeReject
+	TypeGetCandidates
+	TypeCandidates
+	TypePing
+	TypePong
+	TypeGoodbye
+	TypeStreamHeader
+	TypeReport
+	typeMax
+)
+
+var typeNames = [...]string{"", "Hello", "Welcome", "BufferMap", "Have", "Request", "Cancel", "Data", "Reject",
+	"GetCandidates", "Candidates", "Ping", "Pong", "Goodbye", "StreamHeader", "Report"}
+
+// String returns the type's name.
+func (t Type) String() string {
+	if t > 0 && t < typeMax {
+		return typeNames[t]
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// Errors returned by the decoder.
+var (
+	ErrFrameTooLarge = errors.New("wire: frame too large")
+	ErrEmptyFrame    = errors.New("wire: empty frame")
+	ErrTruncated     = errors.New("wire: truncated message")
+	ErrTrailing      = errors.New("wire: trailing bytes")
+	ErrUnknownType   = errors.New("wire: unknown message type")
+	ErrInvalid       = errors.New("wire: invalid field")
+)
+
+// Message is any protocol message.
+type Message interface {
+	// Type returns the message type.
+	Type() Type
+	appendBody(b []byte) []byte
+	decodeBody(r *reader)
+}
+
+// Role says what a node is.
+type Role uint8
+
+// Roles.
+const (
+	RolePeer   Role = 1
+	RoleServer Role = 2
+)
+
+// PeerID identifies a node in a swarm.
+type PeerID uint64
+
+// Hello opens every connection (both directions).
+type Hello struct {
+	Protocol   string
+	Version    uint8
+	Features   uint32
+	Role       Role
+	Stream     string
+	Peer       PeerID
+	ListenAddr string
+	Token      string
+	// UploadCap is the sender's upload capacity in bytes/s (0: unknown).
+	UploadCap uint64
+}
+
+// Welcome answers a Hello: the connection is accepted.
+type Welcome struct {
+	Peer PeerID
+	// SegmentDuration is the nominal segment duration in milliseconds.
+	SegmentDurationMs uint32
+	// LiveEdge is the newest segment the sender holds.
+	LiveEdge uint64
+	// Partners is how many partners the sender has now.
+	Partners uint16
+}
+
+// BufferMap is a full buffer map: for each layer, a bitmap over segments
+// Base..Base+Window-1.
+type BufferMap struct {
+	Base   uint64
+	Window uint16
+	// Bits[l] has Window bits (packed MSB first) for layer l.
+	Bits [][]byte
+}
+
+// HaveEntry names one chunk.
+type HaveEntry struct {
+	Seq   uint64
+	Layer uint8
+}
+
+// Have is an incremental buffer map: chunks acquired since the last map.
+type Have struct {
+	Entries []HaveEntry
+}
+
+// Request flags.
+const (
+	// RequestManifest asks for the signed manifest along with the data.
+	RequestManifest uint8 = 1 << 0
+)
+
+// Request asks for one chunk.
+type Request struct {
+	Seq   uint64
+	Layer uint8
+	Flags uint8
+}
+
+// Cancel withdraws a request.
+type Cancel struct {
+	Seq   uint64
+	Layer uint8
+}
+
+// Data carries one chunk, and the segment's signed manifest when asked.
+type Data struct {
+	Seq      uint64
+	Layer    uint8
+	Manifest []byte
+	Payload  []byte
+}
+
+// Reject reasons.
+const (
+	RejectBusy     uint8 = 1
+	RejectNotFound uint8 = 2
+	RejectFull     uint8 = 3 // partner list full (on Hello)
+	RejectAuth     uint8 = 4 // bad join token (on Hello)
+	RejectBanned   uint8 = 5
+	RejectVersion  uint8 = 6
+)
+
+// Reject refuses a request (or, with Seq and Layer zero, a Hello).
+type Reject struct {
+	Seq    uint64
+	Layer  uint8
+	Reason uint8
+}
+
+// GetCandidates asks for partner candidates.
+type GetCandidates struct {
+	Max uint8
+}
+
+// Candidate is a possible partner.
+type Candidate struct {
+	Peer PeerID
+	Addr string
+	// UploadRate is the measured upload rate in bytes/s.
+	UploadRate uint64
+	// RTTMicros is the round-trip time as measured by the sender, in µs.
+	RTTMicros uint32
+}
+
+// Candidates lists possible partners.
+type Candidates struct {
+	List []Candidate
+}
+
+// Ping asks for a Pong with the same nonce (RTT probe, keepalive).
+type Ping struct{ Nonce uint64 }
+
+// Pong answers a Ping.
+type Pong struct{ Nonce uint64 }
+
+// Goodbye closes a connection politely.
+type Goodbye struct{ Reason string }
+
+// StreamHeader carries the opaque stream header (codec parameters).
+type StreamHeader struct{ Header []byte }
+
+// Report tells the server a peer's measurements.
+type Report struct {
+	UploadRate   uint64 // bytes/s sent to peers
+	DownloadRate uint64 // bytes/s received
+	Partners     uint16
+	// ContinuityPermille is the base-layer continuity x 1000.
+	ContinuityPermille uint16
+	MaxLayer           uint8
+}
+
+func (*Hello) Type() Type         { return TypeHello }
+func (*Welcome) Type() Type       { return TypeWelcome }
+func (*BufferMap) Type() Type     { return TypeBufferMap }
+func (*Have) Type() Type          { return TypeHave }
+func (*Request) Type() Type       { return TypeRequest }
+func (*Cancel) Type() Type        { return TypeCancel }
+func (*Data) Type() Type          { return TypeData }
+func (*Reject) Type() Type        { return TypeReject }
+func (*GetCandidates) Type() Type { return TypeGetCandidates }
+func (*Candidates) Type() Type    { return TypeCandidates }
+func (*Ping) Type() Type          { return TypePing }
+func (*Pong) Type() Type          { return TypePong }
+func (*Goodbye) Type() Type       { return TypeGoodbye }
+func (*StreamHeader) Type() Type  { return TypeStreamHeader }
+func (*Report) Type() Type        { return TypeReport }
+
+// New returns an empty message of type t.
+func New(t Type) (Message, error) {
+	switch t {
+	case TypeHello:
+		return &Hello{}, nil
+	case TypeWelcome:
+		return &Welcome{}, nil
+	case TypeBufferMap:
+		return &BufferMap{}, nil
+	case TypeHave:
+		return &Have{}, nil
+	case TypeRequest:
+		return &Request{}, nil
+	case TypeCancel:
+		return &Cancel{}, nil
+	case TypeData:
+		return &Data{}, nil
+	case TypeReject:
+		return &Reject{}, nil
+	case TypeGetCandidates:
+		return &GetCandidates{}, nil
+	case TypeCandidates:
+		return &Candidates{}, nil
+	case TypePing:
+		return &Ping{}, nil
+	case TypePong:
+		return &Pong{}, nil
+	case TypeGoodbye:
+		return &Goodbye{}, nil
+	case TypeStreamHeader:
+		return &StreamHeader{}, nil
+	case TypeReport:
+		return &Report{}, nil
+	}
+	return nil, fmt.Errorf("%w: %d", ErrUnknownType, t)
+}

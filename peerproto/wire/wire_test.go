@@ -1,0 +1,132 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// samples is one message of every type; shared by the tests and the fuzz
+// seed corpus.
+func samples() []Message {
+	return []Message{
+		&Hello{Protocol: ProtocolID, Version: Version, Features: FeatureManifest | FeatureLayers, Role: RolePeer,
+			Stream: "live/demo", Peer: 42, ListenAddr: "127.0.0.1:7071", Token: "tok", UploadCap: 250000},
+		&Welcome{Peer: 1, SegmentDurationMs: 1000, LiveEdge: 99, Partners: 5},
+		&BufferMap{Base: 90, Window: 12, Bits: [][]byte{{0xff, 0xf0}, {0x80, 0x10}}},
+		&Have{Entries: []HaveEntry{{Seq: 100, Layer: 0}, {Seq: 100, Layer: 2}}},
+		&Request{Seq: 100, Layer: 1, Flags: RequestManifest},
+		&Cancel{Seq: 100, Layer: 1},
+		&Data{Seq: 100, Layer: 1, Manifest: []byte{1, 2, 3}, Payload: []byte("chunk")},
+		&Reject{Seq: 100, Layer: 1, Reason: RejectBusy},
+		&GetCandidates{Max: 8},
+		&Candidates{List: []Candidate{{Peer: 7, Addr: "127.0.0.2:7000", UploadRate: 1e6, RTTMicros: 1500}}},
+		&Ping{Nonce: 9}, &Pong{Nonce: 9},
+		&Goodbye{Reason: "leaving"},
+		&StreamHeader{Header: []byte("CSHD")},
+		&Report{UploadRate: 1, DownloadRate: 2, Partners: 3, ContinuityPermille: 999, MaxLayer: 2},
+	}
+}
+
+func TestEveryMessageRoundTrips(t *testing.T) {
+	for _, m := range samples() {
+		t.Run(m.Type().String(), func(t *testing.T) {
+			frame := Marshal(m)
+			require.Equal(t, FrameSize(m), len(frame))
+			got, n, err := NewReader(bytes.NewReader(frame)).Read()
+			require.NoError(t, err)
+			require.Equal(t, len(frame), n)
+			require.Equal(t, m, got)
+		})
+	}
+}
+
+func badFrames() map[string]struct {
+	frame []byte // without length prefix
+	want  error
+} {
+	req := Marshal(&Request{Seq: 1, Layer: 0})[4:]
+	return map[string]struct {
+		frame []byte
+		want  error
+	}{
+		"empty":                {nil, ErrEmptyFrame},
+		"unknown type":         {[]byte{200}, ErrUnknownType},
+		"truncated request":    {req[:len(req)-1], ErrTruncated},
+		"trailing byte":        {append(append([]byte{}, req...), 0), ErrTrailing},
+		"layer out of range":   {[]byte{byte(TypeRequest), 0, 0, 0, 0, 0, 0, 0, 1, 9, 0}, ErrInvalid},
+		"huge have count":      {[]byte{byte(TypeHave), 0xff, 0xff}, ErrInvalid},
+		"window too large":     {[]byte{byte(TypeBufferMap), 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1}, ErrInvalid},
+		"bits past the window": {[]byte{byte(TypeBufferMap), 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0x01}, ErrInvalid},
+		"bad role":             {append([]byte{byte(TypeHello)}, Marshal(&Hello{Role: 9})[5:]...), ErrInvalid},
+		"manifest too large":   {[]byte{byte(TypeData), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0}, ErrInvalid},
+	}
+}
+
+func TestDecoderRejectsBadFramesWithTypedErrors(t *testing.T) {
+	for name, c := range badFrames() {
+		t.Run(name, func(t *testing.T) {
+			_, err := Unmarshal(c.frame)
+			require.True(t, errors.Is(err, c.want), "got %v want %v", err, c.want)
+		})
+	}
+}
+
+func TestReaderRejectsOversizedAndTruncatedFrames(t *testing.T) {
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], MaxFrameSize+1)
+	_, _, err := NewReader(bytes.NewReader(hdr[:])).Read()
+	require.ErrorIs(t, err, ErrFrameTooLarge)
+
+	frame := Marshal(&Ping{Nonce: 1})
+	_, _, err = NewReader(bytes.NewReader(frame[:len(frame)-2])).Read()
+	require.ErrorIs(t, err, ErrTruncated)
+
+	r := NewReader(bytes.NewReader(Marshal(&Data{Payload: make([]byte, 100)})))
+	r.MaxFrame = 50
+	_, _, err = r.Read()
+	require.ErrorIs(t, err, ErrFrameTooLarge)
+
+	_, _, err = NewReader(bytes.NewReader(nil)).Read()
+	require.ErrorIs(t, err, io.EOF)
+}
+
+func FuzzUnmarshal(f *testing.F) {
+	for _, m := range samples() {
+		f.Add(Marshal(m)[4:])
+	}
+	for _, c := range badFrames() {
+		f.Add(c.frame)
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		m, err := Unmarshal(frame)
+		if err != nil {
+			return
+		}
+		// Anything accepted re-encodes to the same bytes (one encoding).
+		require.Equal(t, frame, Marshal(m)[4:])
+	})
+}
+
+func BenchmarkMarshalBufferMap(b *testing.B) {
+	m := &BufferMap{Base: 1000, Window: 64, Bits: [][]byte{make([]byte, 8), make([]byte, 8), make([]byte, 8)}}
+	buf := make([]byte, 0, 64)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		buf = AppendFrame(buf[:0], m)
+	}
+}
+
+func BenchmarkUnmarshalBufferMap(b *testing.B) {
+	frame := Marshal(&BufferMap{Base: 1000, Window: 64, Bits: [][]byte{make([]byte, 8), make([]byte, 8), make([]byte, 8)}})[4:]
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := Unmarshal(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
