@@ -1,0 +1,66 @@
+package qos
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestDropsUnderMissesAndReaddsAfterSustainedLowRatio(t *testing.T) {
+	c := New(Config{}, 3)
+	t0 := time.Unix(0, 0)
+	now := t0
+	step := func(due, missed int) (int, bool) {
+		now = now.Add(time.Second)
+		return c.Observe(now, due, missed)
+	}
+	for i := 0; i < 10; i++ {
+		step(3, 0)
+	}
+	require.Equal(t, 3, c.Layers())
+	var dropped bool
+	for i := 0; i < 10 && !dropped; i++ {
+		_, dropped = step(3, 1) // 33% miss
+	}
+	require.True(t, dropped)
+	require.Equal(t, 2, c.Layers())
+	// Still congested: drops once more, but not faster than MinDwell.
+	n, changed := step(2, 1)
+	require.False(t, changed, "min dwell")
+	require.Equal(t, 2, n)
+	for i := 0; i < 10; i++ {
+		step(2, 1)
+	}
+	require.Equal(t, 1, c.Layers(), "never below the base layer")
+	for i := 0; i < 20; i++ {
+		step(1, 1)
+	}
+	require.Equal(t, 1, c.Layers())
+	// Recovery: the ratio must stay low for AddAfter before each re-add.
+	for i := 0; i < 9; i++ {
+		_, changed = step(1, 0)
+		require.False(t, changed, "second %d", i)
+	}
+	for i := 0; i < 30 && c.Layers() < 3; i++ {
+		step(c.Layers(), 0)
+	}
+	require.Equal(t, 3, c.Layers())
+}
+
+func TestFailedReaddBacksOff(t *testing.T) {
+	c := New(Config{}, 2)
+	now := time.Unix(0, 0)
+	obs := func(due, missed int) { now = now.Add(time.Second); c.Observe(now, due, missed) }
+	for c.Layers() == 2 {
+		obs(2, 2)
+	}
+	for c.Layers() == 1 {
+		obs(1, 0)
+	}
+	first := c.addAfter
+	for c.Layers() == 2 {
+		obs(2, 2) // the re-add fails at once
+	}
+	require.Greater(t, c.addAfter, first)
+}
