@@ -49,7 +49,7 @@ func TestUrgentChunksComeFirstByDeadline(t *testing.T) {
 
 func TestLowLayerFirstThenRarestFirst(t *testing.T) {
 	// Non-urgent window only: deadlines are 10 s and more away.
-	common := mapWith(append(all(5, 9, 3))...)
+	common := mapWith(all(5, 9, 3)...)
 	rareHolder := mapWith(Chunk{7, 0}, Chunk{7, 1})
 	in := input(Partner{Map: common, Rate: 1e9}, Partner{Map: mapWith(all(5, 9, 3)...), Rate: 1e9},
 		Partner{Map: rareHolder, Rate: 1e9})

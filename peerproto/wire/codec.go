@@ -177,6 +177,8 @@ func (m *BufferMap) decodeBody(r *reader) {
 }
 
 func (m *Have) appendBody(b []byte) []byte {
+	b = append(b, m.Flags)
+	b = binary.BigEndian.AppendUint32(b, m.AgeMs)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Entries)))
 	for _, e := range m.Entries {
 		b = binary.BigEndian.AppendUint64(b, e.Seq)
@@ -186,6 +188,8 @@ func (m *Have) appendBody(b []byte) []byte {
 }
 
 func (m *Have) decodeBody(r *reader) {
+	m.Flags = r.u8()
+	m.AgeMs = r.u32()
 	n := int(r.u16())
 	if r.err != nil {
 		return

@@ -144,8 +144,20 @@ type HaveEntry struct {
 	Layer uint8
 }
 
+// Have flags.
+const (
+	// HaveSeed (server to peer): fetch these chunks from the server now;
+	// the peer is one of the seeds that spread a fresh segment.
+	HaveSeed uint8 = 1 << 0
+)
+
 // Have is an incremental buffer map: chunks acquired since the last map.
 type Have struct {
+	Flags uint8
+	// AgeMs is how long ago the sender acquired the newest entry, in
+	// milliseconds (the server's announcements let peers place segments
+	// on its clock).
+	AgeMs   uint32
 	Entries []HaveEntry
 }
 

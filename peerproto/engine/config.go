@@ -1,0 +1,160 @@
+// Package engine is a CoopStreaming node: a peer, or the server partner
+// that every peer keeps. It is a state machine without goroutines or I/O of
+// its own: a driver delivers connections, messages and ticks one at a time
+// and the engine acts through an Env (clock, randomness, transport). The same
+// code therefore runs over TCP, over the in-memory network and inside the
+// discrete-event simulator.
+package engine
+
+import (
+	"crypto/ed25519"
+	"math/rand/v2"
+	"time"
+
+	"github.com/coopstreaming/coop/peerproto/qos"
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+// Env is what the engine needs from its driver. Calls never block.
+type Env interface {
+	// Now is the current time (real or simulated).
+	Now() time.Time
+	// Send queues m for a connected node; it is dropped if not connected.
+	Send(to wire.PeerID, m wire.Message)
+	// UploadBacklog is the number of bytes queued for sending, all
+	// connections together.
+	UploadBacklog() int
+	// Dial connects to a candidate; the driver later calls Connected (after
+	// both Hellos) or DialFailed.
+	Dial(c wire.Candidate)
+	// Disconnect closes the connection to a node; the driver then calls
+	// Disconnected.
+	Disconnect(to wire.PeerID)
+	// Rand is the node's source of randomness.
+	Rand() *rand.Rand
+}
+
+// Config configures a node. Zero fields take the defaults in brackets.
+type Config struct {
+	// Role is wire.RolePeer or wire.RoleServer.
+	Role wire.Role
+	// ID is the node's identity in the swarm.
+	ID wire.PeerID
+	// Stream names the stream.
+	Stream string
+	// ListenAddr is where partners can reach this node.
+	ListenAddr string
+	// Token is the join token a peer presents.
+	Token string
+	// CheckToken validates a joining peer's token (server; nil: open).
+	CheckToken func(stream, token string) bool
+	// StreamKey verifies segment manifests (peers).
+	StreamKey ed25519.PublicKey
+	// SignKey signs manifests (server; used by AddSegment callers).
+	SignKey ed25519.PrivateKey
+	// SegmentDuration is the nominal segment duration (server) [1s].
+	SegmentDuration time.Duration
+	// Layers is the number of layers of the stream [3].
+	Layers int
+	// Partners is the target number of peer partners M [6].
+	Partners int
+	// MaxPartners bounds peer partners, inbound included [Partners+4].
+	MaxPartners int
+	// Window is the buffer map window in segments (multiple of 64) [64].
+	Window int
+	// KeepBehind is how many played segments a peer keeps for others [16].
+	KeepBehind int
+	// PlayoutDelay is the target delay between a segment reaching the
+	// server and its playback deadline [3s].
+	PlayoutDelay time.Duration
+	// MinStartSlack is the least time a newcomer allows itself to fetch
+	// its first segment [1s].
+	MinStartSlack time.Duration
+	// UploadCap bounds the node's media upload in bytes/s (0: none).
+	UploadCap float64
+	// MaxBacklog bounds bytes queued on the transport before the engine
+	// stops serving [max(16 KiB, UploadCap × 0.1 s)].
+	MaxBacklog int
+	// Seeds is how many peers the server announces a fresh segment to at
+	// once (the highest-upload ones); the others hear of it SeedDelay
+	// later and normally fetch it from partners [server upload ÷ stream
+	// rate − 1, at least 1].
+	Seeds int
+	// SeedDelay delays the server's announcement to non-seed peers [1s].
+	SeedDelay time.Duration
+	// Urgent is the slack under which a chunk may come from the server
+	// even if no partner holds it [1s].
+	Urgent time.Duration
+	// ServerQueue bounds the requests the server holds before answering
+	// Busy [64].
+	ServerQueue int
+	// QoS configures layer control.
+	QoS qos.Config
+	// DisableQoS keeps every layer whatever the ratio of miss (ablation).
+	DisableQoS bool
+	// DisableRandomFirst turns random first off (ablation).
+	DisableRandomFirst bool
+	// DisableRarestFirst orders by deadline only (ablation).
+	DisableRarestFirst bool
+	// SkipVerify trusts data without checking manifests (simulator speed;
+	// never on a network).
+	SkipVerify bool
+	// OnPlay receives each played segment's chunks (nil layers: missed).
+	OnPlay func(seq uint64, layers [][]byte)
+	// OnHeader receives the stream header.
+	OnHeader func(header []byte)
+}
+
+func (c Config) withDefaults() Config {
+	if c.Role == 0 {
+		c.Role = wire.RolePeer
+	}
+	if c.SegmentDuration <= 0 {
+		c.SegmentDuration = time.Second
+	}
+	if c.Layers <= 0 {
+		c.Layers = 3
+	}
+	if c.Partners <= 0 {
+		c.Partners = 6
+	}
+	if c.MaxPartners <= 0 {
+		c.MaxPartners = c.Partners + 4
+	}
+	if c.Window <= 0 {
+		c.Window = 64
+	}
+	if c.KeepBehind <= 0 {
+		c.KeepBehind = 16
+	}
+	if c.PlayoutDelay <= 0 {
+		c.PlayoutDelay = 3 * time.Second
+	}
+	if c.MinStartSlack <= 0 {
+		c.MinStartSlack = time.Second
+	}
+	if c.MaxBacklog <= 0 {
+		c.MaxBacklog = max(16<<10, int(c.UploadCap/10))
+	}
+	if c.SeedDelay <= 0 {
+		c.SeedDelay = time.Second
+	}
+	if c.Urgent <= 0 {
+		c.Urgent = time.Second
+	}
+	if c.ServerQueue <= 0 {
+		c.ServerQueue = 64
+	}
+	return c
+}
+
+// Intervals of periodic work.
+const (
+	bufferMapInterval = 5 * time.Second
+	pingInterval      = 2 * time.Second
+	manageInterval    = 2 * time.Second
+	reportInterval    = 5 * time.Second
+	idleTimeout       = 12 * time.Second
+	requestTTL        = 4 * time.Second
+	busyBackoff       = 300 * time.Millisecond
+)

@@ -1,0 +1,1125 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/coopstreaming/coop/peerproto/buffermap"
+	"github.com/coopstreaming/coop/peerproto/manifest"
+	"github.com/coopstreaming/coop/peerproto/monitor"
+	"github.com/coopstreaming/coop/peerproto/qos"
+	"github.com/coopstreaming/coop/peerproto/scheduler"
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+// Errors returned by Admit.
+var (
+	ErrBanned   = errors.New("engine: banned")
+	ErrFull     = errors.New("engine: partner list full")
+	ErrAuth     = errors.New("engine: bad join token")
+	ErrProtocol = errors.New("engine: protocol mismatch")
+)
+
+type chunkKey struct {
+	seq   uint64
+	layer int
+}
+
+// partner is a connected node.
+type partner struct {
+	id        wire.PeerID
+	hello     wire.Hello
+	server    bool
+	outbound  bool
+	since     time.Time
+	lastHeard time.Time
+	bm        *buffermap.Map
+	rtt       monitor.RTT
+	pingNonce uint64
+	pingAt    time.Time
+	recv      *monitor.Meter // media bytes received from it
+	sent      *monitor.Meter // media bytes sent to it
+	inflight  map[chunkKey]*request
+	inBytes   int
+	busyUntil time.Time
+	reported  wire.Report
+}
+
+type request struct {
+	at      time.Time
+	expires time.Time
+	size    int
+}
+
+type delayedHave struct {
+	at      time.Time
+	added   time.Time
+	entries []wire.HaveEntry
+}
+
+type servReq struct {
+	from  wire.PeerID
+	seq   uint64
+	layer int
+	flags uint8
+	at    time.Time
+}
+
+// seg is a held segment.
+type seg struct {
+	rawManifest []byte
+	man         *manifest.Manifest
+	chunks      [][]byte
+	layers      int
+	firstSeen   time.Time // when the server was first seen holding it
+	seed        bool      // the server asked this node to fetch it now
+	added       time.Time // server: when the segment was added
+}
+
+// Engine is one node.
+type Engine struct {
+	cfg Config
+	env Env
+
+	partners map[wire.PeerID]*partner
+	serverID wire.PeerID
+	banned   map[wire.PeerID]bool
+
+	segs     map[uint64]*seg
+	have     *buffermap.Map
+	liveEdge uint64
+	haveEdge bool
+	header   []byte
+	segDur   time.Duration
+
+	// playback (peers)
+	joinedAt   time.Time
+	anchorSeq  uint64
+	anchorAt   time.Time
+	anchored   bool
+	playing    bool
+	started    bool // first segment played
+	startSeq   uint64
+	playhead   uint64
+	qos        *qos.Controller
+	chunkSizes [wire.MaxLayers]float64
+
+	sched   scheduler.Scheduler
+	assigns []scheduler.Assignment
+	views   []scheduler.Partner
+	viewIDs []wire.PeerID
+
+	pendingHaves []wire.HaveEntry
+	queue        []servReq
+	limiter      *rate.Limiter
+
+	candidates map[wire.PeerID]wire.Candidate
+	dialing    map[wire.PeerID]time.Time
+	lastAsked  time.Time
+
+	tracker map[wire.PeerID]*partner // server: every peer seen
+	seeds   map[wire.PeerID]bool     // server: peers told of fresh segments first
+	delayed []delayedHave            // server: announcements to non-seeds
+	segRate float64                  // server: measured stream rate, bytes/s
+	lastSeedPick time.Time
+
+	lastBM, lastPing, lastManage, lastReport time.Time
+	nonce                                    uint64
+
+	stats Stats
+	down  *monitor.Meter
+	up    *monitor.Meter
+}
+
+// New returns a node.
+func New(cfg Config, env Env) *Engine {
+	cfg = cfg.withDefaults()
+	e := &Engine{
+		cfg: cfg, env: env,
+		partners:   make(map[wire.PeerID]*partner),
+		banned:     make(map[wire.PeerID]bool),
+		segs:       make(map[uint64]*seg),
+		have:       buffermap.New(0, cfg.Window, cfg.Layers),
+		candidates: make(map[wire.PeerID]wire.Candidate),
+		dialing:    make(map[wire.PeerID]time.Time),
+		tracker:    make(map[wire.PeerID]*partner),
+		seeds:      make(map[wire.PeerID]bool),
+		segDur:     cfg.SegmentDuration,
+		qos:        qos.New(cfg.QoS, cfg.Layers),
+		joinedAt:   env.Now(),
+		down:       monitor.NewMeter(10*time.Second, 20),
+		up:         monitor.NewMeter(10*time.Second, 20),
+	}
+	if cfg.UploadCap > 0 {
+		e.limiter = rate.NewLimiter(rate.Limit(cfg.UploadCap), max(int(cfg.UploadCap/4), 4<<20))
+	}
+	for l := range e.chunkSizes {
+		e.chunkSizes[l] = 40 << 10
+	}
+	e.stats.Layers = cfg.Layers
+	return e
+}
+
+// ID is the node's identity.
+func (e *Engine) ID() wire.PeerID { return e.cfg.ID }
+
+// IsServer tells whether the node is the server partner.
+func (e *Engine) IsServer() bool { return e.cfg.Role == wire.RoleServer }
+
+// Hello is the handshake message this node sends on every connection.
+func (e *Engine) Hello() *wire.Hello {
+	h := &wire.Hello{
+		Protocol: wire.ProtocolID, Version: wire.Version, Features: wire.FeatureManifest | wire.FeatureLayers,
+		Role: e.cfg.Role, Stream: e.cfg.Stream, Peer: e.cfg.ID, ListenAddr: e.cfg.ListenAddr,
+		Token: e.cfg.Token, UploadCap: uint64(e.cfg.UploadCap),
+	}
+	e.stats.ControlBytesOut += uint64(wire.FrameSize(h))
+	return h
+}
+
+// Admit decides whether to accept a connection whose Hello arrived.
+func (e *Engine) Admit(h *wire.Hello, inbound bool) error {
+	e.stats.ControlBytesIn += uint64(wire.FrameSize(h))
+	if h.Protocol != wire.ProtocolID || h.Version != wire.Version || h.Stream != e.cfg.Stream {
+		return fmt.Errorf("%w: %s v%d stream %q", ErrProtocol, h.Protocol, h.Version, h.Stream)
+	}
+	if e.banned[h.Peer] {
+		return ErrBanned
+	}
+	if h.Peer == e.cfg.ID {
+		return fmt.Errorf("%w: connection to self", ErrProtocol)
+	}
+	if _, dup := e.partners[h.Peer]; dup {
+		return fmt.Errorf("%w: already connected", ErrFull)
+	}
+	if e.IsServer() {
+		if h.Role != wire.RolePeer {
+			return fmt.Errorf("%w: server to server", ErrProtocol)
+		}
+		if e.cfg.CheckToken != nil && !e.cfg.CheckToken(h.Stream, h.Token) {
+			return ErrAuth
+		}
+		return nil
+	}
+	if inbound && h.Role == wire.RolePeer && e.peerPartners() >= e.cfg.MaxPartners {
+		return ErrFull
+	}
+	return nil
+}
+
+func (e *Engine) peerPartners() int {
+	n := 0
+	for _, p := range e.partners {
+		if !p.server {
+			n++
+		}
+	}
+	return n
+}
+
+// Connected registers an admitted connection.
+func (e *Engine) Connected(h *wire.Hello, outbound bool) {
+	now := e.env.Now()
+	delete(e.dialing, h.Peer)
+	delete(e.candidates, h.Peer)
+	p := &partner{
+		id: h.Peer, hello: *h, server: h.Role == wire.RoleServer, outbound: outbound, since: now, lastHeard: now,
+		recv: monitor.NewMeter(10*time.Second, 20), sent: monitor.NewMeter(10*time.Second, 20),
+		inflight: make(map[chunkKey]*request),
+	}
+	e.partners[h.Peer] = p
+	if p.server {
+		e.serverID = h.Peer
+	}
+	if e.IsServer() {
+		e.tracker[h.Peer] = p
+		e.send(h.Peer, &wire.Welcome{Peer: e.cfg.ID, SegmentDurationMs: uint32(e.segDur / time.Millisecond),
+			LiveEdge: e.liveEdge, Partners: uint16(len(e.partners))})
+		if e.header != nil {
+			e.send(h.Peer, &wire.StreamHeader{Header: e.header})
+		}
+	} else if !outbound {
+		e.send(h.Peer, &wire.Welcome{Peer: e.cfg.ID, SegmentDurationMs: uint32(e.segDur / time.Millisecond),
+			LiveEdge: e.liveEdge, Partners: uint16(len(e.partners))})
+	}
+	e.send(h.Peer, e.have.Encode())
+	e.ping(p, now)
+}
+
+// DialFailed forgets a candidate that could not be reached.
+func (e *Engine) DialFailed(id wire.PeerID) {
+	delete(e.dialing, id)
+	delete(e.candidates, id)
+}
+
+// Disconnected forgets a partner.
+func (e *Engine) Disconnected(id wire.PeerID) {
+	p := e.partners[id]
+	if p == nil {
+		return
+	}
+	delete(e.partners, id)
+	delete(e.tracker, id)
+	if id == e.serverID {
+		e.serverID = 0
+	}
+	e.queue = slices.DeleteFunc(e.queue, func(r servReq) bool { return r.from == id })
+}
+
+func (e *Engine) send(to wire.PeerID, m wire.Message) {
+	n := wire.FrameSize(m)
+	if d, ok := m.(*wire.Data); ok {
+		e.stats.MediaBytesOut += uint64(len(d.Payload))
+		e.stats.ControlBytesOut += uint64(n - len(d.Payload))
+	} else {
+		e.stats.ControlBytesOut += uint64(n)
+	}
+	e.env.Send(to, m)
+}
+
+// Receive handles one message from a connected node.
+func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
+	p := e.partners[from]
+	if p == nil {
+		return
+	}
+	now := e.env.Now()
+	p.lastHeard = now
+	if d, ok := m.(*wire.Data); ok {
+		e.stats.MediaBytesIn += uint64(len(d.Payload))
+		e.stats.ControlBytesIn += uint64(wire.FrameSize(m) - len(d.Payload))
+	} else {
+		e.stats.ControlBytesIn += uint64(wire.FrameSize(m))
+	}
+	switch m := m.(type) {
+	case *wire.Welcome:
+		if p.server && !e.IsServer() {
+			if m.SegmentDurationMs > 0 {
+				e.segDur = time.Duration(m.SegmentDurationMs) * time.Millisecond
+			}
+			e.noteLiveEdge(m.LiveEdge, now, true)
+		}
+	case *wire.BufferMap:
+		if p.bm == nil {
+			p.bm = buffermap.New(m.Base, e.cfg.Window, e.cfg.Layers)
+		}
+		p.bm.Advance(m.Base)
+		p.bm.Load(m)
+		if p.server {
+			e.serverHoldings(p, now)
+		}
+	case *wire.Have:
+		if p.bm == nil {
+			p.bm = buffermap.New(0, e.cfg.Window, e.cfg.Layers)
+		}
+		// The server's announcement says how old the newest segment is:
+		// place it on the server's clock (minus half the RTT).
+		at := now.Add(-time.Duration(m.AgeMs)*time.Millisecond - p.rtt.Smoothed(0)/2)
+		for _, h := range m.Entries {
+			if h.Seq >= p.bm.Base()+uint64(p.bm.Window()) {
+				p.bm.Advance(h.Seq - uint64(p.bm.Window()) + 1)
+			}
+			p.bm.Set(h.Seq, int(h.Layer))
+			if p.server {
+				e.noteLiveEdge(h.Seq, at, false)
+				s := e.segs[h.Seq]
+				if s == nil && h.Seq >= e.have.Base() {
+					s = &seg{}
+					e.segs[h.Seq] = s
+				}
+				if s != nil {
+					if s.firstSeen.IsZero() {
+						s.firstSeen = now
+					}
+					s.seed = s.seed || m.Flags&wire.HaveSeed != 0
+				}
+			}
+		}
+	case *wire.Request:
+		e.onRequest(p, m, now)
+	case *wire.Cancel:
+		e.queue = slices.DeleteFunc(e.queue, func(r servReq) bool {
+			return r.from == from && r.seq == m.Seq && r.layer == int(m.Layer)
+		})
+	case *wire.Data:
+		e.onData(p, m, now)
+	case *wire.Reject:
+		k := chunkKey{m.Seq, int(m.Layer)}
+		if r := p.inflight[k]; r != nil {
+			delete(p.inflight, k)
+			p.inBytes -= r.size
+		}
+		if m.Reason == wire.RejectBusy {
+			p.busyUntil = now.Add(busyBackoff)
+		} else if p.bm != nil {
+			p.bm.Clear(m.Seq, int(m.Layer))
+		}
+	case *wire.GetCandidates:
+		e.send(from, &wire.Candidates{List: e.candidatesFor(p, int(m.Max))})
+	case *wire.Candidates:
+		for _, c := range m.List {
+			if c.Peer != e.cfg.ID && e.partners[c.Peer] == nil && !e.banned[c.Peer] && len(e.candidates) < 256 {
+				e.candidates[c.Peer] = c
+			}
+		}
+	case *wire.Ping:
+		e.send(from, &wire.Pong{Nonce: m.Nonce})
+	case *wire.Pong:
+		if m.Nonce == p.pingNonce && !p.pingAt.IsZero() {
+			p.rtt.Add(now.Sub(p.pingAt))
+			p.pingAt = time.Time{}
+		}
+	case *wire.Goodbye:
+		e.env.Disconnect(from)
+	case *wire.StreamHeader:
+		if p.server {
+			e.header = m.Header
+			if e.cfg.OnHeader != nil {
+				e.cfg.OnHeader(m.Header)
+			}
+		}
+	case *wire.Report:
+		p.reported = *m
+	}
+}
+
+// serverHoldings records when fresh segments appeared at the server.
+func (e *Engine) serverHoldings(p *partner, now time.Time) {
+	for i := 0; i < p.bm.Window(); i++ {
+		s := p.bm.Base() + uint64(i)
+		if p.bm.Has(s, 0) {
+			e.noteLiveEdge(s, now, false)
+			if e.segs[s] == nil && s >= e.have.Base() {
+				e.segs[s] = &seg{firstSeen: now}
+			}
+		}
+	}
+}
+
+// noteLiveEdge follows the newest segment at the server and anchors the
+// playback clock on it: segment c is due PlayoutDelay after it reached
+// the server. The anchor only moves later, so playback never outruns
+// production.
+func (e *Engine) noteLiveEdge(seq uint64, now time.Time, welcome bool) {
+	if !e.haveEdge || seq > e.liveEdge {
+		e.liveEdge = seq
+		e.haveEdge = true
+	} else if !welcome {
+		return
+	}
+	if e.IsServer() {
+		return
+	}
+	if !e.anchored {
+		e.anchorSeq, e.anchorAt, e.anchored = seq, now, true
+		e.chooseStart(now)
+		return
+	}
+	predicted := e.anchorAt.Add(time.Duration(int64(seq)-int64(e.anchorSeq)) * e.segDur)
+	if now.After(predicted) {
+		e.anchorAt = e.anchorAt.Add(now.Sub(predicted))
+	}
+}
+
+// availableAt is when segment seq reached (or will reach) the server.
+func (e *Engine) availableAt(seq uint64) time.Time {
+	return e.anchorAt.Add(time.Duration(int64(seq)-int64(e.anchorSeq)) * e.segDur)
+}
+
+// Deadline is the playback deadline of a segment.
+func (e *Engine) Deadline(seq uint64) time.Time {
+	return e.availableAt(seq).Add(e.cfg.PlayoutDelay)
+}
+
+func (e *Engine) chooseStart(now time.Time) {
+	s := e.anchorSeq
+	// Start at the oldest segment still due at least MinStartSlack ahead.
+	for s > 0 && e.Deadline(s-1).Sub(now) >= e.cfg.MinStartSlack && e.anchorSeq-(s-1) < uint64(e.cfg.Window/2) {
+		s--
+	}
+	for e.Deadline(s).Sub(now) < e.cfg.MinStartSlack {
+		s++
+	}
+	e.startSeq, e.playhead, e.playing = s, s, true
+	e.have.Advance(e.windowBase())
+}
+
+func (e *Engine) windowBase() uint64 {
+	if e.playhead > uint64(e.cfg.KeepBehind) {
+		return e.playhead - uint64(e.cfg.KeepBehind)
+	}
+	return 0
+}
+
+func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
+	s := e.segs[m.Seq]
+	if s == nil || int(m.Layer) >= len(s.chunks) || s.chunks[m.Layer] == nil {
+		e.send(p.id, &wire.Reject{Seq: m.Seq, Layer: m.Layer, Reason: wire.RejectNotFound})
+		return
+	}
+	limit := 32
+	perPeer, queued := 0, 0
+	for _, r := range e.queue {
+		if r.from == p.id {
+			perPeer++
+		}
+		if rs := e.segs[r.seq]; rs != nil && r.layer < len(rs.chunks) {
+			queued += len(rs.chunks[r.layer])
+		}
+	}
+	full := len(e.queue) >= limit
+	if e.IsServer() {
+		// The server keeps its queue short (what it sends in half a
+		// second) so a fallback request is served in time or refused at
+		// once; seeds are never refused: they feed everyone else.
+		full = len(e.queue) >= e.cfg.ServerQueue
+		if e.cfg.UploadCap > 0 {
+			full = float64(queued+len(s.chunks[m.Layer])) > e.cfg.UploadCap/2
+		}
+		if e.seeds[p.id] {
+			full = false
+		}
+	}
+	if full || perPeer >= 8 {
+		e.stats.RejectedBusy++
+		e.send(p.id, &wire.Reject{Seq: m.Seq, Layer: m.Layer, Reason: wire.RejectBusy})
+		return
+	}
+	e.queue = append(e.queue, servReq{from: p.id, seq: m.Seq, layer: int(m.Layer), flags: m.Flags, at: now})
+}
+
+func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
+	k := chunkKey{m.Seq, int(m.Layer)}
+	req := p.inflight[k]
+	if req != nil {
+		delete(p.inflight, k)
+		p.inBytes -= req.size
+	}
+	p.recv.Add(now, len(m.Payload))
+	e.down.Add(now, len(m.Payload))
+	if e.IsServer() {
+		return
+	}
+	s := e.segs[m.Seq]
+	if s == nil {
+		s = &seg{}
+		e.segs[m.Seq] = s
+	}
+	if !e.cfg.SkipVerify {
+		if s.man == nil {
+			if len(m.Manifest) == 0 {
+				e.stats.Unverifiable++
+				return
+			}
+			man, err := manifest.Verify(e.cfg.StreamKey, m.Manifest)
+			if err != nil || man.Seq != m.Seq || man.Stream != e.cfg.Stream {
+				e.ban(p, fmt.Errorf("bad manifest for segment %d: %v", m.Seq, err))
+				return
+			}
+			s.man, s.rawManifest, s.layers = man, m.Manifest, man.Layers()
+		}
+		if err := s.man.Check(int(m.Layer), m.Payload); err != nil {
+			e.ban(p, err)
+			return
+		}
+	} else if len(m.Manifest) > 0 && s.rawManifest == nil {
+		s.rawManifest = m.Manifest
+	}
+	if e.have.Has(m.Seq, int(m.Layer)) {
+		e.stats.DuplicateBytes += uint64(len(m.Payload))
+		return
+	}
+	if e.playing && (m.Seq < e.playhead || (m.Seq == e.playhead && !now.Before(e.Deadline(m.Seq)))) {
+		e.stats.LateBytes += uint64(len(m.Payload))
+		return
+	}
+	if !e.have.Set(m.Seq, int(m.Layer)) {
+		e.stats.LateBytes += uint64(len(m.Payload))
+		return
+	}
+	for len(s.chunks) <= int(m.Layer) {
+		s.chunks = append(s.chunks, nil)
+	}
+	s.chunks[m.Layer] = m.Payload
+	e.chunkSizes[m.Layer] = 0.9*e.chunkSizes[m.Layer] + 0.1*float64(len(m.Payload))
+	if p.server {
+		e.stats.UsefulFromServer += uint64(len(m.Payload))
+	} else {
+		e.stats.UsefulFromPeers += uint64(len(m.Payload))
+	}
+	e.pendingHaves = append(e.pendingHaves, wire.HaveEntry{Seq: m.Seq, Layer: m.Layer})
+}
+
+func (e *Engine) ban(p *partner, err error) {
+	e.stats.BadData++
+	e.stats.Banned++
+	e.banned[p.id] = true
+	e.stats.LastBan = err.Error()
+	e.env.Disconnect(p.id)
+}
+
+// AddSegment stores a segment at the server: the signed manifest and the
+// chunk of every layer. Peers learn of it by Have.
+func (e *Engine) AddSegment(seq uint64, rawManifest []byte, chunks [][]byte) error {
+	if !e.IsServer() {
+		return errors.New("engine: AddSegment on a peer")
+	}
+	if len(chunks) == 0 || len(chunks) > e.cfg.Layers {
+		return fmt.Errorf("engine: segment %d has %d layers (max %d)", seq, len(chunks), e.cfg.Layers)
+	}
+	if e.haveEdge && seq <= e.liveEdge {
+		return fmt.Errorf("engine: segment %d is not after %d", seq, e.liveEdge)
+	}
+	e.segs[seq] = &seg{rawManifest: rawManifest, chunks: chunks, layers: len(chunks)}
+	e.liveEdge, e.haveEdge = seq, true
+	if seq >= e.have.Base()+uint64(e.have.Window()) {
+		base := seq - uint64(e.have.Window()) + 1
+		e.have.Advance(base)
+		for s := range e.segs {
+			if s < base {
+				delete(e.segs, s)
+			}
+		}
+	}
+	haves := make([]wire.HaveEntry, len(chunks))
+	size := 0
+	for l := range chunks {
+		e.have.Set(seq, l)
+		haves[l] = wire.HaveEntry{Seq: seq, Layer: uint8(l)}
+		size += len(chunks[l])
+	}
+	rate := float64(size) / e.segDur.Seconds()
+	if e.segRate == 0 {
+		e.segRate = rate
+	} else {
+		e.segRate = 0.9*e.segRate + 0.1*rate
+	}
+	now := e.env.Now()
+	if now.Sub(e.lastSeedPick) > 2*time.Second || len(e.seeds) == 0 {
+		e.pickSeeds()
+		e.lastSeedPick = now
+	}
+	seedMsg := &wire.Have{Flags: wire.HaveSeed, Entries: haves}
+	for id := range e.partners {
+		if e.seeds[id] {
+			e.send(id, seedMsg)
+		}
+	}
+	e.segs[seq].added = now
+	e.delayed = append(e.delayed, delayedHave{at: now.Add(e.cfg.SeedDelay), added: now, entries: haves})
+	return nil
+}
+
+// pickSeeds chooses the peers that hear of fresh segments first: the
+// highest measured (or declared) upload, as many as the server's upload
+// feeds with one copy kept in reserve for fallbacks.
+func (e *Engine) pickSeeds() {
+	n := e.cfg.Seeds
+	if n <= 0 {
+		n = 1
+		if e.cfg.UploadCap > 0 && e.segRate > 0 {
+			n = max(1, int(e.cfg.UploadCap/e.segRate)-1)
+		}
+	}
+	type cand struct {
+		id wire.PeerID
+		up float64
+	}
+	var list []cand
+	for id, p := range e.partners {
+		up := float64(p.reported.UploadRate)
+		if cap := float64(p.hello.UploadCap); cap > up {
+			up = cap
+		}
+		list = append(list, cand{id, up * (0.9 + 0.2*e.env.Rand().Float64())})
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].up > list[j].up })
+	clear(e.seeds)
+	for i := 0; i < len(list) && i < n; i++ {
+		e.seeds[list[i].id] = true
+	}
+}
+
+// flushDelayed sends due announcements to the peers that are not seeds.
+func (e *Engine) flushDelayed(now time.Time) {
+	i := 0
+	for ; i < len(e.delayed) && !now.Before(e.delayed[i].at); i++ {
+		d := e.delayed[i]
+		msg := &wire.Have{AgeMs: uint32(now.Sub(d.added) / time.Millisecond), Entries: d.entries}
+		for id := range e.partners {
+			if !e.seeds[id] {
+				e.send(id, msg)
+			}
+		}
+	}
+	e.delayed = e.delayed[i:]
+}
+
+// SetHeader sets the stream header the server hands to every peer.
+func (e *Engine) SetHeader(h []byte) {
+	e.header = h
+	for id := range e.partners {
+		e.send(id, &wire.StreamHeader{Header: h})
+	}
+}
+
+// Close says goodbye to every partner.
+func (e *Engine) Close() {
+	for id := range e.partners {
+		e.send(id, &wire.Goodbye{Reason: "leaving"})
+	}
+}
+
+// Tick does the periodic work; drivers call it every 50-100 ms.
+func (e *Engine) Tick() {
+	now := e.env.Now()
+	if !e.IsServer() {
+		e.playback(now)
+		e.expireRequests(now)
+		e.schedule(now)
+	}
+	if e.IsServer() {
+		e.flushDelayed(now)
+	}
+	e.serve(now)
+	if len(e.pendingHaves) > 0 {
+		msg := &wire.Have{Entries: e.pendingHaves}
+		for id, p := range e.partners {
+			if !p.server {
+				e.send(id, msg)
+			}
+		}
+		e.pendingHaves = nil
+	}
+	if now.Sub(e.lastBM) >= bufferMapInterval {
+		e.lastBM = now
+		bm := e.have.Encode()
+		for id := range e.partners {
+			e.send(id, bm)
+		}
+	}
+	if now.Sub(e.lastPing) >= pingInterval {
+		e.lastPing = now
+		for _, p := range e.partners {
+			if now.Sub(p.lastHeard) > idleTimeout {
+				e.env.Disconnect(p.id)
+				continue
+			}
+			e.ping(p, now)
+		}
+	}
+	manageEvery := manageInterval
+	if e.peerPartners() < e.cfg.Partners/2 {
+		manageEvery = manageInterval / 4
+	}
+	if !e.IsServer() && now.Sub(e.lastManage) >= manageEvery {
+		e.lastManage = now
+		e.managePartners(now)
+	}
+	reportEvery := reportInterval
+	if now.Sub(e.joinedAt) < 10*time.Second {
+		reportEvery = time.Second // the tracker learns a newcomer's state fast
+	}
+	if !e.IsServer() && now.Sub(e.lastReport) >= reportEvery && e.serverID != 0 {
+		e.lastReport = now
+		st := e.Stats()
+		e.send(e.serverID, &wire.Report{UploadRate: uint64(e.up.Rate(now)), DownloadRate: uint64(e.down.Rate(now)),
+			Partners: uint16(e.peerPartners()), ContinuityPermille: uint16(1000 * st.Continuity()), MaxLayer: uint8(e.qos.Layers())})
+	}
+}
+
+func (e *Engine) ping(p *partner, now time.Time) {
+	e.nonce++
+	p.pingNonce, p.pingAt = e.nonce, now
+	e.send(p.id, &wire.Ping{Nonce: e.nonce})
+}
+
+// playback plays every segment whose deadline has come.
+func (e *Engine) playback(now time.Time) {
+	if !e.playing {
+		return
+	}
+	for !now.Before(e.Deadline(e.playhead)) {
+		seq := e.playhead
+		s := e.segs[seq]
+		subscribed := e.qos.Layers()
+		segLayers := subscribed
+		if s != nil && s.layers > 0 {
+			segLayers = min(s.layers, subscribed)
+		}
+		present := 0
+		for l := 0; l < segLayers && e.have.Has(seq, l); l++ {
+			present++
+		}
+		due, missed := segLayers, 0
+		for l := 0; l < segLayers; l++ {
+			if !e.have.Has(seq, l) {
+				missed++
+			}
+		}
+		e.stats.record(seq, present, segLayers, subscribed, e.cfg.Layers)
+		if present > 0 && !e.started {
+			e.started = true
+			e.stats.StartupDelay = now.Sub(e.joinedAt)
+			e.stats.Started = true
+		}
+		if e.started && !e.cfg.DisableQoS {
+			if _, changed := e.qos.Observe(now, due, missed); changed {
+				e.stats.LayerSwitches++
+			}
+		}
+		if e.cfg.OnPlay != nil {
+			var layers [][]byte
+			if s != nil {
+				for l := 0; l < present && l < len(s.chunks); l++ {
+					layers = append(layers, s.chunks[l])
+				}
+			}
+			e.cfg.OnPlay(seq, layers)
+		}
+		e.stats.PlayedAt = append(e.stats.PlayedAt, PlayRecord{Seq: seq, At: now, Layers: present, Subscribed: subscribed, SegLayers: segLayers})
+		if len(e.stats.PlayedAt) > 4096 {
+			e.stats.PlayedAt = e.stats.PlayedAt[2048:]
+		}
+		e.playhead++
+		base := e.windowBase()
+		e.have.Advance(base)
+		for s := range e.segs {
+			if s < base {
+				delete(e.segs, s)
+			}
+		}
+	}
+}
+
+func (e *Engine) expireRequests(now time.Time) {
+	for _, p := range e.partners {
+		for k, r := range p.inflight {
+			if now.After(r.expires) {
+				delete(p.inflight, k)
+				p.inBytes -= r.size
+				e.stats.Timeouts++
+				e.send(p.id, &wire.Cancel{Seq: k.seq, Layer: uint8(k.layer)})
+			}
+		}
+	}
+}
+
+func (e *Engine) streamRate() float64 {
+	var sum float64
+	for l := 0; l < e.cfg.Layers; l++ {
+		sum += e.chunkSizes[l]
+	}
+	return sum / e.segDur.Seconds()
+}
+
+func (e *Engine) schedule(now time.Time) {
+	if !e.playing || e.serverID == 0 && e.peerPartners() == 0 {
+		return
+	}
+	e.views, e.viewIDs = e.views[:0], e.viewIDs[:0]
+	inflight := 0
+	for id, p := range e.partners {
+		e.views = append(e.views, scheduler.Partner{
+			Map: p.bm, Rate: p.recv.Rate(now), RTT: p.rtt.Smoothed(100 * time.Millisecond),
+			InFlight: len(p.inflight), InFlightBytes: p.inBytes, Server: p.server,
+			Unavailable: now.Before(p.busyUntil),
+		})
+		e.viewIDs = append(e.viewIDs, id)
+		inflight += p.inBytes
+	}
+	to := e.liveEdge
+	if limit := e.playhead + uint64(e.cfg.Window-e.cfg.KeepBehind) - 1; to > limit {
+		to = limit
+	}
+	held := e.have.Count(0)
+	downRate := e.down.Rate(now)
+	maxInFlight := 0
+	if downRate > 0 && now.Sub(e.joinedAt) > 5*time.Second {
+		maxInFlight = int(max(downRate*2, 2*float64(e.streamRate())))
+	}
+	in := &scheduler.Input{
+		Now: now, Have: e.have, From: e.playhead, To: to, Layers: e.qos.Layers(),
+		Deadline: e.Deadline,
+		Pending: func(c scheduler.Chunk) bool {
+			k := chunkKey{c.Seq, c.Layer}
+			for _, p := range e.partners {
+				if p.inflight[k] != nil {
+					return true
+				}
+			}
+			return false
+		},
+		ChunkSize: func(l int) int { return int(e.chunkSizes[l]) },
+		// A chunk only the server holds is fetched from it at once only by
+		// the seeds it announced the segment to first; the others wait
+		// for partners unless the chunk becomes urgent.
+		ServerAllowed: func(c scheduler.Chunk) bool {
+			s := e.segs[c.Seq]
+			return s != nil && s.seed
+		},
+		Urgent: e.cfg.Urgent,
+		Partners:         e.views,
+		RandomFirst:      !e.cfg.DisableRandomFirst && held < 4,
+		MaxInFlightBytes: maxInFlight,
+		InFlightBytes:    inflight,
+		Rand:             e.env.Rand(),
+	}
+	if e.cfg.DisableRarestFirst {
+		in.Urgent = time.Duration(math.MaxInt64 / 4)
+	}
+	e.assigns = e.sched.Schedule(in, e.assigns[:0])
+	for _, a := range e.assigns {
+		id := e.viewIDs[a.Partner]
+		p := e.partners[id]
+		k := chunkKey{a.Seq, a.Layer}
+		size := int(e.chunkSizes[a.Layer])
+		rateEst := max(p.recv.Rate(now), 32<<10)
+		timeout := p.rtt.Smoothed(100*time.Millisecond)*2 + time.Duration(float64(p.inBytes+size)/rateEst*2*float64(time.Second)) + time.Second
+		timeout = min(max(timeout, 1500*time.Millisecond), 6*time.Second)
+		p.inflight[k] = &request{at: now, expires: now.Add(timeout), size: size}
+		p.inBytes += size
+		var flags uint8
+		if s := e.segs[a.Seq]; s == nil || (s.man == nil && !e.cfg.SkipVerify) || (e.cfg.SkipVerify && s.rawManifest == nil) {
+			flags |= wire.RequestManifest
+		}
+		e.send(id, &wire.Request{Seq: a.Seq, Layer: uint8(a.Layer), Flags: flags})
+	}
+}
+
+// serve answers queued requests within the upload cap and the transport's
+// backlog: base layer first, then partners that contribute most, with
+// newcomers treated as contributors (optimistic slots); the base layer is
+// never starved by enhancement layers.
+func (e *Engine) serve(now time.Time) {
+	// Expire stale requests: the requester has timed out by now.
+	e.queue = slices.DeleteFunc(e.queue, func(r servReq) bool {
+		if now.Sub(r.at) > requestTTL {
+			e.send(r.from, &wire.Reject{Seq: r.seq, Layer: uint8(r.layer), Reason: wire.RejectBusy})
+			return true
+		}
+		return false
+	})
+	if len(e.queue) == 0 {
+		return
+	}
+	score := func(id wire.PeerID) float64 {
+		p := e.partners[id]
+		if p == nil {
+			return 0
+		}
+		s := p.recv.Rate(now)
+		if now.Sub(p.since) < 10*time.Second {
+			s += 1 << 20 // optimistic slot for newcomers
+		}
+		if e.IsServer() {
+			s = float64(p.hello.UploadCap) // the server seeds high-upload peers first
+		}
+		return s
+	}
+	sort.SliceStable(e.queue, func(i, j int) bool {
+		a, b := e.queue[i], e.queue[j]
+		if sa, sb := e.seeds[a.from], e.seeds[b.from]; sa != sb {
+			return sa // the server feeds its seeds first
+		}
+		if a.layer != b.layer {
+			return a.layer < b.layer
+		}
+		return score(a.from) > score(b.from)
+	})
+	served := 0
+	for served < len(e.queue) {
+		if e.env.UploadBacklog() >= e.cfg.MaxBacklog {
+			break
+		}
+		r := e.queue[served]
+		s := e.segs[r.seq]
+		if s == nil || r.layer >= len(s.chunks) || s.chunks[r.layer] == nil {
+			e.send(r.from, &wire.Reject{Seq: r.seq, Layer: uint8(r.layer), Reason: wire.RejectNotFound})
+			served++
+			continue
+		}
+		chunk := s.chunks[r.layer]
+		if e.limiter != nil && !e.limiter.AllowN(now, len(chunk)) {
+			break
+		}
+		d := &wire.Data{Seq: r.seq, Layer: uint8(r.layer), Payload: chunk}
+		if r.flags&wire.RequestManifest != 0 {
+			d.Manifest = s.rawManifest
+		}
+		e.send(r.from, d)
+		if p := e.partners[r.from]; p != nil {
+			p.sent.Add(now, len(chunk))
+		}
+		e.up.Add(now, len(chunk))
+		e.stats.ServedChunks++
+		served++
+	}
+	e.queue = append(e.queue[:0], e.queue[served:]...)
+}
+
+// managePartners replaces departed and under-delivering partners and
+// refills the list from candidates (server and partners' gossip).
+func (e *Engine) managePartners(now time.Time) {
+	peers := make([]*partner, 0, len(e.partners))
+	for _, p := range e.partners {
+		if !p.server {
+			peers = append(peers, p)
+		}
+	}
+	// Evict the worst partner when full and it under-delivers: it has
+	// been a partner for a while, gives far less than the median and
+	// takes nothing either.
+	if len(peers) >= e.cfg.Partners {
+		sort.Slice(peers, func(i, j int) bool { return e.partnerScore(peers[i], now) < e.partnerScore(peers[j], now) })
+		worst := peers[0]
+		median := e.partnerScore(peers[len(peers)/2], now)
+		if now.Sub(worst.since) > 20*time.Second && e.partnerScore(worst, now) < 0.2*median && len(e.candidates) > 0 {
+			e.send(worst.id, &wire.Goodbye{Reason: "replaced"})
+			e.env.Disconnect(worst.id)
+			e.stats.Evictions++
+			peers = peers[1:]
+		}
+	}
+	for id, at := range e.dialing {
+		if now.Sub(at) > 5*time.Second {
+			delete(e.dialing, id)
+		}
+	}
+	want := e.cfg.Partners - len(peers) - len(e.dialing)
+	if want <= 0 {
+		return
+	}
+	if len(e.candidates) < want && now.Sub(e.lastAsked) > time.Second {
+		e.lastAsked = now
+		if e.serverID != 0 {
+			e.send(e.serverID, &wire.GetCandidates{Max: 16})
+		}
+		if len(peers) > 0 {
+			e.send(peers[e.env.Rand().IntN(len(peers))].id, &wire.GetCandidates{Max: 8})
+		}
+	}
+	cands := make([]wire.Candidate, 0, len(e.candidates))
+	for _, c := range e.candidates {
+		if _, busy := e.dialing[c.Peer]; !busy && e.partners[c.Peer] == nil {
+			cands = append(cands, c)
+		}
+	}
+	// Prefer high upload and small RTT, with some randomness so the mesh
+	// does not collapse onto the same few peers.
+	rnd := e.env.Rand()
+	keys := make([]float64, len(cands))
+	for i, c := range cands {
+		keys[i] = candidateScore(c) * (0.5 + rnd.Float64())
+	}
+	idx := make([]int, len(cands))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return keys[idx[a]] > keys[idx[b]] })
+	for _, i := range idx {
+		if want == 0 {
+			break
+		}
+		c := cands[i]
+		e.dialing[c.Peer] = now
+		delete(e.candidates, c.Peer)
+		e.env.Dial(c)
+		want--
+	}
+}
+
+func candidateScore(c wire.Candidate) float64 {
+	up := float64(c.UploadRate) + 1
+	rtt := float64(c.RTTMicros)/1000 + 10 // ms
+	return up / rtt
+}
+
+// partnerScore ranks partners: what they deliver to us, what they take
+// from us (a partner we feed is useful to the swarm), and their RTT.
+func (e *Engine) partnerScore(p *partner, now time.Time) float64 {
+	s := p.recv.Rate(now) + 0.5*p.sent.Rate(now)
+	return s / (1 + p.rtt.Smoothed(100*time.Millisecond).Seconds())
+}
+
+// candidatesFor answers GetCandidates: the server ranks every peer it knows
+// by reported upload and closeness (similar RTT to the server); a peer
+// shares its own partners.
+func (e *Engine) candidatesFor(asker *partner, n int) []wire.Candidate {
+	n = min(n, wire.MaxCandidates)
+	pool := e.partners
+	if e.IsServer() {
+		pool = e.tracker
+	}
+	type scored struct {
+		c wire.Candidate
+		s float64
+	}
+	now := e.env.Now()
+	askerRTT := asker.rtt.Smoothed(50 * time.Millisecond)
+	var list []scored
+	for id, p := range pool {
+		if id == asker.id || p.server || p.hello.ListenAddr == "" {
+			continue
+		}
+		up := float64(p.reported.UploadRate)
+		if up == 0 {
+			up = float64(p.hello.UploadCap)
+		}
+		if up == 0 {
+			up = p.sent.Rate(now)
+		}
+		rtt := p.rtt.Smoothed(50 * time.Millisecond)
+		d := (rtt - askerRTT).Seconds()
+		if d < 0 {
+			d = -d
+		}
+		c := wire.Candidate{Peer: id, Addr: p.hello.ListenAddr, UploadRate: uint64(up), RTTMicros: uint32(rtt / time.Microsecond)}
+		score := (up + 1) / (1 + d*20) * (0.5 + e.env.Rand().Float64())
+		// A peer whose partner list is full will refuse: rank it last.
+		if int(p.reported.Partners) >= e.cfg.MaxPartners {
+			score /= 100
+		}
+		list = append(list, scored{c, score})
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].s > list[j].s })
+	out := make([]wire.Candidate, 0, n)
+	for i := 0; i < len(list) && i < n; i++ {
+		out = append(out, list[i].c)
+	}
+	return out
+}
+
+// Partners returns the IDs of the connected partners.
+func (e *Engine) Partners() []wire.PeerID {
+	out := make([]wire.PeerID, 0, len(e.partners))
+	for id := range e.partners {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Banned tells whether a node is banned.
+func (e *Engine) Banned(id wire.PeerID) bool { return e.banned[id] }
+
+// Layers is the number of layers QoS lets the node fetch.
+func (e *Engine) Layers() int { return e.qos.Layers() }
+
+// RatioOfMiss is the QoS controller's current ratio of miss.
+func (e *Engine) RatioOfMiss() float64 { return e.qos.RatioOfMiss() }
+
+// Header is the stream header, once received.
+func (e *Engine) Header() []byte { return e.header }
+
+// LiveEdge is the newest segment known at the server.
+func (e *Engine) LiveEdge() (uint64, bool) { return e.liveEdge, e.haveEdge }
+
+// UploadRate is the measured media upload in bytes/s.
+func (e *Engine) UploadRate() float64 { return e.up.Rate(e.env.Now()) }

@@ -1,0 +1,108 @@
+package engine
+
+import "time"
+
+// PlayRecord is one segment reaching its playback deadline.
+type PlayRecord struct {
+	Seq uint64
+	At  time.Time
+	// Layers is the number of contiguous layers present (0: base missed).
+	Layers int
+	// Subscribed is how many layers QoS asked for; SegLayers how many the
+	// segment has.
+	Subscribed, SegLayers int
+}
+
+// Stats are a node's counters, with the definitions of docs/metrics.md.
+type Stats struct {
+	// Layers is the stream's layer count L.
+	Layers int
+	// Started tells whether playback started; StartupDelay is first frame
+	// played minus join.
+	Started      bool
+	StartupDelay time.Duration
+	// Due counts segments due since playback started; BaseOnTime those
+	// whose base layer arrived by the deadline.
+	Due, BaseOnTime uint64
+	// LayerDue and LayerOnTime count subscribed chunks per layer.
+	LayerDue, LayerOnTime [8]uint64
+	// QualitySum is the sum over played segments of layers played ÷ L.
+	QualitySum float64
+	// Useful bytes by source, and wasted bytes.
+	UsefulFromServer, UsefulFromPeers uint64
+	DuplicateBytes, LateBytes         uint64
+	// Media payload and everything else, both directions.
+	MediaBytesIn, MediaBytesOut     uint64
+	ControlBytesIn, ControlBytesOut uint64
+	// Events.
+	Timeouts, RejectedBusy, ServedChunks uint64
+	BadData, Banned, Unverifiable        uint64
+	Evictions, LayerSwitches             uint64
+	LastBan                              string
+	// PlayedAt lists recent playback events (bounded).
+	PlayedAt []PlayRecord
+}
+
+func (s *Stats) record(seq uint64, present, segLayers, subscribed, total int) {
+	if !s.Started && present == 0 {
+		return
+	}
+	_ = seq
+	s.Due++
+	if present > 0 {
+		s.BaseOnTime++
+	}
+	for l := 0; l < segLayers && l < len(s.LayerDue); l++ {
+		s.LayerDue[l]++
+		if l < present {
+			s.LayerOnTime[l]++
+		}
+	}
+	denom := segLayers
+	if denom == 0 {
+		denom = total
+	}
+	_ = subscribed
+	s.QualitySum += float64(present) / float64(max(denom, 1))
+}
+
+// Continuity is the base-layer continuity index.
+func (s *Stats) Continuity() float64 {
+	if s.Due == 0 {
+		return 0
+	}
+	return float64(s.BaseOnTime) / float64(s.Due)
+}
+
+// Quality is the mean share of layers played.
+func (s *Stats) Quality() float64 {
+	if s.Due == 0 {
+		return 0
+	}
+	return s.QualitySum / float64(s.Due)
+}
+
+// Offload is the share of useful media bytes that came from peers.
+func (s *Stats) Offload() float64 {
+	total := s.UsefulFromServer + s.UsefulFromPeers
+	if total == 0 {
+		return 0
+	}
+	return float64(s.UsefulFromPeers) / float64(total)
+}
+
+// ControlOverhead is non-media bytes ÷ media bytes, both directions.
+func (s *Stats) ControlOverhead() float64 {
+	media := s.MediaBytesIn + s.MediaBytesOut
+	if media == 0 {
+		return 0
+	}
+	return float64(s.ControlBytesIn+s.ControlBytesOut) / float64(media)
+}
+
+// Stats returns a copy of the node's counters.
+func (e *Engine) Stats() Stats {
+	st := e.stats
+	st.PlayedAt = append([]PlayRecord(nil), e.stats.PlayedAt...)
+	return st
+}

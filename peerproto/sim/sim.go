@@ -1,0 +1,285 @@
+// Package sim is a discrete-event network for engine nodes: a virtual
+// clock, per-node upload and download serialisation, per-pair propagation
+// delay, connection setup after one round trip, churn. No wall-clock sleeps:
+// a run is deterministic for a seed, and 60 simulated seconds of a
+// 100-peer swarm take a few wall-clock seconds.
+package sim
+
+import (
+	"container/heap"
+	"math/rand/v2"
+	"time"
+
+	"github.com/coopstreaming/coop/peerproto/engine"
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+// Epoch is the simulated time at which every run starts.
+var Epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Network is the simulated network and clock.
+type Network struct {
+	now   time.Time
+	q     eventQueue
+	order uint64
+	nodes map[wire.PeerID]*Node
+	// Delay returns the one-way propagation delay between two nodes.
+	Delay func(a, b wire.PeerID) time.Duration
+	// TickInterval is how often each node ticks (default 100ms).
+	TickInterval time.Duration
+	rng          *rand.Rand
+	// Events counts processed events.
+	Events uint64
+	// MessagesDropped counts messages to closed connections.
+	MessagesDropped uint64
+}
+
+// New returns an empty network with a seeded random source.
+func New(seed uint64) *Network {
+	return &Network{
+		now: Epoch, nodes: make(map[wire.PeerID]*Node), rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		Delay:        func(a, b wire.PeerID) time.Duration { return 10 * time.Millisecond },
+		TickInterval: 100 * time.Millisecond,
+	}
+}
+
+// Now is the simulated time.
+func (n *Network) Now() time.Time { return n.now }
+
+// Rand is the network's random source (for scenario decisions).
+func (n *Network) Rand() *rand.Rand { return n.rng }
+
+// Node is one simulated host running an engine.
+type Node struct {
+	ID     wire.PeerID
+	Engine *engine.Engine
+	// Up and Down are link capacities in bytes/s (0: unlimited). They may
+	// be changed while the simulation runs.
+	Up, Down         float64
+	net              *Network
+	upFree, downFree time.Time
+	conns            map[wire.PeerID]bool
+	alive            bool
+	rng              *rand.Rand
+	// Tamper, when set, rewrites every message the node sends (a
+	// malicious node: the engine stays honest, the wire lies).
+	Tamper func(wire.Message) wire.Message
+}
+
+// Alive tells whether the node is running.
+func (nd *Node) Alive() bool { return nd.alive }
+
+// AddNode creates a node; build makes its engine from the node's Env.
+func (n *Network) AddNode(id wire.PeerID, up, down float64, build func(env engine.Env) *engine.Engine) *Node {
+	nd := &Node{ID: id, Up: up, Down: down, net: n, conns: make(map[wire.PeerID]bool), alive: true,
+		rng: rand.New(rand.NewPCG(n.rng.Uint64(), uint64(id)))}
+	n.nodes[id] = nd
+	nd.Engine = build((*nodeEnv)(nd))
+	phase := time.Duration(n.rng.Int64N(int64(n.TickInterval)))
+	n.At(n.now.Add(phase), nd.tick)
+	return nd
+}
+
+// Node returns a node by ID.
+func (n *Network) Node(id wire.PeerID) *Node { return n.nodes[id] }
+
+// Nodes returns every node ever added, alive or not.
+func (n *Network) Nodes() map[wire.PeerID]*Node { return n.nodes }
+
+func (nd *Node) tick() {
+	if !nd.alive {
+		return
+	}
+	nd.Engine.Tick()
+	nd.net.At(nd.net.now.Add(nd.net.TickInterval), nd.tick)
+}
+
+// Connect opens a connection from a to b as if a dialled b.
+func (n *Network) Connect(a, b wire.PeerID) {
+	(*nodeEnv)(n.nodes[a]).Dial(wire.Candidate{Peer: b})
+}
+
+// Leave stops a node: goodbyes are sent, then its connections close.
+func (n *Network) Leave(id wire.PeerID) {
+	nd := n.nodes[id]
+	if nd == nil || !nd.alive {
+		return
+	}
+	nd.Engine.Close()
+	nd.alive = false
+	for peer := range nd.conns {
+		n.closeConn(id, peer)
+	}
+}
+
+// Crash stops a node without goodbyes.
+func (n *Network) Crash(id wire.PeerID) {
+	nd := n.nodes[id]
+	if nd == nil || !nd.alive {
+		return
+	}
+	nd.alive = false
+	for peer := range nd.conns {
+		n.closeConn(id, peer)
+	}
+}
+
+func (n *Network) closeConn(a, b wire.PeerID) {
+	na, nb := n.nodes[a], n.nodes[b]
+	if na.conns[b] {
+		delete(na.conns, b)
+		if na.alive {
+			na.Engine.Disconnected(b)
+		}
+	}
+	// The other side notices after the propagation delay.
+	n.At(n.now.Add(n.Delay(a, b)), func() {
+		if nb.conns[a] {
+			delete(nb.conns, a)
+			if nb.alive {
+				nb.Engine.Disconnected(a)
+			}
+		}
+	})
+}
+
+// At schedules f at time t.
+func (n *Network) At(t time.Time, f func()) {
+	if t.Before(n.now) {
+		t = n.now
+	}
+	n.order++
+	heap.Push(&n.q, &event{at: t, order: n.order, f: f})
+}
+
+// Run processes events until the clock reaches until.
+func (n *Network) Run(until time.Time) {
+	for n.q.Len() > 0 {
+		ev := n.q[0]
+		if ev.at.After(until) {
+			break
+		}
+		heap.Pop(&n.q)
+		n.now = ev.at
+		n.Events++
+		ev.f()
+	}
+	n.now = until
+}
+
+// nodeEnv is the engine.Env of a node.
+type nodeEnv Node
+
+func (e *nodeEnv) Now() time.Time   { return e.net.now }
+func (e *nodeEnv) Rand() *rand.Rand { return e.rng }
+
+func (e *nodeEnv) UploadBacklog() int {
+	if e.Up <= 0 || !e.upFree.After(e.net.now) {
+		return 0
+	}
+	return int(e.upFree.Sub(e.net.now).Seconds() * e.Up)
+}
+
+func serialise(free *time.Time, now time.Time, size int, rate float64) time.Time {
+	start := now
+	if free.After(start) {
+		start = *free
+	}
+	if rate > 0 {
+		start = start.Add(time.Duration(float64(size) / rate * float64(time.Second)))
+	}
+	*free = start
+	return start
+}
+
+func (e *nodeEnv) Send(to wire.PeerID, m wire.Message) {
+	n := e.net
+	if !e.alive || !e.conns[to] {
+		n.MessagesDropped++
+		return
+	}
+	if e.Tamper != nil {
+		m = e.Tamper(m)
+	}
+	size := wire.FrameSize(m)
+	sent := serialise(&e.upFree, n.now, size, e.Up)
+	from := e.ID
+	n.At(sent.Add(n.Delay(from, to)), func() {
+		dst := n.nodes[to]
+		if !dst.alive || !dst.conns[from] {
+			n.MessagesDropped++
+			return
+		}
+		done := serialise(&dst.downFree, n.now, size, dst.Down)
+		n.At(done, func() {
+			if dst.alive && dst.conns[from] {
+				dst.Engine.Receive(from, m)
+			} else {
+				n.MessagesDropped++
+			}
+		})
+	})
+}
+
+func (e *nodeEnv) Dial(c wire.Candidate) {
+	n := e.net
+	from := e.ID
+	rtt := 2 * n.Delay(from, c.Peer)
+	n.At(n.now.Add(rtt), func() {
+		a, b := n.nodes[from], n.nodes[c.Peer]
+		if a == nil || !a.alive {
+			return
+		}
+		if b == nil || !b.alive || a.conns[c.Peer] {
+			a.Engine.DialFailed(c.Peer)
+			return
+		}
+		ha, hb := a.Engine.Hello(), b.Engine.Hello()
+		if err := b.Engine.Admit(ha, true); err != nil {
+			a.Engine.DialFailed(c.Peer)
+			return
+		}
+		if err := a.Engine.Admit(hb, false); err != nil {
+			a.Engine.DialFailed(c.Peer)
+			return
+		}
+		a.conns[c.Peer], b.conns[from] = true, true
+		b.Engine.Connected(ha, false)
+		a.Engine.Connected(hb, true)
+	})
+}
+
+func (e *nodeEnv) Disconnect(to wire.PeerID) {
+	n := e.net
+	from := e.ID
+	n.At(n.now, func() {
+		if n.nodes[from].conns[to] {
+			n.closeConn(from, to)
+		}
+	})
+}
+
+type event struct {
+	at    time.Time
+	order uint64
+	f     func()
+}
+
+type eventQueue []*event
+
+func (q eventQueue) Len() int { return len(q) }
+func (q eventQueue) Less(i, j int) bool {
+	if !q[i].at.Equal(q[j].at) {
+		return q[i].at.Before(q[j].at)
+	}
+	return q[i].order < q[j].order
+}
+func (q eventQueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *eventQueue) Push(x any)   { *q = append(*q, x.(*event)) }
+func (q *eventQueue) Pop() any {
+	old := *q
+	ev := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	return ev
+}
