@@ -65,7 +65,7 @@ type Config struct {
 	// KeepBehind is how many played segments a peer keeps for others [16].
 	KeepBehind int
 	// PlayoutDelay is the target delay between a segment reaching the
-	// server and its playback deadline [3s].
+	// server and its playback deadline [5s].
 	PlayoutDelay time.Duration
 	// MinStartSlack is the least time a newcomer allows itself to fetch
 	// its first segment [1s].
@@ -83,7 +83,7 @@ type Config struct {
 	// SeedDelay delays the server's announcement to non-seed peers [1s].
 	SeedDelay time.Duration
 	// Urgent is the slack under which a chunk may come from the server
-	// even if no partner holds it [1s].
+	// even if no partner holds it [1.5s].
 	Urgent time.Duration
 	// ServerQueue bounds the requests the server holds before answering
 	// Busy [64].
@@ -128,7 +128,7 @@ func (c Config) withDefaults() Config {
 		c.KeepBehind = 16
 	}
 	if c.PlayoutDelay <= 0 {
-		c.PlayoutDelay = 3 * time.Second
+		c.PlayoutDelay = 5 * time.Second
 	}
 	if c.MinStartSlack <= 0 {
 		c.MinStartSlack = time.Second
@@ -140,7 +140,7 @@ func (c Config) withDefaults() Config {
 		c.SeedDelay = time.Second
 	}
 	if c.Urgent <= 0 {
-		c.Urgent = time.Second
+		c.Urgent = 1500 * time.Millisecond
 	}
 	if c.ServerQueue <= 0 {
 		c.ServerQueue = 64

@@ -15,7 +15,7 @@ func (e *Engine) DebugString() string {
 		if p.bm != nil {
 			bm = p.bm.Count(0)
 		}
-		s += fmt.Sprintf("\n  partner %d server=%v bm0=%d inflight=%d rate=%.0f rtt=%v busy=%v", p.id, p.server, bm, len(p.inflight), p.recv.Rate(now), p.rtt.Smoothed(0), now.Before(p.busyUntil))
+		s += fmt.Sprintf("\n  partner %d server=%v bm0=%d inflight=%d rate=%.0f rtt=%v busy=%v", p.id, p.server, bm, len(p.inflight), p.tput, p.rtt.Smoothed(0), now.Before(p.busyUntil))
 	}
 	return s
 }

@@ -47,8 +47,13 @@ type partner struct {
 	sent      *monitor.Meter // media bytes sent to it
 	inflight  map[chunkKey]*request
 	inBytes   int
-	busyUntil time.Time
-	reported  wire.Report
+	// tput estimates the partner's delivery capacity to us in bytes/s:
+	// chunk size over its service time (from the later of the request
+	// and the previous delivery), so it does not shrink when we ask little.
+	tput        float64
+	lastArrival time.Time
+	busyUntil   time.Time
+	reported    wire.Report
 }
 
 type request struct {
@@ -88,6 +93,7 @@ type Engine struct {
 	env Env
 
 	partners map[wire.PeerID]*partner
+	ordered  []*partner // partners sorted by ID, for deterministic iteration
 	serverID wire.PeerID
 	banned   map[wire.PeerID]bool
 
@@ -123,18 +129,25 @@ type Engine struct {
 	dialing    map[wire.PeerID]time.Time
 	lastAsked  time.Time
 
-	tracker map[wire.PeerID]*partner // server: every peer seen
-	seeds   map[wire.PeerID]bool     // server: peers told of fresh segments first
-	delayed []delayedHave            // server: announcements to non-seeds
-	segRate float64                  // server: measured stream rate, bytes/s
+	tracker      map[wire.PeerID]*partner // server: every peer seen
+	seeds        map[wire.PeerID]bool     // server: peers told of fresh segments first
+	delayed      []delayedHave            // server: announcements to non-seeds
+	segRate      float64                  // server: measured stream rate, bytes/s
 	lastSeedPick time.Time
+	accusations  map[wire.PeerID]map[wire.PeerID]bool // server: accused -> accusers
 
 	lastBM, lastPing, lastManage, lastReport time.Time
+	lastSchedule                             time.Time
 	nonce                                    uint64
 
 	stats Stats
 	down  *monitor.Meter
 	up    *monitor.Meter
+	// downCap estimates the download capacity: bytes over inter-arrival
+	// time of media that arrived while other requests were outstanding
+	// (the link was busy).
+	downCap     float64
+	lastArrival time.Time
 }
 
 // New returns a node.
@@ -142,19 +155,20 @@ func New(cfg Config, env Env) *Engine {
 	cfg = cfg.withDefaults()
 	e := &Engine{
 		cfg: cfg, env: env,
-		partners:   make(map[wire.PeerID]*partner),
-		banned:     make(map[wire.PeerID]bool),
-		segs:       make(map[uint64]*seg),
-		have:       buffermap.New(0, cfg.Window, cfg.Layers),
-		candidates: make(map[wire.PeerID]wire.Candidate),
-		dialing:    make(map[wire.PeerID]time.Time),
-		tracker:    make(map[wire.PeerID]*partner),
-		seeds:      make(map[wire.PeerID]bool),
-		segDur:     cfg.SegmentDuration,
-		qos:        qos.New(cfg.QoS, cfg.Layers),
-		joinedAt:   env.Now(),
-		down:       monitor.NewMeter(10*time.Second, 20),
-		up:         monitor.NewMeter(10*time.Second, 20),
+		partners:    make(map[wire.PeerID]*partner),
+		banned:      make(map[wire.PeerID]bool),
+		segs:        make(map[uint64]*seg),
+		have:        buffermap.New(0, cfg.Window, cfg.Layers),
+		candidates:  make(map[wire.PeerID]wire.Candidate),
+		dialing:     make(map[wire.PeerID]time.Time),
+		tracker:     make(map[wire.PeerID]*partner),
+		seeds:       make(map[wire.PeerID]bool),
+		accusations: make(map[wire.PeerID]map[wire.PeerID]bool),
+		segDur:      cfg.SegmentDuration,
+		qos:         qos.New(cfg.QoS, cfg.Layers),
+		joinedAt:    env.Now(),
+		down:        monitor.NewMeter(10*time.Second, 20),
+		up:          monitor.NewMeter(10*time.Second, 20),
 	}
 	if cfg.UploadCap > 0 {
 		e.limiter = rate.NewLimiter(rate.Limit(cfg.UploadCap), max(int(cfg.UploadCap/4), 4<<20))
@@ -215,7 +229,7 @@ func (e *Engine) Admit(h *wire.Hello, inbound bool) error {
 
 func (e *Engine) peerPartners() int {
 	n := 0
-	for _, p := range e.partners {
+	for _, p := range e.list() {
 		if !p.server {
 			n++
 		}
@@ -234,6 +248,7 @@ func (e *Engine) Connected(h *wire.Hello, outbound bool) {
 		inflight: make(map[chunkKey]*request),
 	}
 	e.partners[h.Peer] = p
+	e.ordered = nil
 	if p.server {
 		e.serverID = h.Peer
 	}
@@ -265,6 +280,7 @@ func (e *Engine) Disconnected(id wire.PeerID) {
 		return
 	}
 	delete(e.partners, id)
+	e.ordered = nil
 	delete(e.tracker, id)
 	if id == e.serverID {
 		e.serverID = 0
@@ -341,6 +357,10 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 				}
 			}
 		}
+		if !e.IsServer() && now.Sub(e.lastSchedule) >= 20*time.Millisecond {
+			e.playback(now)
+			e.schedule(now)
+		}
 	case *wire.Request:
 		e.onRequest(p, m, now)
 	case *wire.Cancel:
@@ -386,6 +406,8 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 		}
 	case *wire.Report:
 		p.reported = *m
+	case *wire.Accuse:
+		e.onAccuse(p, m)
 	}
 }
 
@@ -474,6 +496,9 @@ func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
 		}
 	}
 	full := len(e.queue) >= limit
+	if !e.IsServer() && e.cfg.UploadCap > 0 && float64(queued+len(s.chunks[m.Layer])) > e.cfg.UploadCap {
+		full = true // more than a second of upload queued: go elsewhere
+	}
 	if e.IsServer() {
 		// The server keeps its queue short (what it sends in half a
 		// second) so a fallback request is served in time or refused at
@@ -484,6 +509,10 @@ func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
 		}
 		if e.seeds[p.id] {
 			full = false
+		} else if m.Flags&wire.RequestUrgent != 0 && float64(queued) < e.cfg.UploadCap {
+			full = false // a fallback that keeps a peer playing
+		} else if now.Sub(p.since) < 5*time.Second && float64(queued) < e.cfg.UploadCap {
+			full = false // a newcomer's first segments: its startup delay
 		}
 	}
 	if full || perPeer >= 8 {
@@ -492,6 +521,7 @@ func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
 		return
 	}
 	e.queue = append(e.queue, servReq{from: p.id, seq: m.Seq, layer: int(m.Layer), flags: m.Flags, at: now})
+	e.serve(now)
 }
 
 func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
@@ -500,7 +530,31 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 	if req != nil {
 		delete(p.inflight, k)
 		p.inBytes -= req.size
+		start := req.at
+		if p.lastArrival.After(start) {
+			start = p.lastArrival
+		}
+		if svc := now.Sub(start); svc > 0 {
+			est := float64(len(m.Payload)) / svc.Seconds()
+			if p.tput == 0 {
+				p.tput = est
+			} else {
+				p.tput = 0.7*p.tput + 0.3*est
+			}
+		}
 	}
+	p.lastArrival = now
+	if busy := e.inflightCount() > 0; busy && !e.lastArrival.IsZero() {
+		if dt := now.Sub(e.lastArrival); dt > 0 {
+			est := float64(len(m.Payload)) / dt.Seconds()
+			if e.downCap == 0 {
+				e.downCap = est
+			} else {
+				e.downCap = 0.9*e.downCap + 0.1*est
+			}
+		}
+	}
+	e.lastArrival = now
 	p.recv.Add(now, len(m.Payload))
 	e.down.Add(now, len(m.Payload))
 	if e.IsServer() {
@@ -537,6 +591,17 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 	}
 	if e.playing && (m.Seq < e.playhead || (m.Seq == e.playhead && !now.Before(e.Deadline(m.Seq)))) {
 		e.stats.LateBytes += uint64(len(m.Payload))
+		if p.server {
+			e.stats.LateFromServer++
+		} else {
+			e.stats.LateFromPeers++
+		}
+		if req != nil {
+			e.stats.LateReqAge += now.Sub(req.at)
+			e.stats.LateReqSlack += e.Deadline(m.Seq).Sub(req.at)
+		} else {
+			e.stats.LateUnrequested++
+		}
 		return
 	}
 	if !e.have.Set(m.Seq, int(m.Layer)) {
@@ -562,6 +627,54 @@ func (e *Engine) ban(p *partner, err error) {
 	e.banned[p.id] = true
 	e.stats.LastBan = err.Error()
 	e.env.Disconnect(p.id)
+	if e.serverID != 0 {
+		e.send(e.serverID, &wire.Accuse{Peer: p.id, Reason: err.Error()})
+	}
+}
+
+// AccuseThreshold is how many distinct peers must accuse a node before
+// the server bans it from the stream.
+const AccuseThreshold = 2
+
+// onAccuse: at the server, an accusation from a peer; once enough distinct
+// peers accuse the same node it is banned swarm-wide. At a peer, the
+// server's verdict.
+func (e *Engine) onAccuse(from *partner, m *wire.Accuse) {
+	if !e.IsServer() {
+		if from.server && !e.banned[m.Peer] {
+			e.banned[m.Peer] = true
+			e.stats.Banned++
+			delete(e.candidates, m.Peer)
+			if e.partners[m.Peer] != nil {
+				e.env.Disconnect(m.Peer)
+			}
+		}
+		return
+	}
+	if m.Peer == from.id || e.banned[m.Peer] {
+		return
+	}
+	set := e.accusations[m.Peer]
+	if set == nil {
+		set = make(map[wire.PeerID]bool)
+		e.accusations[m.Peer] = set
+	}
+	set[from.id] = true
+	if len(set) < AccuseThreshold {
+		return
+	}
+	e.banned[m.Peer] = true
+	e.stats.Banned++
+	verdict := &wire.Accuse{Peer: m.Peer, Reason: m.Reason}
+	for _, p := range e.list() {
+		id := p.id
+		if id != m.Peer {
+			e.send(id, verdict)
+		}
+	}
+	if e.partners[m.Peer] != nil {
+		e.env.Disconnect(m.Peer)
+	}
 }
 
 // AddSegment stores a segment at the server: the signed manifest and the
@@ -606,7 +719,8 @@ func (e *Engine) AddSegment(seq uint64, rawManifest []byte, chunks [][]byte) err
 		e.lastSeedPick = now
 	}
 	seedMsg := &wire.Have{Flags: wire.HaveSeed, Entries: haves}
-	for id := range e.partners {
+	for _, p := range e.list() {
+		id := p.id
 		if e.seeds[id] {
 			e.send(id, seedMsg)
 		}
@@ -632,14 +746,15 @@ func (e *Engine) pickSeeds() {
 		up float64
 	}
 	var list []cand
-	for id, p := range e.partners {
+	for _, p := range e.list() {
+		id := p.id
 		up := float64(p.reported.UploadRate)
 		if cap := float64(p.hello.UploadCap); cap > up {
 			up = cap
 		}
 		list = append(list, cand{id, up * (0.9 + 0.2*e.env.Rand().Float64())})
 	}
-	sort.Slice(list, func(i, j int) bool { return list[i].up > list[j].up })
+	sort.SliceStable(list, func(i, j int) bool { return list[i].up > list[j].up })
 	clear(e.seeds)
 	for i := 0; i < len(list) && i < n; i++ {
 		e.seeds[list[i].id] = true
@@ -652,7 +767,8 @@ func (e *Engine) flushDelayed(now time.Time) {
 	for ; i < len(e.delayed) && !now.Before(e.delayed[i].at); i++ {
 		d := e.delayed[i]
 		msg := &wire.Have{AgeMs: uint32(now.Sub(d.added) / time.Millisecond), Entries: d.entries}
-		for id := range e.partners {
+		for _, p := range e.list() {
+			id := p.id
 			if !e.seeds[id] {
 				e.send(id, msg)
 			}
@@ -664,14 +780,16 @@ func (e *Engine) flushDelayed(now time.Time) {
 // SetHeader sets the stream header the server hands to every peer.
 func (e *Engine) SetHeader(h []byte) {
 	e.header = h
-	for id := range e.partners {
+	for _, p := range e.list() {
+		id := p.id
 		e.send(id, &wire.StreamHeader{Header: h})
 	}
 }
 
 // Close says goodbye to every partner.
 func (e *Engine) Close() {
-	for id := range e.partners {
+	for _, p := range e.list() {
+		id := p.id
 		e.send(id, &wire.Goodbye{Reason: "leaving"})
 	}
 }
@@ -690,7 +808,8 @@ func (e *Engine) Tick() {
 	e.serve(now)
 	if len(e.pendingHaves) > 0 {
 		msg := &wire.Have{Entries: e.pendingHaves}
-		for id, p := range e.partners {
+		for _, p := range e.list() {
+			id := p.id
 			if !p.server {
 				e.send(id, msg)
 			}
@@ -700,13 +819,14 @@ func (e *Engine) Tick() {
 	if now.Sub(e.lastBM) >= bufferMapInterval {
 		e.lastBM = now
 		bm := e.have.Encode()
-		for id := range e.partners {
+		for _, p := range e.list() {
+			id := p.id
 			e.send(id, bm)
 		}
 	}
 	if now.Sub(e.lastPing) >= pingInterval {
 		e.lastPing = now
-		for _, p := range e.partners {
+		for _, p := range e.list() {
 			if now.Sub(p.lastHeard) > idleTimeout {
 				e.env.Disconnect(p.id)
 				continue
@@ -763,6 +883,9 @@ func (e *Engine) playback(now time.Time) {
 				missed++
 			}
 		}
+		if present == 0 && e.started {
+			e.diagnoseMiss(seq)
+		}
 		e.stats.record(seq, present, segLayers, subscribed, e.cfg.Layers)
 		if present > 0 && !e.started {
 			e.started = true
@@ -770,6 +893,19 @@ func (e *Engine) playback(now time.Time) {
 			e.stats.Started = true
 		}
 		if e.started && !e.cfg.DisableQoS {
+			// A layer comes back only if the measured download capacity
+			// carries it with 15% to spare: no probing that hurts the base.
+			need, cur := 0.0, 0.0
+			for l := 0; l <= subscribed && l < e.cfg.Layers; l++ {
+				need += e.chunkSizes[l] / e.segDur.Seconds()
+				if l < subscribed {
+					cur = need
+				}
+			}
+			e.qos.SetHeadroom(e.downCap == 0 || e.downCap >= 1.15*need)
+			// A link measured well below the current layers' rate is
+			// congestion even before misses show.
+			e.qos.SetOverloaded(e.downCap > 0 && e.downCap < 0.9*cur)
 			if _, changed := e.qos.Observe(now, due, missed); changed {
 				e.stats.LayerSwitches++
 			}
@@ -799,14 +935,24 @@ func (e *Engine) playback(now time.Time) {
 }
 
 func (e *Engine) expireRequests(now time.Time) {
-	for _, p := range e.partners {
+	for _, p := range e.list() {
+		var expired []chunkKey
 		for k, r := range p.inflight {
 			if now.After(r.expires) {
-				delete(p.inflight, k)
-				p.inBytes -= r.size
-				e.stats.Timeouts++
-				e.send(p.id, &wire.Cancel{Seq: k.seq, Layer: uint8(k.layer)})
+				expired = append(expired, k)
 			}
+		}
+		slices.SortFunc(expired, func(a, b chunkKey) int {
+			if a.seq != b.seq {
+				return cmpSeq(a.seq, b.seq)
+			}
+			return a.layer - b.layer
+		})
+		for _, k := range expired {
+			p.inBytes -= p.inflight[k].size
+			delete(p.inflight, k)
+			e.stats.Timeouts++
+			e.send(p.id, &wire.Cancel{Seq: k.seq, Layer: uint8(k.layer)})
 		}
 	}
 }
@@ -820,14 +966,16 @@ func (e *Engine) streamRate() float64 {
 }
 
 func (e *Engine) schedule(now time.Time) {
+	e.lastSchedule = now
 	if !e.playing || e.serverID == 0 && e.peerPartners() == 0 {
 		return
 	}
 	e.views, e.viewIDs = e.views[:0], e.viewIDs[:0]
 	inflight := 0
-	for id, p := range e.partners {
+	for _, p := range e.list() {
+		id := p.id
 		e.views = append(e.views, scheduler.Partner{
-			Map: p.bm, Rate: p.recv.Rate(now), RTT: p.rtt.Smoothed(100 * time.Millisecond),
+			Map: p.bm, Rate: p.tput, RTT: p.rtt.Smoothed(100 * time.Millisecond),
 			InFlight: len(p.inflight), InFlightBytes: p.inBytes, Server: p.server,
 			Unavailable: now.Before(p.busyUntil),
 		})
@@ -840,16 +988,19 @@ func (e *Engine) schedule(now time.Time) {
 	}
 	held := e.have.Count(0)
 	downRate := e.down.Rate(now)
+	// Outstanding requests are bounded by what the download link
+	// delivered lately, so far-ahead enhancement chunks do not queue in
+	// front of the next base chunks on a narrow link.
 	maxInFlight := 0
 	if downRate > 0 && now.Sub(e.joinedAt) > 5*time.Second {
-		maxInFlight = int(max(downRate*2, 2*float64(e.streamRate())))
+		maxInFlight = int(max(downRate*2, 2*e.streamRate()))
 	}
 	in := &scheduler.Input{
 		Now: now, Have: e.have, From: e.playhead, To: to, Layers: e.qos.Layers(),
 		Deadline: e.Deadline,
 		Pending: func(c scheduler.Chunk) bool {
 			k := chunkKey{c.Seq, c.Layer}
-			for _, p := range e.partners {
+			for _, p := range e.list() {
 				if p.inflight[k] != nil {
 					return true
 				}
@@ -864,7 +1015,7 @@ func (e *Engine) schedule(now time.Time) {
 			s := e.segs[c.Seq]
 			return s != nil && s.seed
 		},
-		Urgent: e.cfg.Urgent,
+		Urgent:           e.cfg.Urgent,
 		Partners:         e.views,
 		RandomFirst:      !e.cfg.DisableRandomFirst && held < 4,
 		MaxInFlightBytes: maxInFlight,
@@ -876,20 +1027,58 @@ func (e *Engine) schedule(now time.Time) {
 	}
 	e.assigns = e.sched.Schedule(in, e.assigns[:0])
 	for _, a := range e.assigns {
-		id := e.viewIDs[a.Partner]
-		p := e.partners[id]
-		k := chunkKey{a.Seq, a.Layer}
-		size := int(e.chunkSizes[a.Layer])
-		rateEst := max(p.recv.Rate(now), 32<<10)
+		e.request(e.partners[e.viewIDs[a.Partner]], a.Seq, a.Layer, now)
+	}
+	e.hedge(now)
+}
+
+// request sends one request and records it in flight.
+func (e *Engine) request(p *partner, seq uint64, layer int, now time.Time) {
+	k := chunkKey{seq, layer}
+	if p.inflight[k] == nil {
+		size := int(e.chunkSizes[layer])
+		rateEst := max(p.tput, 32<<10)
 		timeout := p.rtt.Smoothed(100*time.Millisecond)*2 + time.Duration(float64(p.inBytes+size)/rateEst*2*float64(time.Second)) + time.Second
 		timeout = min(max(timeout, 1500*time.Millisecond), 6*time.Second)
 		p.inflight[k] = &request{at: now, expires: now.Add(timeout), size: size}
 		p.inBytes += size
-		var flags uint8
-		if s := e.segs[a.Seq]; s == nil || (s.man == nil && !e.cfg.SkipVerify) || (e.cfg.SkipVerify && s.rawManifest == nil) {
-			flags |= wire.RequestManifest
+	}
+	var flags uint8
+	if s := e.segs[seq]; s == nil || (s.man == nil && !e.cfg.SkipVerify) || (e.cfg.SkipVerify && s.rawManifest == nil) {
+		flags |= wire.RequestManifest
+	}
+	if e.Deadline(seq).Sub(now) < e.cfg.Urgent {
+		flags |= wire.RequestUrgent
+	}
+	e.send(p.id, &wire.Request{Seq: seq, Layer: uint8(layer), Flags: flags})
+}
+
+// hedge asks the server for a base-layer chunk that a peer partner is
+// late to deliver and whose deadline is near: the server partner is the
+// fallback that keeps continuity.
+func (e *Engine) hedge(now time.Time) {
+	srv := e.partners[e.serverID]
+	if srv == nil || now.Before(srv.busyUntil) || len(srv.inflight) >= 6 {
+		return
+	}
+	for _, p := range e.list() {
+		if p.server {
+			continue
 		}
-		e.send(id, &wire.Request{Seq: a.Seq, Layer: uint8(a.Layer), Flags: flags})
+		for k, r := range p.inflight {
+			if k.layer != 0 || srv.inflight[k] != nil || srv.bm == nil || !srv.bm.Has(k.seq, 0) {
+				continue
+			}
+			slack := e.Deadline(k.seq).Sub(now)
+			expected := p.rtt.Smoothed(100*time.Millisecond) + time.Duration(float64(r.size)/max(p.tput, 32<<10)*float64(time.Second))
+			if slack < e.cfg.Urgent/2 && now.Sub(r.at) > expected+200*time.Millisecond {
+				e.stats.Hedges++
+				e.request(srv, k.seq, 0, now)
+				if len(srv.inflight) >= 6 {
+					return
+				}
+			}
+		}
 	}
 }
 
@@ -928,6 +1117,14 @@ func (e *Engine) serve(now time.Time) {
 		if sa, sb := e.seeds[a.from], e.seeds[b.from]; sa != sb {
 			return sa // the server feeds its seeds first
 		}
+		if e.IsServer() {
+			if ua, ub := a.flags&wire.RequestUrgent != 0, b.flags&wire.RequestUrgent != 0; ua != ub {
+				return ua // then urgent fallbacks
+			}
+			if na, nb := e.isNew(a.from, now), e.isNew(b.from, now); na != nb {
+				return na // then newcomers, so they start fast
+			}
+		}
 		if a.layer != b.layer {
 			return a.layer < b.layer
 		}
@@ -964,11 +1161,87 @@ func (e *Engine) serve(now time.Time) {
 	e.queue = append(e.queue[:0], e.queue[served:]...)
 }
 
+// diagnoseMiss classifies a base-layer miss for the statistics.
+func (e *Engine) diagnoseMiss(seq uint64) {
+	k := chunkKey{seq, 0}
+	holders, serverOnly := 0, true
+	for _, p := range e.list() {
+		if r := p.inflight[k]; r != nil {
+			if p.server {
+				e.stats.MissInFlightServer++
+			} else {
+				e.stats.MissInFlightPeer++
+			}
+			return
+		}
+		if p.bm != nil && p.bm.Has(seq, 0) {
+			holders++
+			if !p.server {
+				serverOnly = false
+			}
+		}
+	}
+	switch {
+	case holders == 0:
+		e.stats.MissNoHolder++
+	case serverOnly:
+		e.stats.MissServerOnly++
+	default:
+		e.stats.MissNotRequested++
+	}
+}
+
+// list returns the partners sorted by ID, so every run with the same
+// inputs makes the same decisions in the same order.
+func (e *Engine) list() []*partner {
+	if e.ordered == nil {
+		e.ordered = make([]*partner, 0, len(e.partners))
+		for _, p := range e.partners {
+			e.ordered = append(e.ordered, p)
+		}
+		slices.SortFunc(e.ordered, func(a, b *partner) int { return cmpID(a.id, b.id) })
+	}
+	return e.ordered
+}
+
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func cmpID(a, b wire.PeerID) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (e *Engine) inflightCount() int {
+	n := 0
+	for _, p := range e.list() {
+		n += len(p.inflight)
+	}
+	return n
+}
+
+func (e *Engine) isNew(id wire.PeerID, now time.Time) bool {
+	p := e.partners[id]
+	return p != nil && now.Sub(p.since) < 5*time.Second
+}
+
 // managePartners replaces departed and under-delivering partners and
 // refills the list from candidates (server and partners' gossip).
 func (e *Engine) managePartners(now time.Time) {
 	peers := make([]*partner, 0, len(e.partners))
-	for _, p := range e.partners {
+	for _, p := range e.list() {
 		if !p.server {
 			peers = append(peers, p)
 		}
@@ -1011,6 +1284,7 @@ func (e *Engine) managePartners(now time.Time) {
 			cands = append(cands, c)
 		}
 	}
+	slices.SortFunc(cands, func(a, b wire.Candidate) int { return cmpID(a.Peer, b.Peer) })
 	// Prefer high upload and small RTT, with some randomness so the mesh
 	// does not collapse onto the same few peers.
 	rnd := e.env.Rand()
@@ -1064,7 +1338,13 @@ func (e *Engine) candidatesFor(asker *partner, n int) []wire.Candidate {
 	now := e.env.Now()
 	askerRTT := asker.rtt.Smoothed(50 * time.Millisecond)
 	var list []scored
-	for id, p := range pool {
+	ids := make([]wire.PeerID, 0, len(pool))
+	for id := range pool {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, cmpID)
+	for _, id := range ids {
+		p := pool[id]
 		if id == asker.id || p.server || p.hello.ListenAddr == "" {
 			continue
 		}
@@ -1099,7 +1379,8 @@ func (e *Engine) candidatesFor(asker *partner, n int) []wire.Candidate {
 // Partners returns the IDs of the connected partners.
 func (e *Engine) Partners() []wire.PeerID {
 	out := make([]wire.PeerID, 0, len(e.partners))
-	for id := range e.partners {
+	for _, p := range e.list() {
+		id := p.id
 		out = append(out, id)
 	}
 	slices.Sort(out)

@@ -39,6 +39,14 @@ type Stats struct {
 	BadData, Banned, Unverifiable        uint64
 	Evictions, LayerSwitches             uint64
 	LastBan                              string
+	// Late data diagnostics.
+	LateFromServer, LateFromPeers, LateUnrequested uint64
+	LateReqAge, LateReqSlack                       time.Duration
+	// Hedges counts base-layer chunks also asked of the server because
+	// a peer was late.
+	Hedges uint64
+	// Base-layer miss diagnostics.
+	MissInFlightServer, MissInFlightPeer, MissNoHolder, MissServerOnly, MissNotRequested uint64
 	// PlayedAt lists recent playback events (bounded).
 	PlayedAt []PlayRecord
 }

@@ -60,6 +60,8 @@ type Controller struct {
 	switched time.Time
 	addAfter time.Duration
 	lastAdd  time.Time
+	noRoom   bool
+	overload bool
 	// Switches counts layer changes.
 	Switches int
 }
@@ -70,6 +72,15 @@ func New(cfg Config, maxLayers int) *Controller {
 	return &Controller{cfg: cfg, max: maxLayers, current: maxLayers,
 		due: make([]int, cfg.Window), missed: make([]int, cfg.Window), addAfter: cfg.AddAfter}
 }
+
+// SetOverloaded tells the controller that the measured capacity cannot
+// carry the current layers: it drops the top one without waiting for
+// misses (still subject to the minimum dwell time).
+func (c *Controller) SetOverloaded(ok bool) { c.overload = ok }
+
+// SetHeadroom tells the controller whether the measured capacity could
+// carry one more layer; without headroom it never re-adds.
+func (c *Controller) SetHeadroom(ok bool) { c.noRoom = !ok }
 
 // Layers is the number of layers to fetch now.
 func (c *Controller) Layers() int { return c.current }
@@ -114,7 +125,7 @@ func (c *Controller) Observe(now time.Time, due, missed int) (int, bool) {
 	rm := c.RatioOfMiss()
 	canSwitch := now.Sub(c.switched) >= c.cfg.MinDwell
 	switch {
-	case rm > c.cfg.DropAbove && c.current > 1 && canSwitch && c.filled >= len(c.due)/2:
+	case (rm > c.cfg.DropAbove || c.overload) && c.current > 1 && canSwitch && c.filled >= len(c.due)/2:
 		if !c.lastAdd.IsZero() && now.Sub(c.lastAdd) < 2*c.addAfter {
 			c.addAfter = min(2*c.addAfter, c.cfg.MaxAddAfter) // the re-add failed
 		}
@@ -124,7 +135,7 @@ func (c *Controller) Observe(now time.Time, due, missed int) (int, bool) {
 		if c.lowSince.IsZero() {
 			c.lowSince = now
 		}
-		if c.current < c.max && canSwitch && now.Sub(c.lowSince) >= c.addAfter {
+		if c.current < c.max && canSwitch && !c.noRoom && now.Sub(c.lowSince) >= c.addAfter {
 			c.lastAdd = now
 			c.setLayers(now, c.current+1)
 			return c.current, true

@@ -96,7 +96,7 @@ const defaultRateGuess = 64 << 10 // bytes/s assumed for an unmeasured partner
 // slots returns how many requests a partner may have outstanding.
 func slots(p *Partner, pipeline time.Duration, chunk int) int {
 	if p.Server {
-		return 4
+		return 6
 	}
 	rate := p.Rate
 	if rate <= 0 {

@@ -8,6 +8,7 @@ package sim
 import (
 	"container/heap"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/coopstreaming/coop/peerproto/engine"
@@ -107,9 +108,18 @@ func (n *Network) Leave(id wire.PeerID) {
 	}
 	nd.Engine.Close()
 	nd.alive = false
-	for peer := range nd.conns {
+	for _, peer := range nd.sortedConns() {
 		n.closeConn(id, peer)
 	}
+}
+
+func (nd *Node) sortedConns() []wire.PeerID {
+	out := make([]wire.PeerID, 0, len(nd.conns))
+	for id := range nd.conns {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Crash stops a node without goodbyes.
@@ -119,7 +129,7 @@ func (n *Network) Crash(id wire.PeerID) {
 		return
 	}
 	nd.alive = false
-	for peer := range nd.conns {
+	for _, peer := range nd.sortedConns() {
 		n.closeConn(id, peer)
 	}
 }

@@ -34,7 +34,7 @@ type Scenario struct {
 	StreamRate float64
 	// LayerShares splits the stream rate into layers [0.5, 0.25, 0.25].
 	LayerShares []float64
-	// SegmentDuration is δ [1s].
+	// SegmentDuration is δ [500ms].
 	SegmentDuration time.Duration
 	// ServerUpload is the server's upload cap ÷ stream rate [4].
 	ServerUpload float64
@@ -74,7 +74,7 @@ func (sc *Scenario) defaults() {
 		sc.LayerShares = []float64{0.5, 0.25, 0.25}
 	}
 	if sc.SegmentDuration == 0 {
-		sc.SegmentDuration = time.Second
+		sc.SegmentDuration = 500 * time.Millisecond
 	}
 	if sc.ServerUpload == 0 {
 		sc.ServerUpload = 4
@@ -107,20 +107,21 @@ const ServerID wire.PeerID = 1
 
 // Swarm is a running scenario.
 type Swarm struct {
-	Sc      Scenario
-	Net     *sim.Network
-	Server  *sim.Node
-	pub     ed25519.PublicKey
-	priv    ed25519.PrivateKey
-	nextID  wire.PeerID
-	ingest  map[uint64]time.Time
-	joined  map[wire.PeerID]time.Time
-	left    map[wire.PeerID]time.Time
-	classes map[wire.PeerID]float64
-	rng     *rand.Rand
-	seq     uint64
-	// ServerBytes counts media bytes the server sent.
+	Sc             Scenario
+	Net            *sim.Network
+	Server         *sim.Node
+	pub            ed25519.PublicKey
+	priv           ed25519.PrivateKey
+	nextID         wire.PeerID
+	ingest         map[uint64]time.Time
+	joined         map[wire.PeerID]time.Time
+	left           map[wire.PeerID]time.Time
+	classes        map[wire.PeerID]float64
+	rng            *rand.Rand
+	seq            uint64
 	serverSegBytes float64
+	// OnSegment, when set, sees each segment's manifest as it is produced.
+	OnSegment func(seq uint64, m *manifest.Manifest)
 }
 
 // New builds the swarm (server and source) without peers.
@@ -161,9 +162,13 @@ func (s *Swarm) produce() {
 		chunks = append(chunks, c)
 		total += n
 	}
-	raw, err := manifest.Sign(s.priv, manifest.New("live/sim", s.seq, uint32(s.Sc.SegmentDuration/time.Millisecond), 1, chunks))
+	man := manifest.New("live/sim", s.seq, uint32(s.Sc.SegmentDuration/time.Millisecond), 1, chunks)
+	raw, err := manifest.Sign(s.priv, man)
 	if err != nil {
 		panic(err)
+	}
+	if s.OnSegment != nil {
+		s.OnSegment(s.seq, man)
 	}
 	if err := s.Server.Engine.AddSegment(s.seq, raw, chunks); err != nil {
 		panic(err)

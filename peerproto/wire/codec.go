@@ -397,3 +397,9 @@ func (r *reader) str() string {
 	}
 	return string(r.bytes(n))
 }
+
+func (m *Accuse) appendBody(b []byte) []byte {
+	return appendString(binary.BigEndian.AppendUint64(b, uint64(m.Peer)), m.Reason)
+}
+
+func (m *Accuse) decodeBody(r *reader) { m.Peer, m.Reason = PeerID(r.u64()), r.str() }

@@ -60,11 +60,12 @@ const (
 	TypeGoodbye
 	TypeStreamHeader
 	TypeReport
+	TypeAccuse
 	typeMax
 )
 
 var typeNames = [...]string{"", "Hello", "Welcome", "BufferMap", "Have", "Request", "Cancel", "Data", "Reject",
-	"GetCandidates", "Candidates", "Ping", "Pong", "Goodbye", "StreamHeader", "Report"}
+	"GetCandidates", "Candidates", "Ping", "Pong", "Goodbye", "StreamHeader", "Report", "Accuse"}
 
 // String returns the type's name.
 func (t Type) String() string {
@@ -165,6 +166,8 @@ type Have struct {
 const (
 	// RequestManifest asks for the signed manifest along with the data.
 	RequestManifest uint8 = 1 << 0
+	// RequestUrgent marks a chunk close to its playback deadline.
+	RequestUrgent uint8 = 1 << 1
 )
 
 // Request asks for one chunk.
@@ -247,6 +250,14 @@ type Report struct {
 	MaxLayer           uint8
 }
 
+// Accuse reports a node that sent data failing verification (peer to
+// server); from the server it is a verdict: ban that node.
+type Accuse struct {
+	Peer   PeerID
+	Reason string
+}
+
+func (*Accuse) Type() Type        { return TypeAccuse }
 func (*Hello) Type() Type         { return TypeHello }
 func (*Welcome) Type() Type       { return TypeWelcome }
 func (*BufferMap) Type() Type     { return TypeBufferMap }
@@ -296,6 +307,8 @@ func New(t Type) (Message, error) {
 		return &StreamHeader{}, nil
 	case TypeReport:
 		return &Report{}, nil
+	case TypeAccuse:
+		return &Accuse{}, nil
 	}
 	return nil, fmt.Errorf("%w: %d", ErrUnknownType, t)
 }

@@ -29,6 +29,7 @@ func samples() []Message {
 		&Goodbye{Reason: "leaving"},
 		&StreamHeader{Header: []byte("CSHD")},
 		&Report{UploadRate: 1, DownloadRate: 2, Partners: 3, ContinuityPermille: 999, MaxLayer: 2},
+		&Accuse{Peer: 5, Reason: "hash mismatch"},
 	}
 }
 

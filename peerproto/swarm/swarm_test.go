@@ -1,0 +1,144 @@
+package swarm
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/coopstreaming/coop/peerproto/engine"
+	"github.com/coopstreaming/coop/peerproto/manifest"
+	"github.com/coopstreaming/coop/peerproto/sim"
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+func logResult(t *testing.T, r Result) {
+	t.Helper()
+	t.Logf("N=%d CI mean %.4f p5 %.4f, quality %.3f, offload %.3f, copies/segment %.2f, redundancy %.3f, overhead %.4f, startup p50 %v p95 %v, latency p50 %v p95 %v, events %d",
+		len(r.Peers), r.Continuity, r.ContinuityP5, r.Quality, r.Offload, r.CopiesPerSegment, r.Redundancy,
+		r.ControlOverhead, r.StartupP50, r.StartupP95, r.LatencyP50, r.LatencyP95, r.Events)
+}
+
+// The reference swarm: a server partner and 100 peers, 60 s of a
+// 1 Mbit/s stream in 3 layers, mean peer upload 1.5x the stream rate,
+// server upload capped at 4x.
+func TestSwarmOf100PeersPlaysAndOffloadsTheServer(t *testing.T) {
+	start := time.Now()
+	r := Run(Scenario{Seed: 1})
+	logResult(t, r)
+	t.Logf("wall time %v", time.Since(start))
+	require.Len(t, r.Peers, 100)
+	require.Equal(t, 100, r.PeersStarted, "every peer plays")
+	for _, p := range r.Peers {
+		require.Greater(t, p.PlayedInWindow, 50, "peer %d played", p.ID)
+	}
+	require.GreaterOrEqual(t, r.Continuity, 0.99, "base-layer continuity")
+	require.GreaterOrEqual(t, r.Offload, 0.85, "offload")
+	require.LessOrEqual(t, r.CopiesPerSegment, 4.0+1e-9, "the server never exceeds its cap")
+}
+
+func TestCappedPeerDropsALayerAndReaddsItWhenTheCapLifts(t *testing.T) {
+	var capped *sim.Node
+	var layersWhileCapped int
+	sc := Scenario{
+		Seed: 2, Duration: 120 * time.Second,
+		Events: []Event{
+			// Download capped at 0.65x the stream rate: base (0.5) fits, not more.
+			{At: 8 * time.Second, Do: func(s *Swarm) {
+				capped = s.AddPeer(1.5)
+				capped.Down = 0.65 * s.Sc.StreamRate
+			}},
+			{At: 60 * time.Second, Do: func(s *Swarm) {
+				layersWhileCapped = capped.Engine.Layers()
+				capped.Down = 10 * s.Sc.StreamRate
+			}},
+		},
+	}
+	s := New(sc)
+	r := s.Run()
+	logResult(t, r)
+	require.Less(t, layersWhileCapped, 3, "the capped peer quit a layer")
+	st := capped.Engine.Stats()
+	var due, base float64
+	for _, rec := range st.PlayedAt {
+		if rec.At.Sub(sim.Epoch) > 20*time.Second && rec.At.Sub(sim.Epoch) < 60*time.Second {
+			due++
+			if rec.Layers > 0 {
+				base++
+			}
+		}
+	}
+	t.Logf("capped peer: layers while capped %d, final %d, base continuity while capped %.4f, switches %d",
+		layersWhileCapped, capped.Engine.Layers(), base/due, st.LayerSwitches)
+	require.GreaterOrEqual(t, base/due, 0.99, "base continuity while capped")
+	require.Greater(t, capped.Engine.Layers(), layersWhileCapped, "a layer came back after the cap lifted")
+}
+
+func TestChurnOfAFifthOfThePeersEveryTenSeconds(t *testing.T) {
+	sc := Scenario{Seed: 3, Duration: 90 * time.Second}
+	for at := 20 * time.Second; at < 80*time.Second; at += 10 * time.Second {
+		sc.Events = append(sc.Events, Event{At: at, Do: func(s *Swarm) {
+			alive := s.AlivePeers()
+			n := len(alive) / 5
+			rnd := s.Net.Rand()
+			for i := 0; i < n; i++ {
+				j := rnd.IntN(len(alive))
+				s.RemovePeer(alive[j], rnd.IntN(2) == 0) // half leave politely, half crash
+				alive = append(alive[:j], alive[j+1:]...)
+				s.AddPeer(0)
+			}
+		}})
+	}
+	r := Run(sc)
+	logResult(t, r)
+	require.GreaterOrEqual(t, r.Continuity, 0.97, "base-layer continuity under churn")
+}
+
+func TestPollutingPeerIsBannedAndNoBadDataIsAccepted(t *testing.T) {
+	const polluter = wire.PeerID(10)
+	var s *Swarm
+	truth := map[uint64]*manifest.Manifest{}
+	bad := 0
+	sc := Scenario{Seed: 4, Duration: 45 * time.Second,
+		Configure: func(c *engine.Config) {
+			c.OnPlay = func(seq uint64, layers [][]byte) {
+				m := truth[seq]
+				for l, chunk := range layers {
+					if m == nil || m.Check(l, chunk) != nil {
+						bad++
+					}
+				}
+			}
+		},
+		Events: []Event{{At: 2*time.Second + 500*time.Millisecond, Do: func(s *Swarm) {
+			s.Net.Node(polluter).Tamper = func(m wire.Message) wire.Message {
+				d, ok := m.(*wire.Data)
+				if !ok || len(d.Payload) == 0 {
+					return m
+				}
+				flipped := bytes.Clone(d.Payload)
+				flipped[len(flipped)/2] ^= 0xff
+				return &wire.Data{Seq: d.Seq, Layer: d.Layer, Manifest: d.Manifest, Payload: flipped}
+			}
+		}}},
+	}
+	s = New(sc)
+	s.OnSegment = func(seq uint64, m *manifest.Manifest) { truth[seq] = m }
+	r := s.Run()
+	logResult(t, r)
+	require.Zero(t, bad, "bad chunks played")
+	banners := 0
+	for _, p := range r.Peers {
+		if p.ID == polluter {
+			continue
+		}
+		nd := s.Net.Node(p.ID)
+		if nd.Engine.Banned(polluter) {
+			banners++
+		}
+		require.NotContains(t, nd.Engine.Partners(), polluter, "peer %d still partners the polluter", p.ID)
+	}
+	t.Logf("%d peers banned the polluter", banners)
+	require.Positive(t, banners)
+}
