@@ -1,0 +1,431 @@
+// Package tcpnode runs an engine over real TCP: a listener for partners,
+// a dialer, one event loop goroutine that owns the engine (every message,
+// connection change and tick goes through it), a reader goroutine and a
+// bounded writer queue per connection.
+package tcpnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/coopstreaming/coop/peerproto/engine"
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+// Node is an engine on TCP.
+type Node struct {
+	// Config configures the engine. ListenAddr is filled from the
+	// listener when empty.
+	Config engine.Config
+	// Listen is the TCP listen address ("" : no listener, dial only).
+	Listen string
+	// Advertise overrides the address partners are told to dial.
+	Advertise string
+	// HandshakeTimeout bounds the Hello exchange [5s].
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a connection that sends nothing [30s].
+	IdleTimeout time.Duration
+	// MaxQueue bounds the bytes queued for one connection [8 MiB]; a
+	// partner that lets more pile up is disconnected.
+	MaxQueue int
+	// Tick is the engine tick interval [50ms].
+	Tick time.Duration
+	// Log receives the node's logs.
+	Log *slog.Logger
+	// OnAdmitError sees every refused or failed handshake.
+	OnAdmitError func(remote string, err error)
+
+	eng    *engine.Engine
+	ln     net.Listener
+	events chan func()
+	conns  map[wire.PeerID]*conn
+	rng    *rand.Rand
+	wg     sync.WaitGroup
+	ctx    context.Context
+	cancel context.CancelFunc
+	closed chan struct{}
+}
+
+// conn is one admitted connection.
+type conn struct {
+	id     wire.PeerID
+	nc     net.Conn
+	mu     sync.Mutex
+	queue  [][]byte
+	queued int
+	wake   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+}
+
+// Start listens (when Listen is set) and starts the event loop.
+func (n *Node) Start() error {
+	if n.HandshakeTimeout <= 0 {
+		n.HandshakeTimeout = 5 * time.Second
+	}
+	if n.IdleTimeout <= 0 {
+		n.IdleTimeout = 30 * time.Second
+	}
+	if n.MaxQueue <= 0 {
+		n.MaxQueue = 8 << 20
+	}
+	if n.Tick <= 0 {
+		n.Tick = 50 * time.Millisecond
+	}
+	if n.Log == nil {
+		n.Log = slog.Default()
+	}
+	if n.Config.ID == 0 {
+		n.Config.ID = wire.PeerID(rand.Uint64() | 1)
+	}
+	n.rng = rand.New(rand.NewPCG(rand.Uint64(), uint64(n.Config.ID)))
+	n.events = make(chan func(), 4096)
+	n.conns = make(map[wire.PeerID]*conn)
+	n.closed = make(chan struct{})
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if n.Listen != "" {
+		ln, err := net.Listen("tcp", n.Listen)
+		if err != nil {
+			return fmt.Errorf("peer listen on %s: %w", n.Listen, err)
+		}
+		n.ln = ln
+		if n.Config.ListenAddr == "" {
+			n.Config.ListenAddr = ln.Addr().String()
+		}
+	}
+	if n.Advertise != "" {
+		n.Config.ListenAddr = n.Advertise
+	}
+	n.eng = engine.New(n.Config, (*env)(n))
+	n.wg.Add(1)
+	go n.loop()
+	if n.ln != nil {
+		n.wg.Add(1)
+		go n.accept()
+	}
+	return nil
+}
+
+// Addr is the listener's address.
+func (n *Node) Addr() net.Addr {
+	if n.ln == nil {
+		return nil
+	}
+	return n.ln.Addr()
+}
+
+// Do runs f on the event loop with the engine and waits for it.
+func (n *Node) Do(f func(e *engine.Engine)) error {
+	done := make(chan struct{})
+	select {
+	case n.events <- func() { f(n.eng); close(done) }:
+	case <-n.closed:
+		return errors.New("tcpnode: closed")
+	}
+	select {
+	case <-done:
+		return nil
+	case <-n.closed:
+		return errors.New("tcpnode: closed")
+	}
+}
+
+// Connect dials a node (the server partner, typically).
+func (n *Node) Connect(addr string) {
+	n.post(func() { n.dial(wire.Candidate{Addr: addr}) })
+}
+
+// Close says goodbye, closes every connection and stops.
+func (n *Node) Close() {
+	select {
+	case <-n.closed:
+		return
+	default:
+	}
+	_ = n.Do(func(e *engine.Engine) { e.Close() })
+	time.Sleep(20 * time.Millisecond) // let the goodbyes out
+	n.cancel()
+	if n.ln != nil {
+		n.ln.Close()
+	}
+	n.wg.Wait()
+}
+
+func (n *Node) post(f func()) {
+	select {
+	case n.events <- f:
+	case <-n.ctx.Done():
+	}
+}
+
+func (n *Node) loop() {
+	defer n.wg.Done()
+	defer close(n.closed)
+	t := time.NewTicker(n.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			for _, c := range n.conns {
+				c.close()
+			}
+			return
+		case f := <-n.events:
+			f()
+		case <-t.C:
+			n.eng.Tick()
+		}
+	}
+}
+
+func (n *Node) accept() {
+	defer n.wg.Done()
+	for {
+		nc, err := n.ln.Accept()
+		if err != nil {
+			if n.ctx.Err() != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.handshake(nc, true, 0)
+		}()
+	}
+}
+
+func (n *Node) dial(c wire.Candidate) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		d := net.Dialer{Timeout: n.HandshakeTimeout}
+		nc, err := d.DialContext(n.ctx, "tcp", c.Addr)
+		if err != nil {
+			n.post(func() { n.eng.DialFailed(c.Peer) })
+			n.Log.Debug("dial failed", "addr", c.Addr, "err", err)
+			return
+		}
+		n.handshake(nc, false, c.Peer)
+	}()
+}
+
+// handshake exchanges Hellos, lets the engine admit the connection and
+// then runs its reader.
+func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID) {
+	fail := func(err error) {
+		if n.OnAdmitError != nil {
+			n.OnAdmitError(nc.RemoteAddr().String(), err)
+		}
+		n.Log.Debug("handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
+		nc.Close()
+		if !inbound {
+			n.post(func() { n.eng.DialFailed(want) })
+		}
+	}
+	// The dialler speaks first; the acceptor answers with its own Hello
+	// only after admitting the dialler, or with a Reject.
+	var hello *wire.Hello
+	if err := n.Do(func(e *engine.Engine) { hello = e.Hello() }); err != nil {
+		nc.Close()
+		return
+	}
+	_ = nc.SetDeadline(time.Now().Add(n.HandshakeTimeout))
+	if !inbound {
+		if _, err := nc.Write(wire.Marshal(hello)); err != nil {
+			fail(fmt.Errorf("send hello: %w", err))
+			return
+		}
+	}
+	r := wire.NewReader(nc)
+	r.MaxFrame = 64 << 10 // a Hello is small
+	m, _, err := r.Read()
+	if err != nil {
+		fail(fmt.Errorf("read hello: %w", err))
+		return
+	}
+	r.MaxFrame = 0
+	theirs, ok := m.(*wire.Hello)
+	if !ok {
+		if rej, isRej := m.(*wire.Reject); isRej {
+			fail(fmt.Errorf("refused by peer: reason %d", rej.Reason))
+			return
+		}
+		fail(fmt.Errorf("expected Hello, got %v", m.Type()))
+		return
+	}
+	if want != 0 && theirs.Peer != want {
+		fail(fmt.Errorf("dialled %d, reached %d", want, theirs.Peer))
+		return
+	}
+	var admitErr error
+	if err := n.Do(func(e *engine.Engine) { admitErr = e.Admit(theirs, inbound) }); err != nil {
+		nc.Close()
+		return
+	}
+	if admitErr != nil {
+		reason := wire.RejectFull
+		switch {
+		case errors.Is(admitErr, engine.ErrAuth):
+			reason = wire.RejectAuth
+		case errors.Is(admitErr, engine.ErrBanned):
+			reason = wire.RejectBanned
+		case errors.Is(admitErr, engine.ErrProtocol):
+			reason = wire.RejectVersion
+		}
+		_, _ = nc.Write(wire.Marshal(&wire.Reject{Reason: reason}))
+		fail(admitErr)
+		return
+	}
+	if inbound {
+		if _, err := nc.Write(wire.Marshal(hello)); err != nil {
+			fail(fmt.Errorf("send hello: %w", err))
+			return
+		}
+	}
+	_ = nc.SetDeadline(time.Time{})
+	c := &conn{id: theirs.Peer, nc: nc, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	registered := false
+	if err := n.Do(func(e *engine.Engine) {
+		if _, dup := n.conns[c.id]; dup {
+			return
+		}
+		n.conns[c.id] = c
+		registered = true
+		e.Connected(theirs, !inbound)
+	}); err != nil || !registered {
+		nc.Close()
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.writer(c)
+	}()
+	n.reader(c, r)
+}
+
+func (n *Node) reader(c *conn, r *wire.Reader) {
+	for {
+		_ = c.nc.SetReadDeadline(time.Now().Add(n.IdleTimeout))
+		m, _, err := r.Read()
+		if err != nil {
+			if n.ctx.Err() == nil {
+				n.Log.Debug("connection closed", "peer", c.id, "err", err)
+			}
+			c.close()
+			n.post(func() {
+				if n.conns[c.id] == c {
+					delete(n.conns, c.id)
+					c.drain()
+					n.eng.Disconnected(c.id)
+				}
+			})
+			return
+		}
+		n.post(func() {
+			if n.conns[c.id] == c {
+				n.eng.Receive(c.id, m)
+			}
+		})
+	}
+}
+
+func (n *Node) writer(c *conn) {
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.wake:
+		}
+		for {
+			c.mu.Lock()
+			if len(c.queue) == 0 {
+				c.mu.Unlock()
+				break
+			}
+			frame := c.queue[0]
+			c.queue = c.queue[1:]
+			c.mu.Unlock()
+			_ = c.nc.SetWriteDeadline(time.Now().Add(n.IdleTimeout))
+			_, err := c.nc.Write(frame)
+			c.mu.Lock()
+			c.queued = max(0, c.queued-len(frame))
+			c.mu.Unlock()
+			if err != nil {
+				c.close()
+				return
+			}
+		}
+	}
+}
+
+func (c *conn) close() {
+	c.once.Do(func() {
+		close(c.done)
+		c.nc.Close()
+	})
+}
+
+// drain empties the queue.
+func (c *conn) drain() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.queue, c.queued = nil, 0
+}
+
+// env is the engine.Env of a Node; its methods run on the event loop.
+type env Node
+
+func (e *env) Now() time.Time   { return time.Now() }
+func (e *env) Rand() *rand.Rand { return e.rng }
+
+func (e *env) UploadBacklog() int {
+	total := 0
+	for _, c := range e.conns {
+		c.mu.Lock()
+		total += c.queued
+		c.mu.Unlock()
+	}
+	return total
+}
+
+func (e *env) Send(to wire.PeerID, m wire.Message) {
+	c := e.conns[to]
+	if c == nil {
+		return
+	}
+	frame := wire.Marshal(m)
+	c.mu.Lock()
+	over := c.queued+len(frame) > e.MaxQueue
+	if !over {
+		c.queue = append(c.queue, frame)
+		c.queued += len(frame)
+	}
+	c.mu.Unlock()
+	if over {
+		e.Log.Warn("partner too slow, disconnecting", "peer", to)
+		c.close()
+		return
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (e *env) Dial(c wire.Candidate) { (*Node)(e).dial(c) }
+
+func (e *env) Disconnect(to wire.PeerID) {
+	if c := e.conns[to]; c != nil {
+		c.close()
+	}
+}
