@@ -20,7 +20,7 @@ func startServer(t *testing.T, priv ed25519.PrivateKey) *Node {
 	t.Helper()
 	srv := &Node{Listen: "127.0.0.1:0", Config: engine.Config{
 		Role: wire.RoleServer, ID: 1, Stream: stream, SegmentDuration: 500 * time.Millisecond, SignKey: priv,
-		UploadCap: 2e6, CheckToken: func(_, tok string) bool { return tok == "good" },
+		UploadCap: 360000, CheckToken: func(_, tok string) bool { return tok == "good" },
 	}}
 	require.NoError(t, srv.Start())
 	t.Cleanup(srv.Close)
