@@ -99,7 +99,7 @@ func Default() Config {
 		RTMP:     RTMP{Enabled: true, Address: ":1935", MaxMessageSize: 8 << 20},
 		RTSP:     RTSP{Address: ":8554", UDPRTPAddress: ":8000", UDPRTCPAddress: ":8001", WriteQueueSize: 512},
 		HTTP:     HTTP{Address: ":9997"},
-		Segment:  Segment{Duration: Duration(time.Second), Layers: 3},
+		Segment:  Segment{Duration: Duration(500 * time.Millisecond), Layers: 3},
 		Publish:  Publish{Keys: []string{}, GracePeriod: Duration(10 * time.Second)},
 	}
 }

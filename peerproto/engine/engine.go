@@ -18,6 +18,11 @@ import (
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
+func withSlowStart(c qos.Config) qos.Config {
+	c.SlowStart = true
+	return c
+}
+
 // Errors returned by Admit.
 var (
 	ErrBanned   = errors.New("engine: banned")
@@ -147,7 +152,11 @@ type Engine struct {
 	// time of media that arrived while other requests were outstanding
 	// (the link was busy).
 	downCap     float64
+	capRing     [16]float64
+	capSamples  int
 	lastArrival time.Time
+	busySince   time.Time
+	seenLayer   [wire.MaxLayers]bool
 }
 
 // New returns a node.
@@ -165,7 +174,7 @@ func New(cfg Config, env Env) *Engine {
 		seeds:       make(map[wire.PeerID]bool),
 		accusations: make(map[wire.PeerID]map[wire.PeerID]bool),
 		segDur:      cfg.SegmentDuration,
-		qos:         qos.New(cfg.QoS, cfg.Layers),
+		qos:         qos.New(withSlowStart(cfg.QoS), cfg.Layers),
 		joinedAt:    env.Now(),
 		down:        monitor.NewMeter(10*time.Second, 20),
 		up:          monitor.NewMeter(10*time.Second, 20),
@@ -544,17 +553,29 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 		}
 	}
 	p.lastArrival = now
-	if busy := e.inflightCount() > 0; busy && !e.lastArrival.IsZero() {
-		if dt := now.Sub(e.lastArrival); dt > 0 {
-			est := float64(len(m.Payload)) / dt.Seconds()
-			if e.downCap == 0 {
-				e.downCap = est
-			} else {
-				e.downCap = 0.9*e.downCap + 0.1*est
+	// Capacity sample: this chunk's bytes over the time since the link
+	// last delivered or became busy, whichever is later. Small chunks say
+	// more about latency than capacity and are not counted.
+	if req != nil && len(m.Payload) >= 8<<10 {
+		start := e.busySince
+		if e.lastArrival.After(start) {
+			start = e.lastArrival
+		}
+		if dt := now.Sub(start); dt > 0 {
+			// Capacity is the peak of recent samples: a sample is at
+			// most what the link carries, often less (a slow partner).
+			e.capRing[e.capSamples%len(e.capRing)] = float64(len(m.Payload)) / dt.Seconds()
+			e.capSamples++
+			e.downCap = 0
+			for _, v := range e.capRing {
+				e.downCap = max(e.downCap, v)
 			}
 		}
 	}
 	e.lastArrival = now
+	if e.inflightCount() == 0 {
+		e.busySince = time.Time{}
+	}
 	p.recv.Add(now, len(m.Payload))
 	e.down.Add(now, len(m.Payload))
 	if e.IsServer() {
@@ -612,7 +633,12 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 		s.chunks = append(s.chunks, nil)
 	}
 	s.chunks[m.Layer] = m.Payload
-	e.chunkSizes[m.Layer] = 0.9*e.chunkSizes[m.Layer] + 0.1*float64(len(m.Payload))
+	if !e.seenLayer[m.Layer] {
+		e.seenLayer[m.Layer] = true
+		e.chunkSizes[m.Layer] = float64(len(m.Payload))
+	} else {
+		e.chunkSizes[m.Layer] = 0.9*e.chunkSizes[m.Layer] + 0.1*float64(len(m.Payload))
+	}
 	if p.server {
 		e.stats.UsefulFromServer += uint64(len(m.Payload))
 	} else {
@@ -897,15 +923,18 @@ func (e *Engine) playback(now time.Time) {
 			// carries it with 15% to spare: no probing that hurts the base.
 			need, cur := 0.0, 0.0
 			for l := 0; l <= subscribed && l < e.cfg.Layers; l++ {
-				need += e.chunkSizes[l] / e.segDur.Seconds()
+				if e.seenLayer[l] {
+					need += e.chunkSizes[l] / e.segDur.Seconds()
+				}
 				if l < subscribed {
 					cur = need
 				}
 			}
-			e.qos.SetHeadroom(e.downCap == 0 || e.downCap >= 1.15*need)
+			measured := e.capSamples >= 10
+			e.qos.SetHeadroom(!measured || e.downCap >= 1.15*need)
 			// A link measured well below the current layers' rate is
 			// congestion even before misses show.
-			e.qos.SetOverloaded(e.downCap > 0 && e.downCap < 0.9*cur)
+			e.qos.SetOverloaded(measured && e.downCap < 0.9*cur)
 			if _, changed := e.qos.Observe(now, due, missed); changed {
 				e.stats.LayerSwitches++
 			}
@@ -994,6 +1023,10 @@ func (e *Engine) schedule(now time.Time) {
 	maxInFlight := 0
 	if downRate > 0 && now.Sub(e.joinedAt) > 5*time.Second {
 		maxInFlight = int(max(downRate*2, 2*e.streamRate()))
+		if e.capSamples >= 10 {
+			// Never queue more than ~1.5 s of the measured link.
+			maxInFlight = min(maxInFlight, int(max(1.5*e.downCap, 2*e.chunkSizes[0])))
+		}
 	}
 	in := &scheduler.Input{
 		Now: now, Have: e.have, From: e.playhead, To: to, Layers: e.qos.Layers(),
@@ -1035,6 +1068,9 @@ func (e *Engine) schedule(now time.Time) {
 // request sends one request and records it in flight.
 func (e *Engine) request(p *partner, seq uint64, layer int, now time.Time) {
 	k := chunkKey{seq, layer}
+	if e.busySince.IsZero() || e.inflightCount() == 0 {
+		e.busySince = now
+	}
 	if p.inflight[k] == nil {
 		size := int(e.chunkSizes[layer])
 		rateEst := max(p.tput, 32<<10)

@@ -23,6 +23,11 @@ type Config struct {
 	AddAfter time.Duration
 	// MaxAddAfter caps the back-off (default 40s).
 	MaxAddAfter time.Duration
+	// SlowStart starts at the base layer and adds one layer every
+	// RampStep (default 2s) while the ratio stays low, until the first
+	// drop; without it the controller starts with every layer.
+	SlowStart bool
+	RampStep  time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -44,6 +49,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxAddAfter <= 0 {
 		c.MaxAddAfter = 40 * time.Second
 	}
+	if c.RampStep <= 0 {
+		c.RampStep = 2 * time.Second
+	}
 	return c
 }
 
@@ -62,6 +70,9 @@ type Controller struct {
 	lastAdd  time.Time
 	noRoom   bool
 	overload bool
+	// ramping: a newcomer starts with the base layer and adds layers
+	// quickly (every RampStep) until the first drop.
+	ramping bool
 	// Switches counts layer changes.
 	Switches int
 }
@@ -69,8 +80,12 @@ type Controller struct {
 // New returns a controller starting at maxLayers layers.
 func New(cfg Config, maxLayers int) *Controller {
 	cfg = cfg.withDefaults()
-	return &Controller{cfg: cfg, max: maxLayers, current: maxLayers,
+	c := &Controller{cfg: cfg, max: maxLayers, current: maxLayers,
 		due: make([]int, cfg.Window), missed: make([]int, cfg.Window), addAfter: cfg.AddAfter}
+	if cfg.SlowStart {
+		c.current, c.ramping = 1, true
+	}
+	return c
 }
 
 // SetOverloaded tells the controller that the measured capacity cannot
@@ -123,19 +138,24 @@ func (c *Controller) Observe(now time.Time, due, missed int) (int, bool) {
 		c.switched = now
 	}
 	rm := c.RatioOfMiss()
-	canSwitch := now.Sub(c.switched) >= c.cfg.MinDwell
+	dwell, addAfter := c.cfg.MinDwell, c.addAfter
+	if c.ramping {
+		dwell, addAfter = c.cfg.RampStep, c.cfg.RampStep
+	}
+	canSwitch := now.Sub(c.switched) >= dwell
 	switch {
-	case (rm > c.cfg.DropAbove || c.overload) && c.current > 1 && canSwitch && c.filled >= len(c.due)/2:
-		if !c.lastAdd.IsZero() && now.Sub(c.lastAdd) < 2*c.addAfter {
+	case (rm > c.cfg.DropAbove || c.overload) && c.current > 1 && now.Sub(c.switched) >= c.cfg.MinDwell/2 && c.filled >= len(c.due)/2:
+		if !c.lastAdd.IsZero() && now.Sub(c.lastAdd) < 2*c.addAfter && !c.ramping {
 			c.addAfter = min(2*c.addAfter, c.cfg.MaxAddAfter) // the re-add failed
 		}
+		c.ramping = false
 		c.setLayers(now, c.current-1)
 		return c.current, true
 	case rm <= c.cfg.AddBelow:
 		if c.lowSince.IsZero() {
 			c.lowSince = now
 		}
-		if c.current < c.max && canSwitch && !c.noRoom && now.Sub(c.lowSince) >= c.addAfter {
+		if c.current < c.max && canSwitch && !c.noRoom && now.Sub(c.lowSince) >= addAfter {
 			c.lastAdd = now
 			c.setLayers(now, c.current+1)
 			return c.current, true

@@ -1,0 +1,110 @@
+package engine_test
+
+import (
+	"crypto/ed25519"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/coopstreaming/coop/peerproto/engine"
+	"github.com/coopstreaming/coop/peerproto/manifest"
+	"github.com/coopstreaming/coop/peerproto/sim"
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+type pair struct {
+	net          *sim.Network
+	server, peer *sim.Node
+	priv         ed25519.PrivateKey
+	played       []int
+}
+
+func newPair(t *testing.T, token string) *pair {
+	pub, priv, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	p := &pair{net: sim.New(1), priv: priv}
+	p.server = p.net.AddNode(1, 1e6, 0, func(env engine.Env) *engine.Engine {
+		return engine.New(engine.Config{Role: wire.RoleServer, ID: 1, Stream: "s", SegmentDuration: time.Second,
+			CheckToken: func(_, tok string) bool { return tok == "ok" }}, env)
+	})
+	p.peer = p.net.AddNode(2, 1e6, 1e7, func(env engine.Env) *engine.Engine {
+		return engine.New(engine.Config{ID: 2, Stream: "s", Token: token, StreamKey: pub, PlayoutDelay: 3 * time.Second,
+			OnPlay: func(_ uint64, layers [][]byte) { p.played = append(p.played, len(layers)) }}, env)
+	})
+	return p
+}
+
+func (p *pair) addSegment(t *testing.T, seq uint64, corrupt bool) {
+	chunks := [][]byte{[]byte("base layer"), []byte("enhancement")}
+	raw, err := manifest.Sign(p.priv, manifest.New("s", seq, 1000, 1, chunks))
+	require.NoError(t, err)
+	if corrupt {
+		chunks = [][]byte{[]byte("BASE layer"), []byte("enhancement")}
+	}
+	require.NoError(t, p.server.Engine.AddSegment(seq, raw, chunks))
+}
+
+func TestAPeerFetchesVerifiesAndPlaysFromTheServer(t *testing.T) {
+	p := newPair(t, "ok")
+	p.net.Connect(2, 1)
+	for i := 0; i < 10; i++ {
+		seq := uint64(i)
+		p.net.At(sim.Epoch.Add(time.Duration(i)*time.Second), func() { p.addSegment(t, seq, false) })
+	}
+	p.net.Run(sim.Epoch.Add(12 * time.Second)) // the last segment is due at 12.1 s
+	st := p.peer.Engine.Stats()
+	require.True(t, st.Started)
+	require.Equal(t, 1.0, st.Continuity())
+	require.NotEmpty(t, p.played)
+	for _, n := range p.played {
+		require.Equal(t, 2, n, "both layers played")
+	}
+	require.Zero(t, st.BadData)
+	require.Contains(t, p.peer.Engine.Partners(), wire.PeerID(1))
+}
+
+func TestABadChunkGetsItsSenderBannedAndIsNeverPlayed(t *testing.T) {
+	p := newPair(t, "ok")
+	p.net.Connect(2, 1)
+	p.net.At(sim.Epoch.Add(100*time.Millisecond), func() { p.addSegment(t, 0, true) })
+	p.net.Run(sim.Epoch.Add(5 * time.Second))
+	st := p.peer.Engine.Stats()
+	require.Equal(t, uint64(1), st.BadData)
+	require.True(t, p.peer.Engine.Banned(1))
+	require.NotContains(t, p.peer.Engine.Partners(), wire.PeerID(1))
+	for _, n := range p.played {
+		require.Zero(t, n, "nothing from the bad segment is played")
+	}
+}
+
+func TestAdmitRefusesWrongTokenStreamAndVersion(t *testing.T) {
+	p := newPair(t, "nope")
+	srv := p.server.Engine
+	h := p.peer.Engine.Hello()
+	require.ErrorIs(t, srv.Admit(h, true), engine.ErrAuth)
+	h.Token = "ok"
+	require.NoError(t, srv.Admit(h, true))
+	h2 := *h
+	h2.Stream = "other"
+	require.ErrorIs(t, srv.Admit(&h2, true), engine.ErrProtocol)
+	h3 := *h
+	h3.Version = 9
+	require.ErrorIs(t, srv.Admit(&h3, true), engine.ErrProtocol)
+}
+
+func TestAPeerAcceptsAtMostMaxPartners(t *testing.T) {
+	net := sim.New(2)
+	var nodes []*sim.Node
+	for i := 1; i <= 5; i++ {
+		id := wire.PeerID(i)
+		nodes = append(nodes, net.AddNode(id, 1e6, 1e6, func(env engine.Env) *engine.Engine {
+			return engine.New(engine.Config{ID: id, Stream: "s", Partners: 1, MaxPartners: 2}, env)
+		}))
+	}
+	for i := 2; i <= 5; i++ {
+		net.Connect(wire.PeerID(i), 1)
+	}
+	net.Run(sim.Epoch.Add(time.Second))
+	require.Len(t, nodes[0].Engine.Partners(), 2)
+}
