@@ -328,6 +328,52 @@ func ticksToDuration(t int64, clockRate int) time.Duration {
 	return time.Duration(t) * time.Second / time.Duration(clockRate)
 }
 
+// dtsExtractor is what mediacommon's H.264 and H.265 DTS extractors share.
+type dtsExtractor interface {
+	Extract(au [][]byte, pts int64) (int64, error)
+}
+
+// videoDecoder turns RTP packets of one video format into units: it waits
+// for the first random-access unit and derives each unit's DTS.
+func videoDecoder(track, clockRate int, decode func(*rtp.Packet) ([][]byte, error),
+	isRAP func([][]byte) bool, params func() [][]byte, newExtractor func() dtsExtractor,
+) func(*rtp.Packet, int64) ([]*media.Unit, error) {
+	var dtsx dtsExtractor
+	var prevDTS int64
+	return func(pkt *rtp.Packet, pts int64) ([]*media.Unit, error) {
+		au, err := decode(pkt)
+		if err != nil {
+			return nil, err
+		}
+		key := isRAP(au)
+		if dtsx == nil {
+			if !key {
+				return nil, nil // wait for a key frame
+			}
+			dtsx = newExtractor()
+		}
+		probe := au
+		if key {
+			// The DTS extractor reads the parameter sets in-band;
+			// publishers that send them only in the SDP get them prepended.
+			probe = append(params(), au...)
+		}
+		dts, err := dtsx.Extract(probe, pts)
+		if err != nil {
+			// The extractor cannot follow every reference structure
+			// (x265 temporal layers): keep the frame with a DTS that is
+			// monotonic and not after its PTS.
+			dts = min(prevDTS+1, pts)
+			if dts <= prevDTS {
+				dts = prevDTS + 1
+			}
+		}
+		prevDTS = dts
+		return []*media.Unit{{Track: track, NALUs: au, Key: key,
+			PTS: ticksToDuration(pts, clockRate), DTS: ticksToDuration(dts, clockRate)}}, nil
+	}
+}
+
 func newDepacketizer(f format.Format, track int) (*depacketizer, error) {
 	d := &depacketizer{clockRate: f.ClockRate()}
 	switch f := f.(type) {
@@ -336,81 +382,17 @@ func newDepacketizer(f format.Format, track int) (*depacketizer, error) {
 		if err != nil {
 			return nil, err
 		}
-		var dtsx *h264.DTSExtractor
-		var prevDTS int64
-		d.decode = func(pkt *rtp.Packet, pts int64) ([]*media.Unit, error) {
-			au, err := rd.Decode(pkt)
-			if err != nil {
-				return nil, err
-			}
-			key := h264.IsRandomAccess(au)
-			if dtsx == nil {
-				if !key {
-					return nil, nil // wait for a key frame
-				}
-				dtsx = &h264.DTSExtractor{}
-				dtsx.Initialize()
-			}
-			probe := au
-			if key {
-				// The DTS extractor reads the SPS in-band; publishers
-				// that send it only in the SDP get it prepended.
-				sps, pps := f.SafeParams()
-				probe = append([][]byte{sps, pps}, au...)
-			}
-			dts, err := dtsx.Extract(probe, pts)
-			if err != nil {
-				// The extractor cannot follow every reference structure
-				// (x265 temporal layers): keep the frame with a DTS that
-				// is monotonic and not after its PTS.
-				dts = min(prevDTS+1, pts)
-				if dts <= prevDTS {
-					dts = prevDTS + 1
-				}
-			}
-			prevDTS = dts
-			return []*media.Unit{{Track: track, NALUs: au, Key: key,
-				PTS: ticksToDuration(pts, d.clockRate), DTS: ticksToDuration(dts, d.clockRate)}}, nil
-		}
+		d.decode = videoDecoder(track, d.clockRate, rd.Decode, h264.IsRandomAccess,
+			func() [][]byte { sps, pps := f.SafeParams(); return [][]byte{sps, pps} },
+			func() dtsExtractor { x := &h264.DTSExtractor{}; x.Initialize(); return x })
 	case *format.H265:
 		rd, err := f.CreateDecoder()
 		if err != nil {
 			return nil, err
 		}
-		var dtsx *h265.DTSExtractor
-		var prevDTS int64
-		d.decode = func(pkt *rtp.Packet, pts int64) ([]*media.Unit, error) {
-			au, err := rd.Decode(pkt)
-			if err != nil {
-				return nil, err
-			}
-			key := h265.IsRandomAccess(au)
-			if dtsx == nil {
-				if !key {
-					return nil, nil
-				}
-				dtsx = &h265.DTSExtractor{}
-				dtsx.Initialize()
-			}
-			probe := au
-			if key {
-				vps, sps, pps := f.SafeParams()
-				probe = append([][]byte{vps, sps, pps}, au...)
-			}
-			dts, err := dtsx.Extract(probe, pts)
-			if err != nil {
-				// The extractor cannot follow every reference structure
-				// (x265 temporal layers): keep the frame with a DTS that
-				// is monotonic and not after its PTS.
-				dts = min(prevDTS+1, pts)
-				if dts <= prevDTS {
-					dts = prevDTS + 1
-				}
-			}
-			prevDTS = dts
-			return []*media.Unit{{Track: track, NALUs: au, Key: key,
-				PTS: ticksToDuration(pts, d.clockRate), DTS: ticksToDuration(dts, d.clockRate)}}, nil
-		}
+		d.decode = videoDecoder(track, d.clockRate, rd.Decode, h265.IsRandomAccess,
+			func() [][]byte { vps, sps, pps := f.SafeParams(); return [][]byte{vps, sps, pps} },
+			func() dtsExtractor { x := &h265.DTSExtractor{}; x.Initialize(); return x })
 	case *format.MPEG4Audio:
 		rd, err := f.CreateDecoder()
 		if err != nil {

@@ -138,9 +138,7 @@ func (m *Manager) Publish(path string, info PublisherInfo) (*Publication, error)
 
 // ServerStream returns the RTSP stream of path, for a reader.
 func (m *Manager) ServerStream(path string) (*gortsplib.ServerStream, bool) {
-	m.mu.Lock()
-	s := m.streams[path]
-	m.mu.Unlock()
+	s := m.lookup(path)
 	if s == nil {
 		return nil, false
 	}
@@ -368,11 +366,15 @@ func (s *Stream) writeLocked(u *media.Unit) error {
 	return nil
 }
 
+func (m *Manager) lookup(path string) *Stream {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.streams[path]
+}
+
 // AddReader starts sending path's packets to a playing session.
 func (m *Manager) AddReader(path string, session *gortsplib.ServerSession) error {
-	m.mu.Lock()
-	s := m.streams[path]
-	m.mu.Unlock()
+	s := m.lookup(path)
 	if s == nil {
 		return fmt.Errorf("stream: %s is not published", path)
 	}
@@ -390,9 +392,7 @@ func (m *Manager) AddReader(path string, session *gortsplib.ServerSession) error
 
 // RemoveReader stops sending to a session and returns the packets it lost.
 func (m *Manager) RemoveReader(path string, session *gortsplib.ServerSession) uint64 {
-	m.mu.Lock()
-	s := m.streams[path]
-	m.mu.Unlock()
+	s := m.lookup(path)
 	if s == nil {
 		return 0
 	}
@@ -408,9 +408,7 @@ func (m *Manager) RemoveReader(path string, session *gortsplib.ServerSession) ui
 
 // ReaderDropped returns the packets a playing session lost so far.
 func (m *Manager) ReaderDropped(path string, session *gortsplib.ServerSession) uint64 {
-	m.mu.Lock()
-	s := m.streams[path]
-	m.mu.Unlock()
+	s := m.lookup(path)
 	if s == nil {
 		return 0
 	}

@@ -58,8 +58,9 @@ func TestAPeerFetchesVerifiesAndPlaysFromTheServer(t *testing.T) {
 	require.Equal(t, 1.0, st.Continuity())
 	require.NotEmpty(t, p.played)
 	for _, n := range p.played {
-		require.Equal(t, 2, n, "both layers played")
+		require.Positive(t, n, "the base layer of every segment played")
 	}
+	require.Equal(t, 2, p.played[len(p.played)-1], "slow start reached both layers")
 	require.Zero(t, st.BadData)
 	require.Contains(t, p.peer.Engine.Partners(), wire.PeerID(1))
 }
