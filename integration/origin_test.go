@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"net"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -206,4 +207,35 @@ func TestPublishAuthAndBusyPathAreRefusedInsideTheProtocol(t *testing.T) {
 		"-t", "10", "-f", "rtsp", "-rtsp_transport", "tcp", o.rtspURL("badkey"))...)
 	require.Error(t, rtspWrong.wait(t, 15*time.Second))
 	require.Contains(t, rtspWrong.out.String(), "403")
+}
+
+func TestAfterTheGracePeriodReadersGetACleanEnd(t *testing.T) {
+	requireTool(t, "ffmpeg")
+	o := startOrigin(t, "COOP_PUBLISH_GRACEPERIOD=2s")
+	pub := publishRTMP(t, o.rtmpURL("short"), 6*time.Second, "320x240", "-g", "30")
+	o.waitPublishing(t, "live/short")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	start := time.Now()
+	// Asked for 30 s, the reader must end soon after publisher + grace.
+	r := play(ctx, o.rtspURL("short"), "tcp", 30*time.Second)
+	require.NoError(t, pub.wait(t, 10*time.Second))
+	require.Less(t, time.Since(start), 20*time.Second, "the reader was ended")
+	require.Empty(t, r.errors, "decode errors")
+	require.Positive(t, r.frames, "frames before the end")
+	waitFor(t, 5*time.Second, "the stream to disappear", func() bool { return len(o.streams(t)) == 0 })
+}
+
+func TestReadCredentialsProtectPlayback(t *testing.T) {
+	requireTool(t, "ffmpeg", "ffprobe")
+	o := startOrigin(t, "COOP_READ_USER=viewer", "COOP_READ_PASS=secret")
+	publishRTMP(t, o.rtmpURL("private"), 20*time.Second, "320x240")
+	o.waitPublishing(t, "live/private")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ffprobe", "-v", "error", o.rtspURL("private")).CombinedOutput()
+	require.Error(t, err, "no credentials")
+	require.Contains(t, string(out), "401")
+	authURL := "rtsp://viewer:secret@" + o.rtsp + "/live/private"
+	require.Equal(t, []string{"h264", "aac"}, probeCodecs(t, authURL))
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
@@ -159,7 +160,9 @@ func (s *Server) checkRead(conn *gortsplib.ServerConn, req *base.Request) (*base
 		return nil, nil
 	}
 	if !conn.VerifyCredentials(req, s.ReadUser, s.ReadPass) {
-		return &base.Response{StatusCode: base.StatusUnauthorized}, errors.New("read credentials required")
+		// ErrServerAuth makes gortsplib send WWW-Authenticate when no
+		// credentials came, so players retry with the ones in their URL.
+		return &base.Response{StatusCode: base.StatusUnauthorized}, liberrors.ErrServerAuth{}
 	}
 	return nil, nil
 }
