@@ -52,6 +52,9 @@ type Scenario struct {
 	Configure func(*engine.Config)
 	// Events are scenario actions at simulated times.
 	Events []Event
+	// ServerSeeds overrides how many peers the server seeds first (0:
+	// the engine's default).
+	ServerSeeds int
 }
 
 // Event is a scenario action.
@@ -140,7 +143,7 @@ func New(sc Scenario) *Swarm {
 	s.Server = s.Net.AddNode(ServerID, sc.ServerUpload*sc.StreamRate, 0, func(env engine.Env) *engine.Engine {
 		return engine.New(engine.Config{Role: wire.RoleServer, ID: ServerID, Stream: "live/sim", ListenAddr: "server",
 			SegmentDuration: sc.SegmentDuration, Layers: len(sc.LayerShares), SignKey: s.priv,
-			ServerQueue: 8 * len(sc.LayerShares)}, env)
+			ServerQueue: 8 * len(sc.LayerShares), UploadCap: sc.ServerUpload * sc.StreamRate, Seeds: sc.ServerSeeds}, env)
 	})
 	s.Net.At(s.Net.Now(), s.produce)
 	return s

