@@ -68,7 +68,8 @@ type Config struct {
 	// server and its playback deadline [5s].
 	PlayoutDelay time.Duration
 	// MinStartSlack is the least time a newcomer allows itself to fetch
-	// its first segment [1s].
+	// its first segment [3s]: shorter starts faster but misses more in the
+	// first seconds, when the newcomer has few partners.
 	MinStartSlack time.Duration
 	// UploadCap bounds the node's media upload in bytes/s (0: none).
 	UploadCap float64
@@ -131,7 +132,7 @@ func (c Config) withDefaults() Config {
 		c.PlayoutDelay = 5 * time.Second
 	}
 	if c.MinStartSlack <= 0 {
-		c.MinStartSlack = time.Second
+		c.MinStartSlack = 3 * time.Second
 	}
 	if c.MaxBacklog <= 0 {
 		c.MaxBacklog = max(16<<10, int(c.UploadCap/10))

@@ -2,7 +2,6 @@ package swarm
 
 import (
 	"bytes"
-	"os"
 	"testing"
 	"time"
 
@@ -37,16 +36,6 @@ func TestSwarmOf100PeersPlaysAndOffloadsTheServer(t *testing.T) {
 	require.GreaterOrEqual(t, r.Continuity, 0.99, "base-layer continuity")
 	require.GreaterOrEqual(t, r.Offload, 0.85, "offload")
 	require.LessOrEqual(t, r.CopiesPerSegment, 4.0+1e-9, "the server never exceeds its cap")
-}
-
-// requireTargetRun gates the scenarios whose issue targets the engine does
-// not meet yet (see the closing notes of issue 3): they run, and fail, with
-// COOP_TARGETS=1, and stay out of the default suite until they pass.
-func requireTargetRun(t *testing.T) {
-	t.Helper()
-	if os.Getenv("COOP_TARGETS") == "" {
-		t.Skip("target not met yet: run with COOP_TARGETS=1")
-	}
 }
 
 // cappedRun joins a peer whose download carries the base layer only
@@ -89,7 +78,6 @@ func TestCappedPeerDropsALayerKeepsTheBaseAndReaddsItWhenTheCapLifts(t *testing.
 }
 
 func TestChurnOfAFifthOfThePeersEveryTenSeconds(t *testing.T) {
-	requireTargetRun(t)
 	var cis []float64
 	for seed := uint64(1); seed <= 3; seed++ {
 		sc := Scenario{Seed: seed, Duration: 90 * time.Second}
