@@ -48,6 +48,26 @@ type Config struct {
 	Segment  Segment  `yaml:"segment"`
 	Publish  Publish  `yaml:"publish"`
 	Read     Read     `yaml:"read"`
+	Plugin   Plugin   `yaml:"plugin"`
+}
+
+// Plugin configures the P2P plugin the origin launches.
+type Plugin struct {
+	Enabled bool `yaml:"enabled"`
+	// Path of the coop-plugin binary ("": next to coop-origin, then $PATH).
+	Path string `yaml:"path"`
+	// Address is the peer port.
+	Address string `yaml:"address"`
+	// UploadKbps caps the server partner's upload (0: no cap).
+	UploadKbps int `yaml:"uploadKbps"`
+	// Seeds is how many peers get a fresh segment from the server first.
+	Seeds int `yaml:"seeds"`
+	// Partners is the target partner count M.
+	Partners int `yaml:"partners"`
+	// KeyFile holds the manifest signing key (created on first run).
+	KeyFile string `yaml:"keyFile"`
+	// TokenSecret enables HMAC join tokens ("": joining is open).
+	TokenSecret string `yaml:"tokenSecret"`
 }
 
 // RTMP configures RTMP ingest.
@@ -101,6 +121,7 @@ func Default() Config {
 		HTTP:     HTTP{Address: ":9997"},
 		Segment:  Segment{Duration: Duration(500 * time.Millisecond), Layers: 3},
 		Publish:  Publish{Keys: []string{}, GracePeriod: Duration(10 * time.Second)},
+		Plugin:   Plugin{Enabled: true, Address: ":7070", Seeds: 2, Partners: 6, KeyFile: "coop-stream.key"},
 	}
 }
 
@@ -137,6 +158,7 @@ func (c *Config) Validate() error {
 	}
 	addrs := map[string]string{
 		"rtmp.address": c.RTMP.Address, "rtsp.address": c.RTSP.Address, "http.address": c.HTTP.Address,
+		"plugin.address": c.Plugin.Address,
 	}
 	if c.RTSP.UDPRTPAddress != "" || c.RTSP.UDPRTCPAddress != "" {
 		addrs["rtsp.udpRTPAddress"] = c.RTSP.UDPRTPAddress
@@ -168,6 +190,15 @@ func (c *Config) Validate() error {
 		if k == "" || strings.ContainsAny(k, "/?") {
 			return fmt.Errorf("config: publish.keys[%d]: %q is not a valid stream key", i, k)
 		}
+	}
+	if c.Plugin.UploadKbps < 0 {
+		return errors.New("config: plugin.uploadKbps: must not be negative")
+	}
+	if c.Plugin.Seeds < 0 || c.Plugin.Seeds > 1000 {
+		return fmt.Errorf("config: plugin.seeds: %d is outside 0..1000", c.Plugin.Seeds)
+	}
+	if c.Plugin.Partners < 1 || c.Plugin.Partners > 64 {
+		return fmt.Errorf("config: plugin.partners: %d is outside 1..64", c.Plugin.Partners)
 	}
 	if (c.Read.User == "") != (c.Read.Pass == "") {
 		return errors.New("config: read.user and read.pass: set both or neither")

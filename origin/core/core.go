@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,10 +17,12 @@ import (
 	"github.com/coopstreaming/coop/origin/auth"
 	"github.com/coopstreaming/coop/origin/config"
 	"github.com/coopstreaming/coop/origin/httpapi"
+	"github.com/coopstreaming/coop/origin/pluginhost"
 	"github.com/coopstreaming/coop/origin/rtmpguard"
 	"github.com/coopstreaming/coop/origin/rtmpingest"
 	"github.com/coopstreaming/coop/origin/rtspserver"
 	"github.com/coopstreaming/coop/origin/stream"
+	"github.com/coopstreaming/coop/plugin/pluginapi"
 )
 
 // Origin is a running origin server.
@@ -38,6 +41,10 @@ type Origin struct {
 	httpLn  net.Listener
 	// Registry holds the Prometheus metrics.
 	Registry *prometheus.Registry
+	// Plugin supervises the P2P plugin (nil when disabled or missing).
+	Plugin *pluginhost.Host
+
+	closeOnce sync.Once
 }
 
 // Initialize starts every listener.
@@ -60,6 +67,22 @@ func (o *Origin) Initialize() error {
 		Log: o.Log.With("component", "rtsp"), Metrics: metrics,
 	}
 	srv := o.RTSP.Initialize()
+	if c.Plugin.Enabled && o.Sink == nil {
+		host, err := pluginhost.New(pluginhost.Config{
+			Path: c.Plugin.Path, SegmentDuration: time.Duration(c.Segment.Duration), Layers: c.Segment.Layers,
+			Settings: pluginapi.Settings{
+				PeerAddress: c.Plugin.Address, UploadCap: uint64(c.Plugin.UploadKbps) * 1000 / 8,
+				Seeds: c.Plugin.Seeds, Partners: c.Plugin.Partners, KeyFile: c.Plugin.KeyFile,
+				TokenSecret: c.Plugin.TokenSecret, LogLevel: c.LogLevel,
+			},
+		}, o.Log.With("component", "pluginhost"))
+		if err != nil {
+			o.Log.Error("P2P plugin disabled: RTSP playback works, P2P does not", "err", err)
+		} else {
+			o.Plugin, o.Sink = host, host
+			o.Registry.MustRegister(host)
+		}
+	}
 	o.Streams = &stream.Manager{
 		Config: stream.Config{
 			SegmentDuration: time.Duration(c.Segment.Duration), Layers: c.Segment.Layers,
@@ -91,6 +114,7 @@ func (o *Origin) Initialize() error {
 	o.http = &http.Server{
 		Handler: httpapi.Handler(httpapi.Sources{
 			Streams: o.Streams.Snapshot, Readers: o.RTSP.Readers, Gatherer: o.Registry,
+			Extra: map[string]func() any{"p2p": o.p2pStatus},
 		}, o.Log),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
@@ -100,11 +124,23 @@ func (o *Origin) Initialize() error {
 		}
 	}()
 	o.Log.Info("HTTP API listening", "address", ln.Addr().String())
+	if o.Plugin != nil {
+		o.Plugin.Start()
+	}
 	return nil
 }
 
-// Close stops every component.
-func (o *Origin) Close() {
+func (o *Origin) p2pStatus() any {
+	if o.Plugin == nil {
+		return pluginhost.Status{Enabled: false}
+	}
+	return o.Plugin.Status()
+}
+
+// Close stops every component; later calls do nothing.
+func (o *Origin) Close() { o.closeOnce.Do(o.close) }
+
+func (o *Origin) close() {
 	if o.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = o.http.Shutdown(ctx)
@@ -118,5 +154,8 @@ func (o *Origin) Close() {
 	}
 	if o.RTSP != nil {
 		o.RTSP.Close()
+	}
+	if o.Plugin != nil {
+		o.Plugin.Close()
 	}
 }

@@ -49,6 +49,9 @@ func Handler(src Sources, log *slog.Logger) http.Handler {
 		}
 		writeJSON(w, out)
 	})
+	for name, f := range src.Extra {
+		mux.HandleFunc("GET /v1/"+name, func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, f()) })
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(src.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"math"
@@ -135,6 +136,7 @@ type Engine struct {
 	lastAsked  time.Time
 
 	tracker      map[wire.PeerID]*partner // server: every peer seen
+	departed     wire.Report              // server: byte totals of departed peers
 	seeds        map[wire.PeerID]bool     // server: peers told of fresh segments first
 	delayed      []delayedHave            // server: announcements to non-seeds
 	segRate      float64                  // server: measured stream rate, bytes/s
@@ -263,8 +265,12 @@ func (e *Engine) Connected(h *wire.Hello, outbound bool) {
 	}
 	if e.IsServer() {
 		e.tracker[h.Peer] = p
+		var key []byte
+		if e.cfg.SignKey != nil {
+			key = e.cfg.SignKey.Public().(ed25519.PublicKey)
+		}
 		e.send(h.Peer, &wire.Welcome{Peer: e.cfg.ID, SegmentDurationMs: uint32(e.segDur / time.Millisecond),
-			LiveEdge: e.liveEdge, Partners: uint16(len(e.partners))})
+			LiveEdge: e.liveEdge, Partners: uint16(len(e.partners)), StreamKey: key})
 		if e.header != nil {
 			e.send(h.Peer, &wire.StreamHeader{Header: e.header})
 		}
@@ -290,6 +296,10 @@ func (e *Engine) Disconnected(id wire.PeerID) {
 	}
 	delete(e.partners, id)
 	e.ordered = nil
+	if e.IsServer() {
+		e.departed.FromServer += p.reported.FromServer
+		e.departed.FromPeers += p.reported.FromPeers
+	}
 	delete(e.tracker, id)
 	if id == e.serverID {
 		e.serverID = 0
@@ -325,6 +335,16 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 	switch m := m.(type) {
 	case *wire.Welcome:
 		if p.server && !e.IsServer() {
+			if len(m.StreamKey) == ed25519.PublicKeySize {
+				switch {
+				case e.cfg.StreamKey == nil:
+					e.cfg.StreamKey = ed25519.PublicKey(slices.Clone(m.StreamKey))
+				case !e.cfg.StreamKey.Equal(ed25519.PublicKey(m.StreamKey)):
+					e.stats.LastBan = "server presented another stream key"
+					e.env.Disconnect(from)
+					return
+				}
+			}
 			if m.SegmentDurationMs > 0 {
 				e.segDur = time.Duration(m.SegmentDurationMs) * time.Millisecond
 			}
@@ -590,6 +610,10 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 		if s.man == nil {
 			if len(m.Manifest) == 0 {
 				e.stats.Unverifiable++
+				return
+			}
+			if len(e.cfg.StreamKey) != ed25519.PublicKeySize {
+				e.stats.Unverifiable++ // no key yet: store nothing
 				return
 			}
 			man, err := manifest.Verify(e.cfg.StreamKey, m.Manifest)
@@ -876,7 +900,8 @@ func (e *Engine) Tick() {
 		e.lastReport = now
 		st := e.Stats()
 		e.send(e.serverID, &wire.Report{UploadRate: uint64(e.up.Rate(now)), DownloadRate: uint64(e.down.Rate(now)),
-			Partners: uint16(e.peerPartners()), ContinuityPermille: uint16(1000 * st.Continuity()), MaxLayer: uint8(e.qos.Layers())})
+			Partners: uint16(e.peerPartners()), ContinuityPermille: uint16(1000 * st.Continuity()), MaxLayer: uint8(e.qos.Layers()),
+			FromServer: st.UsefulFromServer, FromPeers: st.UsefulFromPeers})
 	}
 }
 

@@ -114,3 +114,46 @@ func (e *Engine) Stats() Stats {
 	st.PlayedAt = append([]PlayRecord(nil), e.stats.PlayedAt...)
 	return st
 }
+
+// SwarmStats is the server partner's view of its swarm, from the peers'
+// reports.
+type SwarmStats struct {
+	// Peers is the number of connected peers.
+	Peers int
+	// FromServer and FromPeers sum the useful media bytes peers report,
+	// by source, departed peers included.
+	FromServer, FromPeers uint64
+	// Continuity is the mean reported base-layer continuity of connected
+	// peers that have reported (0 when none has).
+	Continuity float64
+	// Banned counts nodes banned by the server's verdicts.
+	Banned uint64
+}
+
+// Swarm returns the server partner's view of its swarm (zero on a peer).
+func (e *Engine) Swarm() SwarmStats {
+	if !e.IsServer() {
+		return SwarmStats{}
+	}
+	s := SwarmStats{FromServer: e.departed.FromServer, FromPeers: e.departed.FromPeers, Banned: e.stats.Banned}
+	reporting := 0
+	for _, p := range e.list() {
+		if p.server {
+			continue
+		}
+		s.Peers++
+		s.FromServer += p.reported.FromServer
+		s.FromPeers += p.reported.FromPeers
+		if p.reported.ContinuityPermille > 0 || p.reported.FromServer+p.reported.FromPeers > 0 {
+			reporting++
+			s.Continuity += float64(p.reported.ContinuityPermille) / 1000
+		}
+	}
+	if reporting > 0 {
+		s.Continuity /= float64(reporting)
+	}
+	return s
+}
+
+// HasServer tells whether a peer is connected to its server partner.
+func (e *Engine) HasServer() bool { return e.serverID != 0 }

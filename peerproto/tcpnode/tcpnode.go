@@ -38,8 +38,15 @@ type Node struct {
 	Tick time.Duration
 	// Log receives the node's logs.
 	Log *slog.Logger
-	// OnAdmitError sees every refused or failed handshake.
+	// OnAdmitError sees every refused or failed handshake; a refusal by
+	// the other side is a *RejectedError.
 	OnAdmitError func(remote string, err error)
+	// Server, when set, is the server partner's address: the node dials
+	// it at start and again, every ServerRetry, whenever it is not
+	// connected (the server restarted, the network blinked).
+	Server string
+	// ServerRetry is the pause between attempts to reach Server [1s].
+	ServerRetry time.Duration
 
 	eng    *engine.Engine
 	ln     net.Listener
@@ -50,6 +57,32 @@ type Node struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	closed chan struct{}
+
+	serverDialing bool
+	lastServerTry time.Time
+}
+
+// RejectedError is a refusal by the other side of a handshake.
+type RejectedError struct {
+	// Reason is the wire.Reject reason.
+	Reason uint8
+}
+
+func (e *RejectedError) Error() string {
+	switch e.Reason {
+	case wire.RejectAuth:
+		return "refused by peer: bad join token"
+	case wire.RejectBanned:
+		return "refused by peer: banned"
+	case wire.RejectFull:
+		return "refused by peer: partner list full"
+	case wire.RejectVersion:
+		return "refused by peer: protocol, version or stream mismatch"
+	case wire.RejectNotFound:
+		return "refused by peer: no such stream"
+	default:
+		return fmt.Sprintf("refused by peer: reason %d", e.Reason)
+	}
 }
 
 // conn is one admitted connection.
@@ -77,6 +110,9 @@ func (n *Node) Start() error {
 	}
 	if n.Tick <= 0 {
 		n.Tick = 50 * time.Millisecond
+	}
+	if n.ServerRetry <= 0 {
+		n.ServerRetry = time.Second
 	}
 	if n.Log == nil {
 		n.Log = slog.Default()
@@ -180,8 +216,29 @@ func (n *Node) loop() {
 			f()
 		case <-t.C:
 			n.eng.Tick()
+			n.keepServer()
 		}
 	}
+}
+
+// keepServer dials the server partner when it is not connected.
+func (n *Node) keepServer() {
+	if n.Server == "" || n.serverDialing || n.eng.HasServer() || time.Since(n.lastServerTry) < n.ServerRetry {
+		return
+	}
+	n.serverDialing, n.lastServerTry = true, time.Now()
+	n.dialThen(wire.Candidate{Addr: n.Server}, func() { n.serverDialing = false })
+}
+
+// HandOff gives the node an inbound connection whose Hello the caller has
+// already read with r (a listener shared by several streams dispatches by
+// the Hello's stream). The node owns nc from then on.
+func (n *Node) HandOff(nc net.Conn, r *wire.Reader, hello *wire.Hello) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.handshake(nc, true, 0, r, hello)
+	}()
 }
 
 func (n *Node) accept() {
@@ -198,29 +255,39 @@ func (n *Node) accept() {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			n.handshake(nc, true, 0)
+			n.handshake(nc, true, 0, nil, nil)
 		}()
 	}
 }
 
-func (n *Node) dial(c wire.Candidate) {
+func (n *Node) dial(c wire.Candidate) { n.dialThen(c, nil) }
+
+// dialThen dials c; done, when set, runs on the event loop once the
+// attempt is over (connected or failed).
+func (n *Node) dialThen(c wire.Candidate, done func()) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		if done != nil {
+			defer n.post(done)
+		}
 		d := net.Dialer{Timeout: n.HandshakeTimeout}
 		nc, err := d.DialContext(n.ctx, "tcp", c.Addr)
 		if err != nil {
 			n.post(func() { n.eng.DialFailed(c.Peer) })
+			if n.OnAdmitError != nil && c.Addr == n.Server {
+				n.OnAdmitError(c.Addr, err)
+			}
 			n.Log.Debug("dial failed", "addr", c.Addr, "err", err)
 			return
 		}
-		n.handshake(nc, false, c.Peer)
+		n.handshake(nc, false, c.Peer, nil, nil)
 	}()
 }
 
 // handshake exchanges Hellos, lets the engine admit the connection and
 // then runs its reader.
-func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID) {
+func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID, r *wire.Reader, theirs *wire.Hello) {
 	fail := func(err error) {
 		if n.OnAdmitError != nil {
 			n.OnAdmitError(nc.RemoteAddr().String(), err)
@@ -245,22 +312,16 @@ func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID) {
 			return
 		}
 	}
-	r := wire.NewReader(nc)
-	r.MaxFrame = 64 << 10 // a Hello is small
-	m, _, err := r.Read()
-	if err != nil {
-		fail(fmt.Errorf("read hello: %w", err))
-		return
-	}
-	r.MaxFrame = 0
-	theirs, ok := m.(*wire.Hello)
-	if !ok {
-		if rej, isRej := m.(*wire.Reject); isRej {
-			fail(fmt.Errorf("refused by peer: reason %d", rej.Reason))
+	if theirs == nil {
+		var err error
+		r, theirs, err = ReadHello(nc)
+		if err != nil {
+			fail(err)
 			return
 		}
-		fail(fmt.Errorf("expected Hello, got %v", m.Type()))
-		return
+	}
+	if inbound {
+		theirs.ListenAddr = dialable(theirs.ListenAddr, nc.RemoteAddr())
 	}
 	if want != 0 && theirs.Peer != want {
 		fail(fmt.Errorf("dialled %d, reached %d", want, theirs.Peer))
@@ -311,6 +372,45 @@ func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID) {
 		n.writer(c)
 	}()
 	n.reader(c, r)
+}
+
+// ReadHello reads the first frame of a connection, which must be a Hello
+// (at most 64 KiB); a Reject becomes a *RejectedError. The returned reader
+// goes on with the connection's later frames.
+func ReadHello(nc net.Conn) (*wire.Reader, *wire.Hello, error) {
+	r := wire.NewReader(nc)
+	r.MaxFrame = 64 << 10 // a Hello is small
+	m, _, err := r.Read()
+	if err != nil {
+		return nil, nil, fmt.Errorf("read hello: %w", err)
+	}
+	r.MaxFrame = 0
+	switch m := m.(type) {
+	case *wire.Hello:
+		return r, m, nil
+	case *wire.Reject:
+		return nil, nil, &RejectedError{Reason: m.Reason}
+	default:
+		return nil, nil, fmt.Errorf("expected Hello, got %v", m.Type())
+	}
+}
+
+// dialable makes an advertised listen address dialable by others: a
+// missing or unspecified host ("[::]:7000", ":7000") becomes the address
+// the connection came from.
+func dialable(listen string, remote net.Addr) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil || listen == "" {
+		return listen
+	}
+	if ip := net.ParseIP(host); host != "" && (ip == nil || !ip.IsUnspecified()) {
+		return listen
+	}
+	ta, ok := remote.(*net.TCPAddr)
+	if !ok {
+		return listen
+	}
+	return net.JoinHostPort(ta.IP.String(), port)
 }
 
 func (n *Node) reader(c *conn, r *wire.Reader) {

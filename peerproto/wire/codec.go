@@ -126,7 +126,9 @@ func (m *Welcome) appendBody(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Peer))
 	b = binary.BigEndian.AppendUint32(b, m.SegmentDurationMs)
 	b = binary.BigEndian.AppendUint64(b, m.LiveEdge)
-	return binary.BigEndian.AppendUint16(b, m.Partners)
+	b = binary.BigEndian.AppendUint16(b, m.Partners)
+	b = append(b, uint8(len(m.StreamKey)))
+	return append(b, m.StreamKey...)
 }
 
 func (m *Welcome) decodeBody(r *reader) {
@@ -134,6 +136,14 @@ func (m *Welcome) decodeBody(r *reader) {
 	m.SegmentDurationMs = r.u32()
 	m.LiveEdge = r.u64()
 	m.Partners = r.u16()
+	n := int(r.u8())
+	if r.err == nil && n != 0 && n != StreamKeySize {
+		r.fail(fmt.Errorf("%w: stream key of %d bytes", ErrInvalid, n))
+		return
+	}
+	if n > 0 {
+		m.StreamKey = r.bytes(n)
+	}
 }
 
 func bitmapLen(window int) int { return (window + 7) / 8 }
@@ -298,12 +308,15 @@ func (m *Report) appendBody(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, m.DownloadRate)
 	b = binary.BigEndian.AppendUint16(b, m.Partners)
 	b = binary.BigEndian.AppendUint16(b, m.ContinuityPermille)
-	return append(b, m.MaxLayer)
+	b = append(b, m.MaxLayer)
+	b = binary.BigEndian.AppendUint64(b, m.FromServer)
+	return binary.BigEndian.AppendUint64(b, m.FromPeers)
 }
 
 func (m *Report) decodeBody(r *reader) {
 	m.UploadRate, m.DownloadRate = r.u64(), r.u64()
 	m.Partners, m.ContinuityPermille, m.MaxLayer = r.u16(), r.u16(), r.u8()
+	m.FromServer, m.FromPeers = r.u64(), r.u64()
 }
 
 // --- primitives ---

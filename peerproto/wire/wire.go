@@ -128,7 +128,13 @@ type Welcome struct {
 	LiveEdge uint64
 	// Partners is how many partners the sender has now.
 	Partners uint16
+	// StreamKey is the stream's Ed25519 public key (server only; empty
+	// from peers): a peer that was given no key verifies manifests with it.
+	StreamKey []byte
 }
+
+// StreamKeySize is the size of an Ed25519 public key.
+const StreamKeySize = 32
 
 // BufferMap is a full buffer map: for each layer, a bitmap over segments
 // Base..Base+Window-1.
@@ -248,6 +254,9 @@ type Report struct {
 	// ContinuityPermille is the base-layer continuity x 1000.
 	ContinuityPermille uint16
 	MaxLayer           uint8
+	// FromServer and FromPeers are the useful media bytes received so
+	// far, by source (the tracker's offload figures).
+	FromServer, FromPeers uint64
 }
 
 // Accuse reports a node that sent data failing verification (peer to

@@ -17,6 +17,7 @@ func samples() []Message {
 		&Hello{Protocol: ProtocolID, Version: Version, Features: FeatureManifest | FeatureLayers, Role: RolePeer,
 			Stream: "live/demo", Peer: 42, ListenAddr: "127.0.0.1:7071", Token: "tok", UploadCap: 250000},
 		&Welcome{Peer: 1, SegmentDurationMs: 1000, LiveEdge: 99, Partners: 5},
+		&Welcome{Peer: 1, SegmentDurationMs: 500, StreamKey: bytes.Repeat([]byte{7}, StreamKeySize)},
 		&BufferMap{Base: 90, Window: 12, Bits: [][]byte{{0xff, 0xf0}, {0x80, 0x10}}},
 		&Have{Flags: HaveSeed, AgeMs: 20, Entries: []HaveEntry{{Seq: 100, Layer: 0}, {Seq: 100, Layer: 2}}},
 		&Request{Seq: 100, Layer: 1, Flags: RequestManifest},
@@ -28,7 +29,7 @@ func samples() []Message {
 		&Ping{Nonce: 9}, &Pong{Nonce: 9},
 		&Goodbye{Reason: "leaving"},
 		&StreamHeader{Header: []byte("CSHD")},
-		&Report{UploadRate: 1, DownloadRate: 2, Partners: 3, ContinuityPermille: 999, MaxLayer: 2},
+		&Report{UploadRate: 1, DownloadRate: 2, Partners: 3, ContinuityPermille: 999, MaxLayer: 2, FromServer: 10, FromPeers: 90},
 		&Accuse{Peer: 5, Reason: "hash mismatch"},
 	}
 }

@@ -1,5 +1,6 @@
 // Command coop-origin runs the CoopStreaming origin: RTMP and RTSP ingest,
-// RTSP playback, the layered segmenter, metrics and the JSON API.
+// RTSP playback, the layered segmenter, metrics and the JSON API, and the
+// P2P plugin it launches (coop-plugin, through hashicorp/go-plugin).
 package main
 
 import (
@@ -39,11 +40,13 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	o := &core.Origin{Config: cfg, Log: log}
+	// Every way out of run closes the origin, which kills the plugin
+	// process; the plugin also exits by itself if the origin is killed.
+	defer o.Close()
 	if err := o.Initialize(); err != nil {
 		return err
 	}
 	<-ctx.Done()
 	log.Info("shutting down")
-	o.Close()
 	return nil
 }

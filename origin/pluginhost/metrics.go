@@ -1,0 +1,57 @@
+package pluginhost
+
+import "github.com/prometheus/client_golang/prometheus"
+
+var (
+	descUp       = prometheus.NewDesc("coop_plugin_up", "1 while the P2P plugin process runs and answers.", nil, nil)
+	descStarts   = prometheus.NewDesc("coop_plugin_starts_total", "Plugin process launches.", nil, nil)
+	descRestarts = prometheus.NewDesc("coop_plugin_restarts_total", "Plugin restarts after a failure.", nil, nil)
+	descPushed   = prometheus.NewDesc("coop_plugin_segments_pushed_total", "Segments handed to the plugin.", nil, nil)
+	descDropped  = prometheus.NewDesc("coop_plugin_segments_dropped_total", "Segments dropped because the plugin queue was full.", nil, nil)
+	descBytes    = prometheus.NewDesc("coop_plugin_pushed_bytes_total", "Segment bytes handed to the plugin.", nil, nil)
+	labels       = []string{"stream"}
+	descPeers    = prometheus.NewDesc("coop_p2p_peers", "Peers connected to the stream's server partner.", labels, nil)
+	descSrvMedia = prometheus.NewDesc("coop_p2p_server_media_bytes_total", "Media bytes the server partner uploaded to peers.", labels, nil)
+	descSrvCtl   = prometheus.NewDesc("coop_p2p_server_control_bytes_total", "Control bytes the server partner sent.", labels, nil)
+	descFromSrv  = prometheus.NewDesc("coop_p2p_peer_bytes_from_server_total", "Useful media bytes peers report they received from the server.", labels, nil)
+	descFromPeer = prometheus.NewDesc("coop_p2p_peer_bytes_from_peers_total", "Useful media bytes peers report they received from other peers.", labels, nil)
+	descOffload  = prometheus.NewDesc("coop_p2p_offload_ratio", "Share of peers' useful media bytes that came from peers.", labels, nil)
+	descCont     = prometheus.NewDesc("coop_p2p_continuity", "Mean base-layer continuity reported by connected peers.", labels, nil)
+	descRefused  = prometheus.NewDesc("coop_p2p_refused_joins_total", "Joins refused for a bad token.", labels, nil)
+	descBanned   = prometheus.NewDesc("coop_p2p_banned_total", "Peers banned for bad data.", labels, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (h *Host) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descUp, descStarts, descRestarts, descPushed, descDropped, descBytes,
+		descPeers, descSrvMedia, descSrvCtl, descFromSrv, descFromPeer, descOffload, descCont, descRefused, descBanned} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector from the last health check.
+func (h *Host) Collect(ch chan<- prometheus.Metric) {
+	st := h.Status()
+	up := 0.0
+	if st.Up {
+		up = 1
+	}
+	gauge, counter := prometheus.GaugeValue, prometheus.CounterValue
+	ch <- prometheus.MustNewConstMetric(descUp, gauge, up)
+	ch <- prometheus.MustNewConstMetric(descStarts, counter, float64(st.Starts))
+	ch <- prometheus.MustNewConstMetric(descRestarts, counter, float64(st.Restarts))
+	ch <- prometheus.MustNewConstMetric(descPushed, counter, float64(st.SegmentsPushed))
+	ch <- prometheus.MustNewConstMetric(descDropped, counter, float64(st.SegmentsDropped))
+	ch <- prometheus.MustNewConstMetric(descBytes, counter, float64(st.BytesPushed))
+	for _, s := range st.Streams {
+		ch <- prometheus.MustNewConstMetric(descPeers, gauge, float64(s.Peers), s.Stream)
+		ch <- prometheus.MustNewConstMetric(descSrvMedia, counter, float64(s.ServerMediaBytes), s.Stream)
+		ch <- prometheus.MustNewConstMetric(descSrvCtl, counter, float64(s.ServerControlBytes), s.Stream)
+		ch <- prometheus.MustNewConstMetric(descFromSrv, counter, float64(s.PeerBytesFromServer), s.Stream)
+		ch <- prometheus.MustNewConstMetric(descFromPeer, counter, float64(s.PeerBytesFromPeers), s.Stream)
+		ch <- prometheus.MustNewConstMetric(descOffload, gauge, s.Offload(), s.Stream)
+		ch <- prometheus.MustNewConstMetric(descCont, gauge, s.Continuity, s.Stream)
+		ch <- prometheus.MustNewConstMetric(descRefused, counter, float64(s.RefusedJoins), s.Stream)
+		ch <- prometheus.MustNewConstMetric(descBanned, counter, float64(s.Banned), s.Stream)
+	}
+}

@@ -1,0 +1,522 @@
+// Package pluginhost runs the P2P plugin for the origin: it launches the
+// plugin binary through hashicorp/go-plugin (gRPC, AutoMTLS), feeds it the
+// segmented streams without ever blocking a publisher, health-checks it,
+// restarts it with backoff and re-announces live streams when it dies,
+// exports its stats, and kills it on every exit path.
+//
+// Of the plugin, the origin knows plugin/pluginapi only.
+package pluginhost
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/coopstreaming/coop/plugin/pluginapi"
+	"github.com/coopstreaming/coop/segment"
+)
+
+// BinaryName is the plugin executable looked up when no path is set.
+const BinaryName = "coop-plugin"
+
+// Config configures the host.
+type Config struct {
+	// Path of the plugin binary ("": coop-plugin next to the origin's
+	// executable, then on $PATH).
+	Path string
+	// Settings are sent to the plugin after every start.
+	Settings pluginapi.Settings
+	// SegmentDuration and Layers describe the streams announced.
+	SegmentDuration time.Duration
+	Layers          int
+	// QueueSize bounds the events waiting for the plugin [256]; a
+	// segment that finds the queue full is dropped (counted).
+	QueueSize int
+	// HealthInterval is the period of health checks and stats [500ms].
+	HealthInterval time.Duration
+	// MaxBackoff bounds the pause between restarts [5s].
+	MaxBackoff time.Duration
+}
+
+// Status is the host's view of the plugin.
+type Status struct {
+	Enabled         bool   `json:"enabled"`
+	Up              bool   `json:"up"`
+	PID             int    `json:"pid"`
+	Path            string `json:"path"`
+	PeerAddress     string `json:"peerAddress"`
+	StreamPublicKey string `json:"streamPublicKey"`
+	Starts          uint64 `json:"starts"`
+	Restarts        uint64 `json:"restarts"`
+	LastError       string `json:"lastError,omitempty"`
+	SegmentsPushed  uint64 `json:"segmentsPushed"`
+	SegmentsDropped uint64 `json:"segmentsDropped"`
+	BytesPushed     uint64 `json:"bytesPushed"`
+	// Streams are the swarms' counters; byte counters are cumulative over
+	// plugin restarts.
+	Streams []pluginapi.StreamStats `json:"streams"`
+}
+
+type eventKind int
+
+const (
+	evAnnounce eventKind = iota
+	evSegment
+	evClose
+)
+
+type event struct {
+	kind   eventKind
+	stream string
+	header []byte
+	seg    pluginapi.Segment
+}
+
+// Host supervises the plugin process. It implements stream.Sink.
+type Host struct {
+	Config Config
+	Log    *slog.Logger
+
+	queue  chan event
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	live    map[string][]byte // stream → header, for re-announcing
+	status  Status
+	totals  map[string]*cumulative
+	client  *plugin.Client
+	started bool
+	stopped bool
+}
+
+// cumulative keeps a stream's byte counters monotonic across restarts.
+type cumulative struct {
+	last, sum pluginapi.StreamStats
+}
+
+// New resolves the plugin binary and prepares a host; events are queued
+// from then on and delivered once Start runs.
+func New(cfg Config, log *slog.Logger) (*Host, error) {
+	h := &Host{Config: cfg, Log: log}
+	c := &h.Config
+	if c.QueueSize <= 0 {
+		c.QueueSize = 256
+	}
+	if c.HealthInterval <= 0 {
+		c.HealthInterval = 500 * time.Millisecond
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 5 * time.Second
+	}
+	if h.Log == nil {
+		h.Log = slog.Default()
+	}
+	path, err := resolve(c.Path)
+	if err != nil {
+		return nil, err
+	}
+	c.Path = path
+	h.queue = make(chan event, c.QueueSize)
+	h.live = make(map[string][]byte)
+	h.totals = make(map[string]*cumulative)
+	h.status = Status{Enabled: true, Path: path}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.done = make(chan struct{})
+	return h, nil
+}
+
+// Start launches the plugin and supervises it in the background: a
+// plugin that fails to start is logged and retried, the origin runs on.
+func (h *Host) Start() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.started && !h.stopped {
+		h.started = true
+		go h.supervise()
+	}
+}
+
+func resolve(path string) (string, error) {
+	if path != "" {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return "", fmt.Errorf("plugin.path: %w", err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return "", fmt.Errorf("plugin.path: %w", err)
+		}
+		return abs, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		cand := filepath.Join(filepath.Dir(exe), BinaryName)
+		if _, err := os.Stat(cand); err == nil {
+			return cand, nil
+		}
+	}
+	p, err := exec.LookPath(BinaryName)
+	if err != nil {
+		return "", fmt.Errorf("plugin.path: %s is neither next to the origin nor on $PATH (build it with `make build`): %w", BinaryName, err)
+	}
+	return p, nil
+}
+
+// Close kills the plugin and stops supervising. Safe to call twice.
+func (h *Host) Close() {
+	h.mu.Lock()
+	if h.stopped || h.cancel == nil {
+		h.mu.Unlock()
+		return
+	}
+	h.stopped = true
+	started := h.started
+	h.mu.Unlock()
+	h.cancel()
+	if started {
+		<-h.done
+	}
+}
+
+// Status returns the host's view of the plugin.
+func (h *Host) Status() Status {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.status
+	st.Streams = append([]pluginapi.StreamStats(nil), h.status.Streams...)
+	return st
+}
+
+// StreamStarted implements stream.Sink.
+func (h *Host) StreamStarted(path string, header []byte) {
+	h.mu.Lock()
+	h.live[path] = header
+	h.mu.Unlock()
+	h.enqueue(event{kind: evAnnounce, stream: path, header: header}, false)
+}
+
+// SegmentReady implements stream.Sink.
+func (h *Host) SegmentReady(path string, seg *segment.Segment, chunks [][]byte) {
+	ms := uint32(seg.Duration * 1000 / segment.Timebase)
+	h.enqueue(event{kind: evSegment, stream: path, seg: pluginapi.Segment{
+		Stream: path, Seq: seg.Seq, DurationMs: max(ms, 1), RandomAccess: seg.RandomAccess, Chunks: chunks,
+	}}, true)
+}
+
+// StreamEnded implements stream.Sink.
+func (h *Host) StreamEnded(path string) {
+	h.mu.Lock()
+	delete(h.live, path)
+	h.mu.Unlock()
+	h.enqueue(event{kind: evClose, stream: path}, false)
+}
+
+// enqueue never blocks: a full queue drops the event. A dropped announce
+// or close is repaired later (a segment of an unknown stream triggers a
+// re-announce; streams are re-announced at every plugin start).
+func (h *Host) enqueue(ev event, counted bool) {
+	if h.queue == nil {
+		return
+	}
+	select {
+	case h.queue <- ev:
+	default:
+		if counted {
+			h.mu.Lock()
+			h.status.SegmentsDropped++
+			h.mu.Unlock()
+		}
+	}
+}
+
+// session is one running plugin process.
+type session struct {
+	client *plugin.Client
+	p2p    *pluginapi.Client
+}
+
+func (h *Host) supervise() {
+	defer close(h.done)
+	backoff := time.Duration(0)
+	for {
+		if backoff > 0 {
+			select {
+			case <-time.After(backoff):
+			case <-h.ctx.Done():
+				return
+			}
+		}
+		s, err := h.launch()
+		if err != nil {
+			h.fail(err)
+			backoff = min(max(2*backoff, 250*time.Millisecond), h.Config.MaxBackoff)
+			continue
+		}
+		began := time.Now()
+		err = h.run(s)
+		s.p2p.ClosePush()
+		s.client.Kill()
+		h.mu.Lock()
+		h.client = nil
+		h.status.Up = false
+		h.mu.Unlock()
+		if h.ctx.Err() != nil {
+			h.Log.Info("plugin stopped")
+			return
+		}
+		h.fail(err)
+		h.mu.Lock()
+		h.status.Restarts++
+		h.mu.Unlock()
+		if time.Since(began) > 30*time.Second {
+			backoff = 0 // it ran fine for a while: restart at once
+		} else {
+			backoff = min(max(2*backoff, 250*time.Millisecond), h.Config.MaxBackoff)
+		}
+	}
+}
+
+func (h *Host) fail(err error) {
+	h.Log.Error("plugin down; restarting", "err", err)
+	h.mu.Lock()
+	h.status.LastError = err.Error()
+	h.mu.Unlock()
+}
+
+// launch starts the plugin process, configures it and re-announces the
+// live streams.
+func (h *Host) launch() (*session, error) {
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  pluginapi.Handshake,
+		Plugins:          plugin.PluginSet{pluginapi.PluginName: &pluginapi.GRPCPlugin{}},
+		Cmd:              exec.Command(h.Config.Path),
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		StartTimeout:     10 * time.Second,
+		// The plugin logs with slog to its stderr, copied to ours.
+		Stderr: &stderrFilter{w: os.Stderr},
+		Logger: hclog.New(&hclog.LoggerOptions{Name: "plugin", Level: hclog.Off}),
+	})
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		client.Kill()
+		return nil, errors.New("host closed")
+	}
+	h.client = client
+	h.status.Starts++
+	h.mu.Unlock()
+	s, err := h.connect(client)
+	if err != nil {
+		client.Kill()
+		h.mu.Lock()
+		h.client = nil
+		h.mu.Unlock()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (h *Host) connect(client *plugin.Client) (*session, error) {
+	rpc, err := client.Client()
+	if err != nil {
+		return nil, fmt.Errorf("start plugin %s: %w", h.Config.Path, err)
+	}
+	raw, err := rpc.Dispense(pluginapi.PluginName)
+	if err != nil {
+		return nil, fmt.Errorf("dispense plugin: %w", err)
+	}
+	p2p, ok := raw.(*pluginapi.Client)
+	if !ok {
+		return nil, fmt.Errorf("plugin gave %T", raw)
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
+	defer cancel()
+	conf, err := p2p.Configure(ctx, h.Config.Settings)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.status.Up, h.status.PID, h.status.PeerAddress = true, conf.PID, conf.PeerAddress
+	h.status.StreamPublicKey = hex.EncodeToString(conf.StreamPublicKey)
+	h.status.LastError = ""
+	for _, c := range h.totals {
+		c.last = pluginapi.StreamStats{} // a new process counts from zero
+	}
+	live := make(map[string][]byte, len(h.live))
+	for k, v := range h.live {
+		live[k] = v
+	}
+	h.mu.Unlock()
+	h.Log.Info("plugin up", "pid", conf.PID, "peer_address", conf.PeerAddress)
+	s := &session{client: client, p2p: p2p}
+	for name, header := range live {
+		if err := h.announce(s, name, header); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (h *Host) announce(s *session, name string, header []byte) error {
+	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+	defer cancel()
+	return s.p2p.AnnounceStream(ctx, pluginapi.StreamInfo{
+		Name: name, Header: header, Layers: h.Config.Layers,
+		SegmentDurationMs: uint32(max(h.Config.SegmentDuration/time.Millisecond, 1)),
+	})
+}
+
+// run feeds the plugin and checks its health until it fails or the host
+// closes.
+func (h *Host) run(s *session) error {
+	tick := time.NewTicker(h.Config.HealthInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return nil
+		case ev := <-h.queue:
+			if err := h.handle(s, ev); err != nil {
+				return err
+			}
+		case <-tick.C:
+			if err := h.check(s); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// handle delivers one event; a watchdog kills a plugin that hangs.
+func (h *Host) handle(s *session, ev event) error {
+	watchdog := time.AfterFunc(5*time.Second, func() {
+		h.Log.Error("plugin hangs; killing it")
+		s.client.Kill()
+	})
+	defer watchdog.Stop()
+	var err error
+	switch ev.kind {
+	case evAnnounce:
+		err = h.announce(s, ev.stream, ev.header)
+	case evClose:
+		ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+		err = s.p2p.CloseStream(ctx, ev.stream)
+		cancel()
+		if status.Code(errors.Unwrap(err)) == codes.NotFound || errors.Is(err, pluginapi.ErrUnknownStream) {
+			err = nil
+		}
+	case evSegment:
+		err = s.p2p.PushSegment(h.ctx, ev.seg)
+		if err == nil {
+			size := 0
+			for _, c := range ev.seg.Chunks {
+				size += len(c)
+			}
+			h.mu.Lock()
+			h.status.SegmentsPushed++
+			h.status.BytesPushed += uint64(size)
+			h.mu.Unlock()
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	if s.client.Exited() {
+		return fmt.Errorf("plugin exited: %w", err)
+	}
+	if errors.Is(err, pluginapi.ErrInvalid) {
+		h.Log.Warn("plugin refused a request", "stream", ev.stream, "err", err)
+		return nil
+	}
+	h.Log.Warn("plugin request failed", "stream", ev.stream, "err", err)
+	return nil
+}
+
+// check pings the plugin and refreshes its stats. The push stream reports
+// refusals only when it closes, so a stream the plugin does not know (it
+// restarted, an announce was dropped) is found here and re-announced.
+func (h *Host) check(s *session) error {
+	if s.client.Exited() {
+		return errors.New("plugin process exited")
+	}
+	ctx, cancel := context.WithTimeout(h.ctx, 2*time.Second)
+	defer cancel()
+	stats, err := s.p2p.Stats(ctx)
+	if err != nil {
+		if h.ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("plugin health check: %w", err)
+	}
+	known := make(map[string]bool, len(stats))
+	for _, st := range stats {
+		known[st.Stream] = true
+	}
+	h.mu.Lock()
+	var missing []string
+	for name := range h.live {
+		if !known[name] {
+			missing = append(missing, name)
+		}
+	}
+	h.status.Streams = h.accumulate(stats)
+	h.mu.Unlock()
+	for _, name := range missing {
+		h.mu.Lock()
+		header, ok := h.live[name]
+		h.mu.Unlock()
+		if ok {
+			if err := h.announce(s, name, header); err != nil {
+				h.Log.Warn("re-announce", "stream", name, "err", err)
+			}
+		}
+	}
+	return nil
+}
+
+// accumulate turns per-process counters into counters monotonic over
+// plugin restarts; it runs under h.mu.
+func (h *Host) accumulate(stats []pluginapi.StreamStats) []pluginapi.StreamStats {
+	out := make([]pluginapi.StreamStats, 0, len(stats))
+	for _, st := range stats {
+		c := h.totals[st.Stream]
+		if c == nil {
+			c = &cumulative{}
+			h.totals[st.Stream] = c
+		}
+		add := func(sum *uint64, last, now uint64) {
+			if now >= last {
+				*sum += now - last
+			} else {
+				*sum += now // the plugin restarted: its counter began again
+			}
+		}
+		add(&c.sum.ServerMediaBytes, c.last.ServerMediaBytes, st.ServerMediaBytes)
+		add(&c.sum.ServerControlBytes, c.last.ServerControlBytes, st.ServerControlBytes)
+		add(&c.sum.PeerBytesFromServer, c.last.PeerBytesFromServer, st.PeerBytesFromServer)
+		add(&c.sum.PeerBytesFromPeers, c.last.PeerBytesFromPeers, st.PeerBytesFromPeers)
+		add(&c.sum.Segments, c.last.Segments, st.Segments)
+		add(&c.sum.RefusedJoins, c.last.RefusedJoins, st.RefusedJoins)
+		add(&c.sum.Banned, c.last.Banned, st.Banned)
+		c.last = st
+		view := st
+		view.ServerMediaBytes, view.ServerControlBytes = c.sum.ServerMediaBytes, c.sum.ServerControlBytes
+		view.PeerBytesFromServer, view.PeerBytesFromPeers = c.sum.PeerBytesFromServer, c.sum.PeerBytesFromPeers
+		view.Segments, view.RefusedJoins, view.Banned = c.sum.Segments, c.sum.RefusedJoins, c.sum.Banned
+		out = append(out, view)
+	}
+	return out
+}

@@ -1,0 +1,323 @@
+// Package p2pserver is the plugin's side of the product: one peer listener
+// for every stream, and per stream a tracker and server partner (a
+// peerproto engine in the server role) that holds every pushed segment,
+// signs its manifest and serves peers within an upload cap.
+package p2pserver
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coopstreaming/coop/peerproto/engine"
+	"github.com/coopstreaming/coop/peerproto/manifest"
+	"github.com/coopstreaming/coop/peerproto/tcpnode"
+	"github.com/coopstreaming/coop/peerproto/wire"
+	"github.com/coopstreaming/coop/plugin/jointoken"
+	"github.com/coopstreaming/coop/plugin/pluginapi"
+	"github.com/coopstreaming/coop/plugin/signkey"
+)
+
+// ServerID is the peer id of the server partner of every stream.
+const ServerID wire.PeerID = 1
+
+// helloTimeout bounds the wait for a new connection's Hello.
+const helloTimeout = 5 * time.Second
+
+// maxPending bounds connections waiting for their Hello.
+const maxPending = 256
+
+// Service implements pluginapi.P2P.
+type Service struct {
+	// Log receives the plugin's logs.
+	Log *slog.Logger
+	// Level, when set, follows the log level the host configures.
+	Level *slog.LevelVar
+
+	mu       sync.Mutex
+	settings pluginapi.Settings
+	key      ed25519.PrivateKey
+	ln       net.Listener
+	streams  map[string]*swarm
+	pending  chan struct{}
+}
+
+type swarm struct {
+	name     string
+	info     pluginapi.StreamInfo
+	node     *tcpnode.Node
+	segments atomic.Uint64
+	refused  atomic.Uint64
+}
+
+var _ pluginapi.P2P = (*Service)(nil)
+
+// Configure implements pluginapi.P2P: it loads the signing key and opens
+// the peer listener (once; a new address needs a plugin restart).
+func (s *Service) Configure(_ context.Context, st pluginapi.Settings) (pluginapi.Configured, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.Log == nil {
+		s.Log = slog.Default()
+	}
+	if s.Level != nil && st.LogLevel != "" {
+		if err := s.Level.UnmarshalText([]byte(st.LogLevel)); err != nil {
+			return pluginapi.Configured{}, fmt.Errorf("%w: log level: %w", pluginapi.ErrInvalid, err)
+		}
+	}
+	if s.streams == nil {
+		s.streams = make(map[string]*swarm)
+		s.pending = make(chan struct{}, maxPending)
+	}
+	if s.key == nil {
+		if st.KeyFile == "" {
+			_, key, err := ed25519.GenerateKey(nil)
+			if err != nil {
+				return pluginapi.Configured{}, fmt.Errorf("signing key: %w", err)
+			}
+			s.key = key
+			s.Log.Warn("no plugin.keyFile: signing with a key that changes at every plugin start")
+		} else {
+			key, created, err := signkey.LoadOrCreate(st.KeyFile)
+			if err != nil {
+				return pluginapi.Configured{}, err
+			}
+			if created {
+				s.Log.Info("generated the stream signing key", "file", st.KeyFile)
+			}
+			s.key = key
+		}
+	}
+	if s.ln == nil {
+		ln, err := net.Listen("tcp", st.PeerAddress)
+		if err != nil {
+			return pluginapi.Configured{}, fmt.Errorf("peer listen on %s: %w", st.PeerAddress, err)
+		}
+		s.ln = ln
+		go s.accept(ln)
+		s.Log.Info("peer port listening", "address", ln.Addr().String())
+	}
+	s.settings = st
+	return pluginapi.Configured{
+		PeerAddress: s.ln.Addr().String(), StreamPublicKey: s.key.Public().(ed25519.PublicKey), PID: os.Getpid(),
+	}, nil
+}
+
+func (s *Service) accept(ln net.Listener) {
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.Log.Warn("peer accept", "err", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		select {
+		case s.pending <- struct{}{}:
+		default:
+			s.Log.Warn("too many connections waiting for a Hello; dropping one", "remote", nc.RemoteAddr().String())
+			nc.Close()
+			continue
+		}
+		go func() {
+			defer func() { <-s.pending }()
+			s.dispatch(nc)
+		}()
+	}
+}
+
+// dispatch reads a connection's Hello and hands it to its stream's node.
+func (s *Service) dispatch(nc net.Conn) {
+	remote := nc.RemoteAddr().String()
+	_ = nc.SetDeadline(time.Now().Add(helloTimeout))
+	r, hello, err := tcpnode.ReadHello(nc)
+	if err != nil {
+		s.Log.Info("dropped a peer connection", "remote", remote, "err", err)
+		nc.Close()
+		return
+	}
+	s.mu.Lock()
+	sw := s.streams[hello.Stream]
+	s.mu.Unlock()
+	if sw == nil {
+		s.Log.Info("peer asked for an unknown stream", "remote", remote, "stream", hello.Stream)
+		_, _ = nc.Write(wire.Marshal(&wire.Reject{Reason: wire.RejectNotFound}))
+		nc.Close()
+		return
+	}
+	sw.node.HandOff(nc, r, hello)
+}
+
+// AnnounceStream implements pluginapi.P2P.
+func (s *Service) AnnounceStream(_ context.Context, info pluginapi.StreamInfo) error {
+	if err := info.Validate(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.key == nil {
+		s.mu.Unlock()
+		return errors.New("announce before configure")
+	}
+	old := s.streams[info.Name]
+	if old != nil && old.info.Layers == info.Layers && old.info.SegmentDurationMs == info.SegmentDurationMs {
+		old.info = info
+		s.mu.Unlock()
+		return old.node.Do(func(e *engine.Engine) { e.SetHeader(info.Header) })
+	}
+	delete(s.streams, info.Name)
+	sw, err := s.newSwarm(info)
+	if err == nil {
+		s.streams[info.Name] = sw
+	}
+	s.mu.Unlock()
+	if old != nil {
+		old.node.Close()
+	}
+	if err != nil {
+		return err
+	}
+	s.Log.Info("stream announced", "stream", info.Name, "layers", info.Layers, "segment_ms", info.SegmentDurationMs)
+	return nil
+}
+
+// newSwarm runs under s.mu.
+func (s *Service) newSwarm(info pluginapi.StreamInfo) (*swarm, error) {
+	st := s.settings
+	secret := []byte(st.TokenSecret)
+	sw := &swarm{name: info.Name, info: info}
+	node := &tcpnode.Node{
+		Advertise: s.ln.Addr().String(),
+		Log:       s.Log.With("stream", info.Name),
+		Config: engine.Config{
+			Role: wire.RoleServer, ID: ServerID, Stream: info.Name, SignKey: s.key,
+			SegmentDuration: time.Duration(info.SegmentDurationMs) * time.Millisecond, Layers: info.Layers,
+			Partners: st.Partners, UploadCap: float64(st.UploadCap), Seeds: st.Seeds,
+			CheckToken: func(stream, token string) bool {
+				return jointoken.Check(secret, stream, token, time.Now()) == nil
+			},
+		},
+		OnAdmitError: func(remote string, err error) {
+			if errors.Is(err, engine.ErrAuth) {
+				sw.refused.Add(1)
+				s.Log.Warn("peer refused: bad join token", "stream", info.Name, "remote", remote)
+			}
+		},
+	}
+	if err := node.Start(); err != nil {
+		return nil, fmt.Errorf("stream %s: %w", info.Name, err)
+	}
+	sw.node = node
+	_ = node.Do(func(e *engine.Engine) { e.SetHeader(info.Header) })
+	return sw, nil
+}
+
+func (s *Service) lookup(name string) (*swarm, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sw := s.streams[name]
+	if sw == nil {
+		return nil, fmt.Errorf("%w: %q", pluginapi.ErrUnknownStream, name)
+	}
+	return sw, nil
+}
+
+// PushSegment implements pluginapi.P2P: it signs the segment's manifest
+// and stores it at the stream's server partner.
+func (s *Service) PushSegment(_ context.Context, seg pluginapi.Segment) error {
+	if err := seg.Validate(); err != nil {
+		return err
+	}
+	sw, err := s.lookup(seg.Stream)
+	if err != nil {
+		return err
+	}
+	if len(seg.Chunks) > sw.info.Layers {
+		return fmt.Errorf("%w: segment with %d layers, stream has %d", pluginapi.ErrInvalid, len(seg.Chunks), sw.info.Layers)
+	}
+	var flags uint8
+	if seg.RandomAccess {
+		flags |= 1
+	}
+	raw, err := manifest.Sign(s.key, manifest.New(seg.Stream, seg.Seq, seg.DurationMs, flags, seg.Chunks))
+	if err != nil {
+		return fmt.Errorf("sign segment %d: %w", seg.Seq, err)
+	}
+	var addErr error
+	if err := sw.node.Do(func(e *engine.Engine) { addErr = e.AddSegment(seg.Seq, raw, seg.Chunks) }); err != nil {
+		return err
+	}
+	if addErr != nil {
+		return fmt.Errorf("%w: %w", pluginapi.ErrInvalid, addErr)
+	}
+	sw.segments.Add(1)
+	return nil
+}
+
+// CloseStream implements pluginapi.P2P.
+func (s *Service) CloseStream(_ context.Context, name string) error {
+	s.mu.Lock()
+	sw := s.streams[name]
+	delete(s.streams, name)
+	s.mu.Unlock()
+	if sw == nil {
+		return fmt.Errorf("%w: %q", pluginapi.ErrUnknownStream, name)
+	}
+	sw.node.Close()
+	s.Log.Info("stream closed", "stream", name)
+	return nil
+}
+
+// Stats implements pluginapi.P2P.
+func (s *Service) Stats(_ context.Context) ([]pluginapi.StreamStats, error) {
+	s.mu.Lock()
+	list := make([]*swarm, 0, len(s.streams))
+	for _, sw := range s.streams {
+		list = append(list, sw)
+	}
+	s.mu.Unlock()
+	out := make([]pluginapi.StreamStats, 0, len(list))
+	for _, sw := range list {
+		var st engine.Stats
+		var sws engine.SwarmStats
+		var edge uint64
+		if err := sw.node.Do(func(e *engine.Engine) { st, sws = e.Stats(), e.Swarm(); edge, _ = e.LiveEdge() }); err != nil {
+			continue // closed meanwhile
+		}
+		out = append(out, pluginapi.StreamStats{
+			Stream: sw.name, Peers: sws.Peers, LiveEdge: edge, Segments: sw.segments.Load(),
+			ServerMediaBytes: st.MediaBytesOut, ServerControlBytes: st.ControlBytesOut,
+			PeerBytesFromServer: sws.FromServer, PeerBytesFromPeers: sws.FromPeers,
+			Continuity: sws.Continuity, RefusedJoins: sw.refused.Load(), Banned: sws.Banned,
+		})
+	}
+	return out, nil
+}
+
+// Close ends every swarm and the listener.
+func (s *Service) Close() {
+	s.mu.Lock()
+	streams := s.streams
+	s.streams = map[string]*swarm{}
+	ln := s.ln
+	s.ln = nil
+	s.mu.Unlock()
+	if ln != nil {
+		ln.Close()
+	}
+	for _, sw := range streams {
+		sw.node.Close()
+	}
+}

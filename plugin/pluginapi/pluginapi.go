@@ -1,0 +1,177 @@
+// Package pluginapi is the versioned contract between the origin (host) and
+// the P2P plugin process: the go-plugin handshake, the Go interface both
+// sides program against, and the gRPC adapters that carry it (the service
+// is defined in pluginv1/p2p.proto; the generated code is committed).
+//
+// The contract is media-agnostic and independent of the P2P core: stream
+// headers and layer chunks are opaque bytes.
+package pluginapi
+
+import (
+	"context"
+	"errors"
+
+	"github.com/hashicorp/go-plugin"
+)
+
+// ProtocolVersion is the version of the host↔plugin protocol. Host and
+// plugin refuse each other when it differs.
+const ProtocolVersion = 1
+
+// PluginName is the name the plugin is dispensed under.
+const PluginName = "p2p"
+
+// Handshake is the go-plugin handshake shared by host and plugin. The
+// cookie is not a secret: it only stops the plugin binary from being run
+// by hand as if it were a normal program.
+var Handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  ProtocolVersion,
+	MagicCookieKey:   "COOP_PLUGIN_COOKIE",
+	MagicCookieValue: "b8f3c1e2-coopstreaming-p2p",
+}
+
+// Limits of the contract, enforced on both sides.
+const (
+	// MaxPartBytes is the largest data field of one SegmentPart, well
+	// under gRPC's default 4 MiB receive limit.
+	MaxPartBytes = 1 << 20
+	// MaxChunkBytes bounds one layer chunk (the segment format's limit).
+	MaxChunkBytes = 16 << 20
+	// MaxLayers bounds the layers of a segment.
+	MaxLayers = 8
+	// MaxHeaderBytes bounds a stream header.
+	MaxHeaderBytes = 64 << 10
+	// MaxStreamName bounds a stream name.
+	MaxStreamName = 255
+)
+
+// Errors of the contract.
+var (
+	// ErrInvalid marks a request that breaks the contract's limits.
+	ErrInvalid = errors.New("pluginapi: invalid request")
+	// ErrUnknownStream marks a segment or close for a stream never announced.
+	ErrUnknownStream = errors.New("pluginapi: unknown stream")
+)
+
+// Settings configure the plugin (sent by the host after every start).
+type Settings struct {
+	// PeerAddress is the listen address for peers (e.g. ":7070").
+	PeerAddress string
+	// UploadCap is the server partner's upload cap in bytes/s (0: none).
+	UploadCap uint64
+	// Seeds is how many peers hear of a fresh segment first (0: from cap).
+	Seeds int
+	// Partners is the target partner count M (0: default).
+	Partners int
+	// KeyFile is the Ed25519 signing key (PEM PKCS#8), created if missing.
+	KeyFile string
+	// TokenSecret enables HMAC join tokens; empty: open.
+	TokenSecret string
+	// LogLevel is debug, info, warn or error.
+	LogLevel string
+}
+
+// Configured is the plugin's answer to Configure.
+type Configured struct {
+	// PeerAddress is the bound listen address.
+	PeerAddress string
+	// StreamPublicKey verifies the manifests the plugin signs.
+	StreamPublicKey []byte
+	// PID is the plugin's process id.
+	PID int
+}
+
+// StreamInfo announces a stream.
+type StreamInfo struct {
+	// Name is the origin path, e.g. "live/KEY".
+	Name string
+	// Header is the opaque stream header.
+	Header []byte
+	// SegmentDurationMs is the nominal segment duration.
+	SegmentDurationMs uint32
+	// Layers is the most layers a segment has.
+	Layers int
+}
+
+// Segment is one numbered segment of a stream, as layer chunks.
+type Segment struct {
+	Stream       string
+	Seq          uint64
+	DurationMs   uint32
+	RandomAccess bool
+	// Chunks holds one opaque chunk per layer, base layer first.
+	Chunks [][]byte
+}
+
+// StreamStats are one swarm's counters.
+type StreamStats struct {
+	Stream             string
+	Peers              int
+	LiveEdge           uint64
+	Segments           uint64
+	ServerMediaBytes   uint64
+	ServerControlBytes uint64
+	// PeerBytesFromServer and PeerBytesFromPeers are the useful media
+	// bytes peers report, by source.
+	PeerBytesFromServer uint64
+	PeerBytesFromPeers  uint64
+	// Continuity is the mean base-layer continuity of connected peers.
+	Continuity   float64
+	RefusedJoins uint64
+	Banned       uint64
+}
+
+// Offload is the share of the useful media bytes peers received that came
+// from other peers (docs/metrics.md).
+func (s StreamStats) Offload() float64 {
+	total := s.PeerBytesFromServer + s.PeerBytesFromPeers
+	if total == 0 {
+		return 0
+	}
+	return float64(s.PeerBytesFromPeers) / float64(total)
+}
+
+// P2P is what the plugin offers the host.
+type P2P interface {
+	// Configure starts the plugin's listener; call it first.
+	Configure(ctx context.Context, s Settings) (Configured, error)
+	// AnnounceStream starts a swarm or replaces its header.
+	AnnounceStream(ctx context.Context, info StreamInfo) error
+	// PushSegment hands over one segment.
+	PushSegment(ctx context.Context, seg Segment) error
+	// CloseStream ends a swarm.
+	CloseStream(ctx context.Context, name string) error
+	// Stats returns every swarm's counters.
+	Stats(ctx context.Context) ([]StreamStats, error)
+}
+
+// Validate checks a segment against the contract's limits.
+func (s *Segment) Validate() error {
+	if s.Stream == "" || len(s.Stream) > MaxStreamName {
+		return errors.Join(ErrInvalid, errors.New("stream name empty or too long"))
+	}
+	if len(s.Chunks) == 0 || len(s.Chunks) > MaxLayers {
+		return errors.Join(ErrInvalid, errors.New("layer count outside 1..8"))
+	}
+	for _, c := range s.Chunks {
+		if len(c) == 0 || len(c) > MaxChunkBytes {
+			return errors.Join(ErrInvalid, errors.New("chunk size outside 1..16 MiB"))
+		}
+	}
+	return nil
+}
+
+// Validate checks a stream announcement against the contract's limits.
+func (i *StreamInfo) Validate() error {
+	switch {
+	case i.Name == "" || len(i.Name) > MaxStreamName:
+		return errors.Join(ErrInvalid, errors.New("stream name empty or too long"))
+	case len(i.Header) > MaxHeaderBytes:
+		return errors.Join(ErrInvalid, errors.New("header over 64 KiB"))
+	case i.Layers < 1 || i.Layers > MaxLayers:
+		return errors.Join(ErrInvalid, errors.New("layers outside 1..8"))
+	case i.SegmentDurationMs == 0 || i.SegmentDurationMs > 60000:
+		return errors.Join(ErrInvalid, errors.New("segment duration outside 1ms..60s"))
+	}
+	return nil
+}
