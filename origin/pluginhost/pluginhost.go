@@ -506,8 +506,10 @@ func (h *Host) accumulate(stats []pluginapi.StreamStats) []pluginapi.StreamStats
 		}
 		add(&c.sum.ServerMediaBytes, c.last.ServerMediaBytes, st.ServerMediaBytes)
 		add(&c.sum.ServerControlBytes, c.last.ServerControlBytes, st.ServerControlBytes)
-		add(&c.sum.PeerBytesFromServer, c.last.PeerBytesFromServer, st.PeerBytesFromServer)
-		add(&c.sum.PeerBytesFromPeers, c.last.PeerBytesFromPeers, st.PeerBytesFromPeers)
+		// Peers report lifetime totals, which a restarted plugin learns
+		// again: keep the largest seen rather than adding.
+		c.sum.PeerBytesFromServer = max(c.sum.PeerBytesFromServer, st.PeerBytesFromServer)
+		c.sum.PeerBytesFromPeers = max(c.sum.PeerBytesFromPeers, st.PeerBytesFromPeers)
 		add(&c.sum.Segments, c.last.Segments, st.Segments)
 		add(&c.sum.RefusedJoins, c.last.RefusedJoins, st.RefusedJoins)
 		add(&c.sum.Banned, c.last.Banned, st.Banned)

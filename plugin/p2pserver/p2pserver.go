@@ -266,6 +266,11 @@ func (s *Service) PushSegment(_ context.Context, seg pluginapi.Segment) error {
 	return nil
 }
 
+// SegmentRefused implements pluginapi.RefusalObserver.
+func (s *Service) SegmentRefused(stream string, seq uint64, err error) {
+	s.Log.Warn("segment refused", "stream", stream, "seq", seq, "err", err)
+}
+
 // CloseStream implements pluginapi.P2P.
 func (s *Service) CloseStream(_ context.Context, name string) error {
 	s.mu.Lock()

@@ -153,6 +153,13 @@ func (c *Client) Stats(ctx context.Context) ([]StreamStats, error) {
 	return out, nil
 }
 
+// RefusalObserver is implemented by a P2P that wants to hear of segments
+// refused on the push stream (whose errors reach the host only when the
+// stream closes).
+type RefusalObserver interface {
+	SegmentRefused(stream string, seq uint64, err error)
+}
+
 // grpcServer adapts a P2P implementation to the generated service.
 type grpcServer struct {
 	pluginv1.UnimplementedP2PServer
@@ -229,17 +236,18 @@ func (s *grpcServer) PushSegments(stream grpc.ClientStreamingServer[pluginv1.Seg
 			return err
 		}
 		seg, err := asm.Add(part)
+		if err == nil && seg != nil {
+			err = s.impl.PushSegment(stream.Context(), *seg)
+		}
 		if err != nil {
 			resp.Refused++
 			resp.LastError = err.Error()
+			if r, ok := s.impl.(RefusalObserver); ok {
+				r.SegmentRefused(part.Stream, part.Seq, err)
+			}
 			continue
 		}
 		if seg == nil {
-			continue
-		}
-		if err := s.impl.PushSegment(stream.Context(), *seg); err != nil {
-			resp.Refused++
-			resp.LastError = err.Error()
 			continue
 		}
 		resp.Accepted++
@@ -261,7 +269,7 @@ func (a *Assembler) Add(p *pluginv1.SegmentPart) (*Segment, error) {
 		return nil, err
 	}
 	for l, c := range a.cur.Chunks {
-		if a.filled[l] < len(c) {
+		if c == nil || a.filled[l] < len(c) {
 			return nil, nil
 		}
 	}

@@ -1,0 +1,211 @@
+// Command coop-peer joins a CoopStreaming swarm and re-serves the stream to
+// local players:
+//
+//	coop-peer --server HOST:7070 --stream live/KEY
+//	ffplay http://127.0.0.1:8090/stream.ts
+//
+// It attaches to the plugin's peer port (the server partner and tracker),
+// gets partners from it, exchanges buffer maps and segments with them, and
+// plays the stream out as HTTP MPEG-TS. A status line shows partners,
+// layers, continuity and the share of media from peers; GET /stats returns
+// the full counters as JSON.
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/coopstreaming/coop/peer/playout"
+	"github.com/coopstreaming/coop/peerproto/engine"
+	"github.com/coopstreaming/coop/peerproto/tcpnode"
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+// exitRefused is the exit code when the server refuses to let us join.
+const exitRefused = 3
+
+type options struct {
+	server, stream, token, listen, advertise, httpAddr, streamKey, logLevel string
+	uploadKbps, partners                                                    int
+	playoutDelay, statusEvery                                               time.Duration
+	quiet                                                                   bool
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.server, "server", "127.0.0.1:7070", "plugin peer port of the origin (HOST:PORT)")
+	flag.StringVar(&o.stream, "stream", "", "stream to join, e.g. live/KEY (required)")
+	flag.StringVar(&o.token, "token", "", "join token (when the operator set plugin.tokenSecret)")
+	flag.StringVar(&o.listen, "listen", ":0", "address partners connect to (port 0: any)")
+	flag.StringVar(&o.advertise, "advertise", "", "address to tell partners, when -listen is not reachable as is")
+	flag.StringVar(&o.httpAddr, "http", "127.0.0.1:8090", "local player endpoint: /stream.ts (MPEG-TS) and /stats (JSON)")
+	flag.StringVar(&o.streamKey, "stream-key", "", "pin the stream's Ed25519 public key (hex; default: learnt from the server)")
+	flag.IntVar(&o.uploadKbps, "upload-kbps", 0, "upload cap for partners in kbit/s (0: none)")
+	flag.IntVar(&o.partners, "partners", 6, "target number of partners M")
+	flag.DurationVar(&o.playoutDelay, "playout-delay", 5*time.Second, "target delay behind the server's live edge")
+	flag.DurationVar(&o.statusEvery, "status-interval", 2*time.Second, "status line interval")
+	flag.BoolVar(&o.quiet, "quiet", false, "no status line")
+	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+	code, err := run(o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "coop-peer:", err)
+	}
+	os.Exit(code)
+}
+
+func run(o options) (int, error) {
+	if o.stream == "" {
+		return 2, errors.New("-stream is required (e.g. -stream live/KEY)")
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return 2, fmt.Errorf("-log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var key ed25519.PublicKey
+	if o.streamKey != "" {
+		b, err := hex.DecodeString(o.streamKey)
+		if err != nil || len(b) != ed25519.PublicKeySize {
+			return 2, errors.New("-stream-key: want 64 hex digits (an Ed25519 public key)")
+		}
+		key = b
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	out := playout.New(log)
+	go out.Run(ctx)
+	refused := make(chan error, 1)
+	node := &tcpnode.Node{
+		Listen: o.listen, Advertise: o.advertise, Server: o.server, Log: log,
+		Config: engine.Config{
+			Stream: o.stream, Token: o.token, StreamKey: key, Partners: o.partners,
+			UploadCap: float64(o.uploadKbps) * 1000 / 8, PlayoutDelay: o.playoutDelay,
+			OnPlay: out.Play, OnHeader: out.SetHeader,
+		},
+		OnAdmitError: func(remote string, err error) {
+			var rej *tcpnode.RejectedError
+			if remote != o.server || !errors.As(err, &rej) {
+				return
+			}
+			switch rej.Reason {
+			case wire.RejectAuth, wire.RejectBanned, wire.RejectVersion:
+				select {
+				case refused <- fmt.Errorf("the server at %s refused to let us join %s: %w", o.server, o.stream, err):
+				default:
+				}
+			case wire.RejectNotFound:
+				log.Warn("the server has no such stream (yet); retrying", "stream", o.stream)
+			}
+		},
+	}
+	if err := node.Start(); err != nil {
+		return 1, err
+	}
+	defer node.Close()
+
+	ln, err := net.Listen("tcp", o.httpAddr)
+	if err != nil {
+		return 1, fmt.Errorf("-http: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /stream.ts", out)
+	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(snapshot(node, out, o.stream))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	log.Info("joining", "server", o.server, "stream", o.stream, "p2p_listen", node.Addr().String(),
+		"play", "http://"+ln.Addr().String()+"/stream.ts")
+
+	tick := time.NewTicker(o.statusEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("leaving")
+			return 0, nil
+		case err := <-refused:
+			return exitRefused, err
+		case <-tick.C:
+			if !o.quiet {
+				fmt.Fprintln(os.Stderr, statusLine(snapshot(node, out, o.stream)))
+			}
+		}
+	}
+}
+
+// Snapshot is what /stats returns.
+type Snapshot struct {
+	Stream          string        `json:"stream"`
+	ServerConnected bool          `json:"serverConnected"`
+	Partners        int           `json:"partners"`
+	Layers          int           `json:"layers"`
+	MaxLayers       int           `json:"maxLayers"`
+	Started         bool          `json:"started"`
+	StartupDelayMs  int64         `json:"startupDelayMs"`
+	Due             uint64        `json:"due"`
+	BaseOnTime      uint64        `json:"baseOnTime"`
+	Continuity      float64       `json:"continuity"`
+	Quality         float64       `json:"quality"`
+	Offload         float64       `json:"offload"`
+	FromServer      uint64        `json:"usefulFromServer"`
+	FromPeers       uint64        `json:"usefulFromPeers"`
+	MediaBytesOut   uint64        `json:"mediaBytesOut"`
+	UploadRate      float64       `json:"uploadBytesPerSec"`
+	LiveEdge        uint64        `json:"liveEdge"`
+	BadData         uint64        `json:"badData"`
+	Banned          uint64        `json:"banned"`
+	Playout         playout.Stats `json:"playout"`
+}
+
+func snapshot(n *tcpnode.Node, out *playout.Playout, stream string) Snapshot {
+	s := Snapshot{Stream: stream, Playout: out.Stats()}
+	_ = n.Do(func(e *engine.Engine) {
+		st := e.Stats()
+		s.ServerConnected = e.HasServer()
+		for _, id := range e.Partners() {
+			if id != 0 {
+				s.Partners++
+			}
+		}
+		if s.ServerConnected {
+			s.Partners-- // the server is counted apart
+		}
+		s.Layers, s.MaxLayers = e.Layers(), st.Layers
+		s.Started, s.StartupDelayMs = st.Started, st.StartupDelay.Milliseconds()
+		s.Due, s.BaseOnTime, s.Continuity, s.Quality = st.Due, st.BaseOnTime, st.Continuity(), st.Quality()
+		s.Offload, s.FromServer, s.FromPeers = st.Offload(), st.UsefulFromServer, st.UsefulFromPeers
+		s.MediaBytesOut, s.UploadRate = st.MediaBytesOut, e.UploadRate()
+		s.LiveEdge, _ = e.LiveEdge()
+		s.BadData, s.Banned = st.BadData, st.Banned
+	})
+	return s
+}
+
+func statusLine(s Snapshot) string {
+	server := "server: connected"
+	if !s.ServerConnected {
+		server = "server: reconnecting"
+	}
+	return fmt.Sprintf("%s | %s | partners %d | layers %d/%d | continuity %.3f (%d/%d) | from peers %.0f%% | up %.0f kB/s | players %d",
+		s.Stream, server, s.Partners, s.Layers, s.MaxLayers, s.Continuity, s.BaseOnTime, s.Due,
+		100*s.Offload, s.UploadRate/1000, s.Playout.Clients)
+}
