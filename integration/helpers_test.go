@@ -37,7 +37,8 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		out, err := exec.Command("go", "build", "-o", dir+"/", module+"/origin/cmd/coop-origin").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", dir+"/", module+"/origin/cmd/coop-origin",
+			module+"/plugin/cmd/coop-plugin", module+"/peer/cmd/coop-peer").CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 			return 1
@@ -176,6 +177,7 @@ func tail(s string, n int) string {
 
 // originProc is a coop-origin child process on loopback ports.
 type originProc struct {
+	proc                 *proc
 	cmd                  *exec.Cmd
 	out                  *syncBuffer
 	rtmp, rtsp, httpAddr string
@@ -191,9 +193,11 @@ func startOrigin(t *testing.T, env ...string) *originProc {
 	base := []string{
 		"COOP_RTMP_ADDRESS=" + o.rtmp, "COOP_RTSP_ADDRESS=" + o.rtsp, "COOP_HTTP_ADDRESS=" + o.httpAddr,
 		"COOP_RTSP_UDPRTPADDRESS=" + rtp, "COOP_RTSP_UDPRTCPADDRESS=" + rtcp,
+		// The plugin is off unless a test turns it on (startP2POrigin).
+		"COOP_PLUGIN_ENABLED=false",
 	}
 	p := startProcess(t, append(base, env...), filepath.Join(binDir, "coop-origin"))
-	o.cmd, o.out = p.cmd, p.out
+	o.proc, o.cmd, o.out = p, p.cmd, p.out
 	waitFor(t, 10*time.Second, "origin HTTP API", func() bool {
 		resp, err := http.Get("http://" + o.httpAddr + "/healthz")
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,6 +49,9 @@ type Config struct {
 	HealthInterval time.Duration
 	// MaxBackoff bounds the pause between restarts [5s].
 	MaxBackoff time.Duration
+	// Replay is how many recent segments per stream a restarted plugin
+	// receives again [16].
+	Replay int
 }
 
 // Status is the host's view of the plugin.
@@ -96,6 +100,9 @@ type Host struct {
 
 	mu      sync.Mutex
 	live    map[string][]byte // stream → header, for re-announcing
+	// recent keeps each live stream's last segments, re-pushed to a
+	// restarted plugin so peers miss nothing across the restart.
+	recent map[string][]pluginapi.Segment
 	status  Status
 	totals  map[string]*cumulative
 	client  *plugin.Client
@@ -122,6 +129,9 @@ func New(cfg Config, log *slog.Logger) (*Host, error) {
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = 5 * time.Second
 	}
+	if c.Replay <= 0 {
+		c.Replay = 16
+	}
 	if h.Log == nil {
 		h.Log = slog.Default()
 	}
@@ -132,6 +142,7 @@ func New(cfg Config, log *slog.Logger) (*Host, error) {
 	c.Path = path
 	h.queue = make(chan event, c.QueueSize)
 	h.live = make(map[string][]byte)
+	h.recent = make(map[string][]pluginapi.Segment)
 	h.totals = make(map[string]*cumulative)
 	h.status = Status{Enabled: true, Path: path}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
@@ -210,15 +221,22 @@ func (h *Host) StreamStarted(path string, header []byte) {
 // SegmentReady implements stream.Sink.
 func (h *Host) SegmentReady(path string, seg *segment.Segment, chunks [][]byte) {
 	ms := uint32(seg.Duration * 1000 / segment.Timebase)
-	h.enqueue(event{kind: evSegment, stream: path, seg: pluginapi.Segment{
-		Stream: path, Seq: seg.Seq, DurationMs: max(ms, 1), RandomAccess: seg.RandomAccess, Chunks: chunks,
-	}}, true)
+	ps := pluginapi.Segment{Stream: path, Seq: seg.Seq, DurationMs: max(ms, 1), RandomAccess: seg.RandomAccess, Chunks: chunks}
+	h.mu.Lock()
+	r := append(h.recent[path], ps)
+	if len(r) > h.Config.Replay {
+		r = slices.Delete(r, 0, len(r)-h.Config.Replay)
+	}
+	h.recent[path] = r
+	h.mu.Unlock()
+	h.enqueue(event{kind: evSegment, stream: path, seg: ps}, true)
 }
 
 // StreamEnded implements stream.Sink.
 func (h *Host) StreamEnded(path string) {
 	h.mu.Lock()
 	delete(h.live, path)
+	delete(h.recent, path)
 	h.mu.Unlock()
 	h.enqueue(event{kind: evClose, stream: path}, false)
 }
@@ -245,6 +263,8 @@ func (h *Host) enqueue(ev event, counted bool) {
 type session struct {
 	client *plugin.Client
 	p2p    *pluginapi.Client
+	// pushed is the newest segment pushed per stream in this session.
+	pushed map[string]uint64
 }
 
 func (h *Host) supervise() {
@@ -356,18 +376,45 @@ func (h *Host) connect(client *plugin.Client) (*session, error) {
 		c.last = pluginapi.StreamStats{} // a new process counts from zero
 	}
 	live := make(map[string][]byte, len(h.live))
+	replay := make(map[string][]pluginapi.Segment, len(h.live))
 	for k, v := range h.live {
 		live[k] = v
+		replay[k] = slices.Clone(h.recent[k])
 	}
 	h.mu.Unlock()
 	h.Log.Info("plugin up", "pid", conf.PID, "peer_address", conf.PeerAddress)
-	s := &session{client: client, p2p: p2p}
+	s := &session{client: client, p2p: p2p, pushed: make(map[string]uint64)}
 	for name, header := range live {
 		if err := h.announce(s, name, header); err != nil {
 			return nil, err
 		}
+		for _, seg := range replay[name] {
+			if err := h.push(s, seg); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return s, nil
+}
+
+// push sends a segment unless this session already has it.
+func (h *Host) push(s *session, seg pluginapi.Segment) error {
+	if last, ok := s.pushed[seg.Stream]; ok && seg.Seq <= last {
+		return nil
+	}
+	if err := s.p2p.PushSegment(h.ctx, seg); err != nil {
+		return err
+	}
+	s.pushed[seg.Stream] = seg.Seq
+	size := 0
+	for _, c := range seg.Chunks {
+		size += len(c)
+	}
+	h.mu.Lock()
+	h.status.SegmentsPushed++
+	h.status.BytesPushed += uint64(size)
+	h.mu.Unlock()
+	return nil
 }
 
 func (h *Host) announce(s *session, name string, header []byte) error {
@@ -411,6 +458,7 @@ func (h *Host) handle(s *session, ev event) error {
 	switch ev.kind {
 	case evAnnounce:
 		err = h.announce(s, ev.stream, ev.header)
+		delete(s.pushed, ev.stream) // a new publish may number from zero
 	case evClose:
 		ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 		err = s.p2p.CloseStream(ctx, ev.stream)
@@ -419,17 +467,7 @@ func (h *Host) handle(s *session, ev event) error {
 			err = nil
 		}
 	case evSegment:
-		err = s.p2p.PushSegment(h.ctx, ev.seg)
-		if err == nil {
-			size := 0
-			for _, c := range ev.seg.Chunks {
-				size += len(c)
-			}
-			h.mu.Lock()
-			h.status.SegmentsPushed++
-			h.status.BytesPushed += uint64(size)
-			h.mu.Unlock()
-		}
+		err = h.push(s, ev.seg)
 	}
 	if err == nil {
 		return nil
