@@ -50,6 +50,15 @@ var importRules = []importRule{
 		allowed:   []string{module + "/plugin/pluginapi"},
 	},
 	{
+		// The peer client: P2P core plus container-aware playout; never
+		// the origin or the plugin's internals.
+		prefix: module + "/peer",
+		forbidden: []string{
+			module + "/origin", module + "/plugin", "github.com/hashicorp/go-plugin", "google.golang.org/grpc",
+			"github.com/yutopp/go-rtmp", "github.com/yutopp/go-amf0",
+		},
+	},
+	{
 		prefix:    module + "/segment",
 		forbidden: []string{module + "/origin", module + "/peerproto", module + "/plugin"},
 	},

@@ -186,6 +186,10 @@ func (p *Playout) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	flusher, _ := w.(http.Flusher)
+	w.WriteHeader(http.StatusOK)
+	if flusher != nil {
+		flusher.Flush() // players see the response before the first key frame
+	}
 	for {
 		select {
 		case <-r.Context().Done():

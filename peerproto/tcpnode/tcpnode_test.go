@@ -135,3 +135,13 @@ func TestWrongTokenAndGarbageAreRefused(t *testing.T) {
 	require.NoError(t, srv.Do(func(e *engine.Engine) { alive = e.IsServer() }))
 	require.True(t, alive)
 }
+
+func TestDialableFillsUnspecifiedHosts(t *testing.T) {
+	remote := &net.TCPAddr{IP: net.ParseIP("10.1.2.3"), Port: 5555}
+	require.Equal(t, "10.1.2.3:7000", dialable(":7000", remote))
+	require.Equal(t, "10.1.2.3:7000", dialable("0.0.0.0:7000", remote))
+	require.Equal(t, "10.1.2.3:7000", dialable("[::]:7000", remote))
+	require.Equal(t, "192.168.0.9:7000", dialable("192.168.0.9:7000", remote))
+	require.Equal(t, "peer.example:7000", dialable("peer.example:7000", remote))
+	require.Equal(t, "", dialable("", remote))
+}
