@@ -98,11 +98,11 @@ type Host struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu      sync.Mutex
-	live    map[string][]byte // stream → header, for re-announcing
+	mu   sync.Mutex
+	live map[string][]byte // stream → header, for re-announcing
 	// recent keeps each live stream's last segments, re-pushed to a
 	// restarted plugin so peers miss nothing across the restart.
-	recent map[string][]pluginapi.Segment
+	recent  map[string][]pluginapi.Segment
 	status  Status
 	totals  map[string]*cumulative
 	client  *plugin.Client

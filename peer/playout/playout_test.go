@@ -48,8 +48,8 @@ func TestPlayersStartAtRandomAccessAndSurviveMisses(t *testing.T) {
 	require.Eventually(t, func() bool { return p.Stats().Clients == 1 }, 5*time.Second, 10*time.Millisecond)
 
 	p.Play(1, [][]byte{chunk(t, 1, false, 5)}) // not a random-access point: skipped for the new player
-	p.Play(2, nil)                              // missed
-	p.Play(3, [][]byte{[]byte("garbage")})      // undecodable base: counted, played as missed
+	p.Play(2, nil)                             // missed
+	p.Play(3, [][]byte{[]byte("garbage")})     // undecodable base: counted, played as missed
 	p.Play(4, [][]byte{chunk(t, 4, true, 20), []byte("bad layer")})
 	buf := make([]byte, 188)
 	_, err = io.ReadFull(resp.Body, buf)
