@@ -4,11 +4,13 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN go build -o /out/ ./origin/cmd/coop-origin
+RUN go build -o /out/ ./origin/cmd/coop-origin ./plugin/cmd/coop-plugin ./peer/cmd/coop-peer
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg ca-certificates && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/ /usr/local/bin/
 COPY coop.yml /etc/coop/coop.yml
-EXPOSE 1935 8554 8000/udp 8001/udp 9997
+ENV COOP_PLUGIN_KEYFILE=/var/lib/coop/stream.key
+VOLUME /var/lib/coop
+EXPOSE 1935 8554 8000/udp 8001/udp 7070 9997
 ENTRYPOINT ["coop-origin", "--config", "/etc/coop/coop.yml"]

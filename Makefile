@@ -8,7 +8,7 @@ PKGS      := ./...
 RTMP_URL  ?= rtmp://127.0.0.1:1935/live/demo
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help build run test test-short lint fuzz bench deps publish play
+.PHONY: help build run peer proto play-peer test test-short lint fuzz bench deps publish play
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -18,11 +18,18 @@ deps: ## install system tools the tests need (ffmpeg) when missing
 		($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg)
 	$(GO) mod download
 
-build: ## build every binary into bin/
-	$(GO) build -o $(BIN)/ ./origin/cmd/coop-origin
+build: ## build every binary into bin/ (coop-origin, coop-plugin, coop-peer)
+	$(GO) build -o $(BIN)/ ./origin/cmd/coop-origin ./plugin/cmd/coop-plugin ./peer/cmd/coop-peer
 
-run: build ## run the origin with embedded defaults (coop.yml is used when present)
+run: build ## run the origin, which launches the P2P plugin, with embedded defaults (coop.yml when present)
 	./$(BIN)/coop-origin $(if $(wildcard coop.yml),--config coop.yml,)
+
+peer: build ## join live/demo through the plugin and re-serve it on http://127.0.0.1:8090/stream.ts
+	./$(BIN)/coop-peer --server 127.0.0.1:7070 --stream live/demo --http 127.0.0.1:$${PEER_HTTP_PORT:-8090}
+
+proto: ## regenerate plugin/pluginapi/pluginv1 (needs protoc, protoc-gen-go v1.36.6, protoc-gen-go-grpc v1.5.1)
+	protoc -I plugin/pluginapi --go_out=plugin/pluginapi --go_opt=paths=source_relative \
+		--go-grpc_out=plugin/pluginapi --go-grpc_opt=paths=source_relative pluginv1/p2p.proto
 
 test: deps ## vet, then every test with the race detector
 	$(GO) vet $(PKGS)
@@ -54,3 +61,6 @@ publish: ## push a test pattern to RTMP_URL with ffmpeg (the OBS stand-in)
 
 play: ## play the demo stream from the origin with ffplay
 	ffplay rtsp://127.0.0.1:8554/live/demo
+
+play-peer: ## play the demo stream through a coop-peer started with `make peer`
+	ffplay http://127.0.0.1:$${PEER_HTTP_PORT:-8090}/stream.ts
