@@ -33,6 +33,13 @@ type Network struct {
 	Events uint64
 	// MessagesDropped counts messages to closed connections.
 	MessagesDropped uint64
+	// RealTime paces the run to the wall clock: an event at simulated
+	// time t runs no earlier than t after Run began (emulation instead
+	// of simulation; same engines, same network model).
+	RealTime bool
+	// MaxLag and LagSum measure how far a real-time run fell behind the
+	// wall clock (event processing slower than real time).
+	MaxLag, LagSum time.Duration
 }
 
 // New returns an empty network with a seeded random source.
@@ -164,10 +171,20 @@ func (n *Network) At(t time.Time, f func()) {
 
 // Run processes events until the clock reaches until.
 func (n *Network) Run(until time.Time) {
+	wallStart, simStart := time.Now(), n.now
 	for n.q.Len() > 0 {
 		ev := n.q[0]
 		if ev.at.After(until) {
 			break
+		}
+		if n.RealTime {
+			due := wallStart.Add(ev.at.Sub(simStart))
+			if wait := time.Until(due); wait > 0 {
+				time.Sleep(wait)
+			} else {
+				n.MaxLag = max(n.MaxLag, -wait)
+				n.LagSum += -wait
+			}
 		}
 		heap.Pop(&n.q)
 		n.now = ev.at

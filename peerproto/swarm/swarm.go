@@ -55,6 +55,9 @@ type Scenario struct {
 	// ServerSeeds overrides how many peers the server seeds first (0:
 	// the engine's default).
 	ServerSeeds int
+	// RealTime paces the run to the wall clock (emulation; see
+	// sim.Network.RealTime).
+	RealTime bool
 }
 
 // Event is a scenario action.
@@ -123,6 +126,7 @@ type Swarm struct {
 	rng            *rand.Rand
 	seq            uint64
 	serverSegBytes float64
+	egress         []float64
 	// OnSegment, when set, sees each segment's manifest as it is produced.
 	OnSegment func(seq uint64, m *manifest.Manifest)
 }
@@ -134,6 +138,7 @@ func New(sc Scenario) *Swarm {
 		joined: map[wire.PeerID]time.Time{}, left: map[wire.PeerID]time.Time{}, classes: map[wire.PeerID]float64{},
 		rng: rand.New(rand.NewPCG(sc.Seed, 77))}
 	s.Net.Delay = sc.Delay
+	s.Net.RealTime = sc.RealTime
 	seed := make([]byte, ed25519.SeedSize)
 	for i := range seed {
 		seed[i] = byte(s.rng.UintN(256))
@@ -252,8 +257,23 @@ func (s *Swarm) Run() Result {
 		ev := ev
 		s.Net.At(start.Add(ev.At), func() { ev.Do(s) })
 	}
+	var last uint64
+	var sample func()
+	sample = func() {
+		out := s.Server.Engine.Stats().MediaBytesOut
+		s.egress = append(s.egress, float64(out-last))
+		last = out
+		s.Net.At(s.Net.Now().Add(time.Second), sample)
+	}
+	s.Net.At(start.Add(time.Second), sample)
 	s.Net.Run(start.Add(s.Sc.Duration))
-	return s.measure(start)
+	res := s.measure(start)
+	res.ServerEgress = s.egress
+	res.MaxLag = s.Net.MaxLag
+	if s.Net.Events > 0 {
+		res.MeanLag = s.Net.LagSum / time.Duration(s.Net.Events)
+	}
+	return res
 }
 
 // PeerResult is one peer's measurements.
@@ -291,6 +311,14 @@ type Result struct {
 	LatencyP50, LatencyP95, LatencyP99 time.Duration
 	Events                             uint64
 	PeersMeasured, PeersStarted        int
+	// LagSpread is the median over segments of p95 − p5 of the latency
+	// across the peers that played the segment.
+	LagSpread time.Duration
+	// ServerEgress is the server's media upload, bytes per second of run.
+	ServerEgress []float64
+	// MaxLag and MeanLag tell how far a real-time run fell behind the
+	// wall clock (zero in simulated time).
+	MaxLag, MeanLag time.Duration
 }
 
 func (s *Swarm) measure(start time.Time) Result {
@@ -298,6 +326,7 @@ func (s *Swarm) measure(start time.Time) Result {
 	windowStart := start.Add(s.Sc.Warmup)
 	var cis, startups []float64
 	var lats []float64
+	perSeq := map[uint64][]float64{}
 	var fromServer, fromPeers, waste, mediaIn, ctrl, media float64
 	for id, nd := range s.Net.Nodes() {
 		if id == ServerID {
@@ -332,6 +361,7 @@ func (s *Swarm) measure(start time.Time) Result {
 			if at, ok := s.ingest[r.Seq]; ok && r.Layers > 0 {
 				pr.Latencies = append(pr.Latencies, r.At.Sub(at))
 				lats = append(lats, r.At.Sub(at).Seconds())
+				perSeq[r.Seq] = append(perSeq[r.Seq], r.At.Sub(at).Seconds())
 			}
 		}
 		pr.PlayedInWindow = int(due)
@@ -383,6 +413,13 @@ func (s *Swarm) measure(start time.Time) Result {
 	res.LatencyP50 = secs(Percentile(lats, 50))
 	res.LatencyP95 = secs(Percentile(lats, 95))
 	res.LatencyP99 = secs(Percentile(lats, 99))
+	var spreads []float64
+	for _, l := range perSeq {
+		if len(l) >= 2 {
+			spreads = append(spreads, Percentile(l, 95)-Percentile(l, 5))
+		}
+	}
+	res.LagSpread = secs(Percentile(spreads, 50))
 	return res
 }
 

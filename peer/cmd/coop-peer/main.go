@@ -174,6 +174,16 @@ type Snapshot struct {
 	BadData         uint64        `json:"badData"`
 	Banned          uint64        `json:"banned"`
 	Playout         playout.Stats `json:"playout"`
+	// RecentPlays are the last segments played out (for latency
+	// measurements against the origin's ingest times).
+	RecentPlays []Play `json:"recentPlays"`
+}
+
+// Play is one segment reaching its playback deadline.
+type Play struct {
+	Seq      uint64 `json:"seq"`
+	AtUnixMs int64  `json:"atUnixMs"`
+	Layers   int    `json:"layers"`
 }
 
 func snapshot(n *tcpnode.Node, out *playout.Playout, stream string) Snapshot {
@@ -196,6 +206,9 @@ func snapshot(n *tcpnode.Node, out *playout.Playout, stream string) Snapshot {
 		s.MediaBytesOut, s.UploadRate = st.MediaBytesOut, e.UploadRate()
 		s.LiveEdge, _ = e.LiveEdge()
 		s.BadData, s.Banned = st.BadData, st.Banned
+		for _, r := range st.PlayedAt[max(0, len(st.PlayedAt)-64):] {
+			s.RecentPlays = append(s.RecentPlays, Play{Seq: r.Seq, AtUnixMs: r.At.UnixMilli(), Layers: r.Layers})
+		}
 	})
 	return s
 }
