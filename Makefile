@@ -6,6 +6,7 @@ GO        ?= go
 BIN       := bin
 PKGS      := ./...
 RTMP_URL  ?= rtmp://127.0.0.1:1935/live/demo
+PROFILE   ?= quick
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help build run peer proto play-peer test test-short lint fuzz bench deps publish play
@@ -50,9 +51,10 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 10s)
 		done; \
 	done
 
-bench: deps ## run the benchmarks and write bench/results/ (origin fan-out, micro-benchmarks)
+bench: deps ## benchmarks → bench/results/: swarm (emulated), real processes vs client/server, origin fan-out, micro (PROFILE=full for larger N)
 	mkdir -p bench/results
-	COOP_BENCH=1 $(GO) test -count=1 -timeout 20m -run 'TestBench' -v ./integration/ | grep -E '^(---|ok|FAIL)|bench_'
+	COOP_BENCH=1 COOP_BENCH_PROFILE=$(PROFILE) $(GO) test -count=1 -timeout 60m -run 'TestBench' -v ./integration/ \
+		| grep -E '^(---|ok|FAIL)|bench_|^\s+\|'
 	$(GO) test -run XXX -bench . -benchmem -count=3 ./segment/... ./origin/... ./peerproto/... | tee bench/results/micro.txt
 
 publish: ## push a test pattern to RTMP_URL with ffmpeg (the OBS stand-in)
