@@ -198,6 +198,7 @@ func medianRun(runs []runSummary) runSummary {
 
 type job struct {
 	name string
+	n    int // peers at the scenario's peak (a flash crowd starts with fewer)
 	sc   swarm.Scenario
 }
 
@@ -215,6 +216,7 @@ func runJobs(jobs []job) []runSummary {
 			start := time.Now()
 			res := swarm.Run(j.sc)
 			out[i] = summarize(j.name, j.sc, res, time.Since(start))
+			out[i].N = j.n
 		}()
 	}
 	wg.Wait()
@@ -241,17 +243,17 @@ func TestBenchSwarm(t *testing.T) {
 	var jobs []job
 	for _, n := range prof.Ns {
 		for _, seed := range prof.Seeds {
-			jobs = append(jobs, job{benchScenarios[0].Name, benchScenarios[0].Build(seed, n, prof.Duration)})
+			jobs = append(jobs, job{benchScenarios[0].Name, n, benchScenarios[0].Build(seed, n, prof.Duration)})
 		}
 	}
 	for _, bs := range benchScenarios[1:] {
 		for _, seed := range prof.Seeds {
-			jobs = append(jobs, job{bs.Name, bs.Build(seed, prof.TargetN, prof.Duration)})
+			jobs = append(jobs, job{bs.Name, prof.TargetN, bs.Build(seed, prof.TargetN, prof.Duration)})
 		}
 	}
 	if !slices.Contains(prof.Ns, prof.TargetN) {
 		for _, seed := range prof.Seeds {
-			jobs = append(jobs, job{benchScenarios[0].Name, benchScenarios[0].Build(seed, prof.TargetN, prof.Duration)})
+			jobs = append(jobs, job{benchScenarios[0].Name, prof.TargetN, benchScenarios[0].Build(seed, prof.TargetN, prof.Duration)})
 		}
 	}
 	began := time.Now()

@@ -279,17 +279,22 @@ func TestP2PPeersPlayThroughPlugin(t *testing.T) {
 }
 
 // TestP2POriginSignalsLeaveNoPlugin stops the origin with SIGTERM and with
-// SIGINT: the plugin process must be gone too.
+// SIGINT (a clean exit), and kills it with SIGKILL (no cleanup possible in
+// the origin: the plugin notices it was orphaned): the plugin process must
+// be gone too.
 func TestP2POriginSignalsLeaveNoPlugin(t *testing.T) {
 	requireTool(t)
-	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
 			o, _ := startP2POrigin(t)
 			pid := o.p2p(t).PID
 			require.Positive(t, pid)
 			require.False(t, processGone(pid))
 			require.NoError(t, o.cmd.Process.Signal(sig))
-			require.NoError(t, o.proc.wait(t, 10*time.Second))
+			err := o.proc.wait(t, 10*time.Second)
+			if sig != syscall.SIGKILL {
+				require.NoError(t, err, "a clean exit")
+			}
 			waitFor(t, 5*time.Second, "plugin process gone", func() bool { return processGone(pid) })
 		})
 	}
