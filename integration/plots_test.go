@@ -51,7 +51,7 @@ func savePlot(file, title, xlabel, ylabel string, lines ...series) error {
 		}
 		p.Legend.Add(s.name, l)
 	}
-	p.Legend.Top = true
+	p.Legend.Left = true // bottom left: clear of curves that end high on the right
 	return p.Save(6*vg.Inch, 4*vg.Inch, file)
 }
 
