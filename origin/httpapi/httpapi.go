@@ -56,7 +56,11 @@ func Handler(src Sources, log *slog.Logger) http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(src.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = statusPage.Execute(w, map[string]any{"Streams": src.Streams(), "Readers": src.Readers()})
+		data := map[string]any{"Streams": src.Streams(), "Readers": src.Readers()}
+		if f, ok := src.Extra["p2p"]; ok {
+			data["P2P"] = f()
+		}
+		_ = statusPage.Execute(w, data)
 	})
 	return mux
 }
@@ -73,5 +77,12 @@ var statusPage = template.Must(template.New("status").Parse(`<!doctype html>
 <table><tr><th>path</th><th>remote</th><th>transport</th><th>bytes sent</th><th>dropped packets</th></tr>
 {{range .Readers}}<tr><td>{{.Path}}</td><td>{{.Remote}}</td><td>{{.Transport}}</td><td>{{.BytesSent}}</td><td>{{.Dropped}}</td></tr>
 {{else}}<tr><td colspan="5">no reader</td></tr>{{end}}</table>
-<p>JSON: <a href="/v1/status">/v1/status</a> · metrics: <a href="/metrics">/metrics</a></p>
+{{with .P2P}}<h2>P2P plugin</h2>
+{{if .Enabled}}<p>{{if .Up}}up, pid {{.PID}}, peer port {{.PeerAddress}}{{else}}down{{end}} · starts {{.Starts}} · restarts {{.Restarts}} · segments pushed {{.SegmentsPushed}}, dropped {{.SegmentsDropped}}{{with .LastError}} · last error: {{.}}{{end}}</p>
+<p>Stream public key (for <code>coop-peer --stream-key</code>): <code>{{.StreamPublicKey}}</code></p>
+<table><tr><th>stream</th><th>peers</th><th>server media bytes</th><th>peer bytes from server</th><th>peer bytes from peers</th><th>offload</th><th>continuity</th></tr>
+{{range .Streams}}<tr><td>{{.Stream}}</td><td>{{.Peers}}</td><td>{{.ServerMediaBytes}}</td><td>{{.PeerBytesFromServer}}</td><td>{{.PeerBytesFromPeers}}</td><td>{{printf "%.3f" .Offload}}</td><td>{{printf "%.3f" .Continuity}}</td></tr>
+{{else}}<tr><td colspan="7">no swarm</td></tr>{{end}}</table>
+{{else}}<p>disabled</p>{{end}}{{end}}
+<p>JSON: <a href="/v1/status">/v1/status</a>, <a href="/v1/p2p">/v1/p2p</a> · metrics: <a href="/metrics">/metrics</a></p>
 </body></html>`))

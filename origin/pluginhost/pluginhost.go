@@ -262,6 +262,7 @@ func (h *Host) enqueue(ev event, counted bool) {
 // session is one running plugin process.
 type session struct {
 	client *plugin.Client
+	rpc    plugin.ClientProtocol
 	p2p    *pluginapi.Client
 	// pushed is the newest segment pushed per stream in this session.
 	pushed map[string]uint64
@@ -383,7 +384,7 @@ func (h *Host) connect(client *plugin.Client) (*session, error) {
 	}
 	h.mu.Unlock()
 	h.Log.Info("plugin up", "pid", conf.PID, "peer_address", conf.PeerAddress)
-	s := &session{client: client, p2p: p2p, pushed: make(map[string]uint64)}
+	s := &session{client: client, rpc: rpc, p2p: p2p, pushed: make(map[string]uint64)}
 	for name, header := range live {
 		if err := h.announce(s, name, header); err != nil {
 			return nil, err
@@ -489,6 +490,12 @@ func (h *Host) handle(s *session, ev event) error {
 func (h *Host) check(s *session) error {
 	if s.client.Exited() {
 		return errors.New("plugin process exited")
+	}
+	if err := s.rpc.Ping(); err != nil { // go-plugin's health service
+		if h.ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("plugin ping: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, 2*time.Second)
 	defer cancel()
