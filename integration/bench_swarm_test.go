@@ -37,7 +37,7 @@ func currentProfile() benchProfile {
 		return benchProfile{Name: "full", Ns: []int{50, 100, 200, 500, 1000, 2000}, Seeds: []uint64{1, 2, 3, 4, 5},
 			TargetN: 1000, Duration: 90 * time.Second, RealTimeN: 500, RealPeers: 40}
 	}
-	return benchProfile{Name: "quick", Ns: []int{50, 100, 200, 500}, Seeds: []uint64{1, 2, 3},
+	return benchProfile{Name: "quick", Ns: []int{50, 100, 200, 500, 1000}, Seeds: []uint64{1, 2, 3},
 		TargetN: 500, Duration: 60 * time.Second, RealTimeN: 500, RealPeers: 20}
 }
 

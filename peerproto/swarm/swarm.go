@@ -50,6 +50,8 @@ type Scenario struct {
 	Delay func(a, b wire.PeerID) time.Duration
 	// Configure adjusts every peer's engine configuration.
 	Configure func(*engine.Config)
+	// ConfigureServer adjusts the server partner's engine configuration.
+	ConfigureServer func(*engine.Config)
 	// Events are scenario actions at simulated times.
 	Events []Event
 	// ServerSeeds overrides how many peers the server seeds first (0:
@@ -146,9 +148,13 @@ func New(sc Scenario) *Swarm {
 	s.priv = ed25519.NewKeyFromSeed(seed)
 	s.pub = s.priv.Public().(ed25519.PublicKey)
 	s.Server = s.Net.AddNode(ServerID, sc.ServerUpload*sc.StreamRate, 0, func(env engine.Env) *engine.Engine {
-		return engine.New(engine.Config{Role: wire.RoleServer, ID: ServerID, Stream: "live/sim", ListenAddr: "server",
+		cfg := engine.Config{Role: wire.RoleServer, ID: ServerID, Stream: "live/sim", ListenAddr: "server",
 			SegmentDuration: sc.SegmentDuration, Layers: len(sc.LayerShares), SignKey: s.priv,
-			ServerQueue: 8 * len(sc.LayerShares), UploadCap: sc.ServerUpload * sc.StreamRate, Seeds: sc.ServerSeeds}, env)
+			ServerQueue: 8 * len(sc.LayerShares), UploadCap: sc.ServerUpload * sc.StreamRate, Seeds: sc.ServerSeeds}
+		if sc.ConfigureServer != nil {
+			sc.ConfigureServer(&cfg)
+		}
+		return engine.New(cfg, env)
 	})
 	s.Net.At(s.Net.Now(), s.produce)
 	return s
