@@ -156,6 +156,10 @@ const (
 	// HaveSeed (server to peer): fetch these chunks from the server now;
 	// the peer is one of the seeds that spread a fresh segment.
 	HaveSeed uint8 = 1 << 0
+	// HaveUpTo: each entry names a segment's top layer; the sender holds
+	// every layer of that segment from 0 to it (the server's compact
+	// announcements to non-seed peers).
+	HaveUpTo uint8 = 1 << 1
 )
 
 // Have is an incremental buffer map: chunks acquired since the last map.
