@@ -53,7 +53,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 10s)
 
 bench: deps ## benchmarks → bench/results/: swarm (emulated), real processes vs client/server, origin fan-out, micro (PROFILE=full for larger N)
 	mkdir -p bench/results
-	COOP_BENCH=1 COOP_BENCH_PROFILE=$(PROFILE) $(GO) test -count=1 -timeout 60m -run 'TestBench' -v ./integration/ \
+	set -o pipefail; COOP_BENCH=1 COOP_BENCH_PROFILE=$(PROFILE) $(GO) test -count=1 -timeout 60m -run 'TestBench' -v ./integration/ \
 		| grep -E '^(---|ok|FAIL)|bench_|^\s+\|'
 	$(GO) test -run XXX -bench . -benchmem -count=3 ./segment/... ./origin/... ./peerproto/... | tee bench/results/micro.txt
 

@@ -86,12 +86,27 @@ type peerProc struct {
 	http string
 }
 
+// startPeer starts a coop-peer on free loopback ports (it binds port 0
+// itself and logs the player address, so no port can be taken meanwhile).
 func startPeer(t *testing.T, server, stream string, args ...string) *peerProc {
 	t.Helper()
-	httpAddr := freeAddr(t)
 	all := append([]string{"-server", server, "-stream", stream, "-listen", "127.0.0.1:0",
-		"-http", httpAddr, "-status-interval", "5s"}, args...)
-	return &peerProc{proc: startProcess(t, nil, filepath.Join(binDir, "coop-peer"), all...), http: httpAddr}
+		"-http", "127.0.0.1:0", "-status-interval", "5s"}, args...)
+	p := &peerProc{proc: startProcess(t, nil, filepath.Join(binDir, "coop-peer"), all...)}
+	waitFor(t, 10*time.Second, "coop-peer's player address", func() bool {
+		out := p.out.String()
+		i := strings.Index(out, "play=http://")
+		if i < 0 {
+			return false
+		}
+		rest := out[i+len("play=http://"):]
+		if j := strings.Index(rest, "/stream.ts"); j > 0 {
+			p.http = rest[:j]
+			return true
+		}
+		return false
+	})
+	return p
 }
 
 func (p *peerProc) stats(t *testing.T) peerStats {
