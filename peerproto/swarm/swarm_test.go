@@ -170,3 +170,30 @@ func TestSameSeedGivesIdenticalResults(t *testing.T) {
 		require.Equal(t, a.Peers[i].Stats.MediaBytesIn, b.Peers[i].Stats.MediaBytesIn)
 	}
 }
+
+// TestOffloadWithinAnalyticBound is the simulator's analytic cross-check:
+// peers cannot upload more than they have, nor can a peer be fed by peers
+// alone before anyone has the data, so offload ≤ min(1 − 1/N, mean upload
+// ÷ stream rate), on any upload profile. QoS is off so that every peer
+// takes the full stream rate the bound is written for.
+func TestOffloadWithinAnalyticBound(t *testing.T) {
+	for _, tc := range []struct {
+		n       int
+		uploads []UploadClass
+	}{
+		{30, []UploadClass{{1, 0.4}}},
+		{30, []UploadClass{{0.5, 0.2}, {0.5, 1}}},
+		{20, nil},
+	} {
+		sc := Scenario{Seed: 3, Peers: tc.n, Duration: 30 * time.Second, Uploads: tc.uploads,
+			Configure: func(c *engine.Config) { c.SkipVerify, c.DisableQoS = true, true }}
+		r := Run(sc)
+		mean := 0.0
+		for _, c := range r.Scenario.Uploads {
+			mean += c.Share * c.Factor
+		}
+		bound := min(1-1/float64(tc.n), mean)
+		t.Logf("N=%d mean upload %.2fx: offload %.3f, bound %.3f", tc.n, mean, r.Offload, bound)
+		require.LessOrEqual(t, r.Offload, bound+1e-9)
+	}
+}
