@@ -97,6 +97,11 @@ type Config struct {
 	DisableRandomFirst bool
 	// DisableRarestFirst orders by deadline only (ablation).
 	DisableRarestFirst bool
+	// DisableServerFallback makes the server a plain source: a peer asks
+	// it only for the fresh segments it was seeded with, never for chunks
+	// its partners cannot deliver in time (ablation: without server
+	// partnership).
+	DisableServerFallback bool
 	// SkipVerify trusts data without checking manifests (simulator speed;
 	// never on a network).
 	SkipVerify bool

@@ -1098,6 +1098,7 @@ func (e *Engine) schedule(now time.Time) {
 		Urgent:           e.cfg.Urgent,
 		Partners:         e.views,
 		RandomFirst:      !e.cfg.DisableRandomFirst && held < 4,
+		StrictServer:     e.cfg.DisableServerFallback,
 		MaxInFlightBytes: maxInFlight,
 		InFlightBytes:    inflight,
 		Rand:             e.env.Rand(),
@@ -1141,7 +1142,7 @@ func (e *Engine) request(p *partner, seq uint64, layer int, now time.Time) {
 // fallback that keeps continuity.
 func (e *Engine) hedge(now time.Time) {
 	srv := e.partners[e.serverID]
-	if srv == nil || now.Before(srv.busyUntil) || len(srv.inflight) >= 6 {
+	if srv == nil || now.Before(srv.busyUntil) || len(srv.inflight) >= 6 || e.cfg.DisableServerFallback {
 		return
 	}
 	for _, p := range e.list() {

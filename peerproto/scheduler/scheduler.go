@@ -54,6 +54,10 @@ type Input struct {
 	// ServerAllowed tells whether the server may be asked for a chunk that
 	// no other partner holds yet (the engine staggers these requests).
 	ServerAllowed func(c Chunk) bool
+	// StrictServer asks the server only for chunks ServerAllowed accepts,
+	// never as the fallback of late or urgent chunks (the ablation
+	// "without server partnership").
+	StrictServer bool
 	// Partners are the candidates, in any order.
 	Partners []Partner
 	// RandomFirst orders non-urgent chunks randomly (a newly joined node).
@@ -224,6 +228,12 @@ func pick(in *Input, c *candidate, size int) int {
 		}
 	}
 	if best >= 0 && bestETA.Before(c.deadline) {
+		return best
+	}
+	if server >= 0 && in.StrictServer {
+		if in.ServerAllowed != nil && in.ServerAllowed(c.Chunk) {
+			return server
+		}
 		return best
 	}
 	if server >= 0 {

@@ -144,3 +144,24 @@ func BenchmarkSchedule(b *testing.B) {
 		out = s.Schedule(in, out[:0])
 	}
 }
+
+func TestStrictServerIsNeverAFallback(t *testing.T) {
+	now := time.Unix(1000, 0)
+	have := buffermap.New(0, 64, 1)
+	srvMap := buffermap.New(0, 64, 1)
+	srvMap.Set(3, 0)
+	in := &Input{
+		Now: now, Have: have, From: 0, To: 3, Layers: 1,
+		Deadline:  func(seq uint64) time.Time { return now.Add(500 * time.Millisecond) }, // urgent
+		Pending:   func(Chunk) bool { return false },
+		ChunkSize: func(int) int { return 1000 },
+		Partners:  []Partner{{Map: srvMap, Server: true, Rate: 1e6}},
+		Rand:      rand.New(rand.NewPCG(1, 2)),
+	}
+	require.Len(t, (&Scheduler{}).Schedule(in, nil), 1, "by default the server is the fallback of an urgent chunk")
+	in.Partners[0].InFlight, in.Partners[0].InFlightBytes = 0, 0
+	in.StrictServer = true
+	require.Empty(t, (&Scheduler{}).Schedule(in, nil), "strict: not without ServerAllowed")
+	in.ServerAllowed = func(c Chunk) bool { return c.Seq == 3 }
+	require.Len(t, (&Scheduler{}).Schedule(in, nil), 1, "strict: seeded chunks still come from the server")
+}
