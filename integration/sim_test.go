@@ -262,18 +262,27 @@ func TestSimEvaluation(t *testing.T) {
 		fmt.Fprintf(&md, "| %s | %d | %.3f / %.3f | %.3f | %.2f | %.2f | %.1f s | %.1f s | %.1f%% |\n", r.Scenario, r.N,
 			r.Continuity, r.ContinuityP5, r.Offload, r.CopiesPerSegment, r.Quality, r.StartupP50, r.LatencyP95, 100*r.ControlOverhead)
 	}
-	md.WriteString("\n## What it shows (and where CoopStreaming does not win)\n\n" +
-		"- Layering carries the design: with the same 1 Mbit/s in one layer, a base chunk is the whole 62.5 KB segment, " +
-		"each hop takes 2–4x longer and base continuity collapses (a single-layer stream — e.g. x264 `-tune zerolatency` — " +
-		"needs sub-segment chunks, which the engine does not have yet). The same holds without churn at N = 100 with " +
-		"5–45 ms delays (0.67 vs 1.00 layered).\n" +
-		"- Below ~1.5x mean upload the base layer is not protected: QoS drops enhancement layers, yet at 1.0x homogeneous " +
-		"upload base continuity is ~0.36 — peers cannot spread even the base layer through ~7 hops within the 5 s playout delay.\n" +
-		"- M = 2 partners is too few (0.72); M ≥ 4 is needed, M = 8 helps a little.\n" +
-		"- Rarest first matters most of the ablations (0.43 without it); random first and QoS make no difference to the base " +
-		"layer in these runs.\n" +
-		"- Server load per segment stays ~3–4.6 copies from N = 100 to 2 000 (client/server: N copies), but continuity falls " +
-		"past N = 1 000 as the server's per-peer control traffic grows (see README, Benchmarks).\n")
+	pc := func(name string, n int) float64 { return point(name, n).Continuity }
+	fmt.Fprintf(&md, "\n## What it shows (and where CoopStreaming does not win)\n\n"+
+		"- Layering carries the design: with the same 1 Mbit/s in one layer, a base chunk is the whole 62.5 KB segment, "+
+		"each hop takes 2–4x longer and base continuity collapses (N = 100: %.2f single layer vs %.2f layered; N = 500: %.2f vs %.2f). "+
+		"A single-layer stream — e.g. x264 `-tune zerolatency` — needs sub-segment chunks, which the engine does not have yet.\n"+
+		"- Below ~1.5x mean upload the base layer is not protected: QoS drops enhancement layers, yet base continuity is "+
+		"%.2f at 1.0x and %.2f at 1.2x homogeneous upload (%.2f at 2.0x) — peers cannot spread even the base layer through "+
+		"~7 hops within the 5 s playout delay.\n"+
+		"- Partners: M = 2 gives %.2f, M = 4 %.2f, M = 6 %.2f, M = 8 %.2f.\n"+
+		"- Ablations at N = 500 (layered %.3f): no rarest first %.3f, no random first %.3f, no QoS %.3f, "+
+		"no server partnership (the server only seeds) %.3f.\n"+
+		"- Churn at N = 500: exponential lifetimes (mean 5 min) %.3f, heavy-tailed %.3f; flash crowd %.3f.\n"+
+		"- Server load per segment stays at a few copies from N = 100 to %d (client/server: N copies), but continuity falls "+
+		"past N = 1 000 as the server's per-peer control traffic grows (see README, Benchmarks).\n",
+		pc("coop single layer", 100), pc("coop layered", 100), pc("coop single layer", target), pc("coop layered", target),
+		pc("coop homogeneous 1.0x", target), pc("coop homogeneous 1.2x", target), pc("coop homogeneous 2.0x", target),
+		pc("coop M=2", target), pc("coop M=4", target), pc("coop layered", target), pc("coop M=8", target),
+		pc("coop layered", target), pc("ablation: no rarest first", target), pc("ablation: no random first", target),
+		pc("ablation: no QoS layer control", target), pc("ablation: no server partnership (server only seeds)", target),
+		pc("churn exponential (mean 5 min)", target), pc("churn heavy-tailed (Pareto 1.5, mean 5 min)", target),
+		pc("flash crowd (10% at start, 90% within 10 s)", target), prof.Ns[len(prof.Ns)-1])
 	fmt.Fprintf(&md, "\n## Speed\n\n%d peers x %v simulated on %d cores: %.0f s wall, %d events (%.0f events/s), %.0f KiB of heap per peer.\n",
 		prof.SpeedN, prof.SpeedDur, runtime.NumCPU(), wall.Seconds(), res.Events, float64(res.Events)/wall.Seconds(), float64(m1.HeapAlloc)/float64(prof.SpeedN)/1024)
 	fmt.Fprintf(&md, "\n## Cross-check: simulator vs real-time emulation (N = 100)\n\nbase continuity %.3f vs %.3f, offload %.3f vs %.3f "+
