@@ -22,8 +22,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/coopstreaming/coop/plugin/pluginapi"
 	"github.com/coopstreaming/coop/segment"
@@ -105,7 +103,6 @@ type Host struct {
 	recent  map[string][]pluginapi.Segment
 	status  Status
 	totals  map[string]*cumulative
-	client  *plugin.Client
 	started bool
 	stopped bool
 }
@@ -282,7 +279,7 @@ func (h *Host) supervise() {
 		s, err := h.launch()
 		if err != nil {
 			h.fail(err)
-			backoff = min(max(2*backoff, 250*time.Millisecond), h.Config.MaxBackoff)
+			backoff = h.nextBackoff(backoff)
 			continue
 		}
 		began := time.Now()
@@ -290,7 +287,6 @@ func (h *Host) supervise() {
 		s.p2p.ClosePush()
 		s.client.Kill()
 		h.mu.Lock()
-		h.client = nil
 		h.status.Up = false
 		h.mu.Unlock()
 		if h.ctx.Err() != nil {
@@ -304,9 +300,15 @@ func (h *Host) supervise() {
 		if time.Since(began) > 30*time.Second {
 			backoff = 0 // it ran fine for a while: restart at once
 		} else {
-			backoff = min(max(2*backoff, 250*time.Millisecond), h.Config.MaxBackoff)
+			backoff = h.nextBackoff(backoff)
 		}
 	}
+}
+
+// nextBackoff doubles the pause between restarts, from 250 ms up to
+// MaxBackoff.
+func (h *Host) nextBackoff(b time.Duration) time.Duration {
+	return min(max(2*b, 250*time.Millisecond), h.Config.MaxBackoff)
 }
 
 func (h *Host) fail(err error) {
@@ -336,15 +338,11 @@ func (h *Host) launch() (*session, error) {
 		client.Kill()
 		return nil, errors.New("host closed")
 	}
-	h.client = client
 	h.status.Starts++
 	h.mu.Unlock()
 	s, err := h.connect(client)
 	if err != nil {
 		client.Kill()
-		h.mu.Lock()
-		h.client = nil
-		h.mu.Unlock()
 		return nil, err
 	}
 	return s, nil
@@ -464,7 +462,7 @@ func (h *Host) handle(s *session, ev event) error {
 		ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 		err = s.p2p.CloseStream(ctx, ev.stream)
 		cancel()
-		if status.Code(errors.Unwrap(err)) == codes.NotFound || errors.Is(err, pluginapi.ErrUnknownStream) {
+		if errors.Is(err, pluginapi.ErrUnknownStream) {
 			err = nil
 		}
 	case evSegment:
@@ -511,25 +509,29 @@ func (h *Host) check(s *session) error {
 		known[st.Stream] = true
 	}
 	h.mu.Lock()
-	var missing []string
-	for name := range h.live {
+	missing := map[string][]byte{}
+	for name, header := range h.live {
 		if !known[name] {
-			missing = append(missing, name)
+			missing[name] = header
 		}
 	}
 	h.status.Streams = h.accumulate(stats)
 	h.mu.Unlock()
-	for _, name := range missing {
-		h.mu.Lock()
-		header, ok := h.live[name]
-		h.mu.Unlock()
-		if ok {
-			if err := h.announce(s, name, header); err != nil {
-				h.Log.Warn("re-announce", "stream", name, "err", err)
-			}
+	for name, header := range missing {
+		if err := h.announce(s, name, header); err != nil {
+			h.Log.Warn("re-announce", "stream", name, "err", err)
 		}
 	}
 	return nil
+}
+
+// add adds to sum what a per-process counter gained since last.
+func add(sum *uint64, last, now uint64) {
+	if now >= last {
+		*sum += now - last
+	} else {
+		*sum += now // the plugin restarted: its counter began again
+	}
 }
 
 // accumulate turns per-process counters into counters monotonic over
@@ -541,13 +543,6 @@ func (h *Host) accumulate(stats []pluginapi.StreamStats) []pluginapi.StreamStats
 		if c == nil {
 			c = &cumulative{}
 			h.totals[st.Stream] = c
-		}
-		add := func(sum *uint64, last, now uint64) {
-			if now >= last {
-				*sum += now - last
-			} else {
-				*sum += now // the plugin restarted: its counter began again
-			}
 		}
 		add(&c.sum.ServerMediaBytes, c.last.ServerMediaBytes, st.ServerMediaBytes)
 		add(&c.sum.ServerControlBytes, c.last.ServerControlBytes, st.ServerControlBytes)

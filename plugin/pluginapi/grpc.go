@@ -53,7 +53,7 @@ func (c *Client) Configure(ctx context.Context, s Settings) (Configured, error) 
 		Partners: uint32(max(0, s.Partners)), KeyFile: s.KeyFile, TokenSecret: s.TokenSecret, LogLevel: s.LogLevel,
 	})
 	if err != nil {
-		return Configured{}, fmt.Errorf("plugin configure: %w", err)
+		return Configured{}, fmt.Errorf("plugin configure: %w", fromStatus(err))
 	}
 	return Configured{PeerAddress: r.PeerAddress, StreamPublicKey: r.StreamPublicKey, PID: int(r.Pid)}, nil
 }
@@ -67,7 +67,7 @@ func (c *Client) AnnounceStream(ctx context.Context, info StreamInfo) error {
 		Stream: info.Name, Header: info.Header, SegmentDurationMs: info.SegmentDurationMs, Layers: uint32(info.Layers),
 	})
 	if err != nil {
-		return fmt.Errorf("plugin announce %s: %w", info.Name, err)
+		return fmt.Errorf("plugin announce %s: %w", info.Name, fromStatus(err))
 	}
 	return nil
 }
@@ -85,7 +85,7 @@ func (c *Client) PushSegment(_ context.Context, seg Segment) error {
 		push, err := c.rpc.PushSegments(ctx)
 		if err != nil {
 			cancel()
-			return fmt.Errorf("plugin push: %w", err)
+			return fmt.Errorf("plugin push: %w", fromStatus(err))
 		}
 		c.push, c.stop = push, cancel
 	}
@@ -102,7 +102,7 @@ func (c *Client) PushSegment(_ context.Context, seg Segment) error {
 					_, err = c.push.CloseAndRecv()
 				}
 				c.resetLocked()
-				return fmt.Errorf("plugin push %s #%d: %w", seg.Stream, seg.Seq, err)
+				return fmt.Errorf("plugin push %s #%d: %w", seg.Stream, seg.Seq, fromStatus(err))
 			}
 		}
 	}
@@ -130,7 +130,7 @@ func (c *Client) ClosePush() {
 // CloseStream implements P2P.
 func (c *Client) CloseStream(ctx context.Context, name string) error {
 	if _, err := c.rpc.CloseStream(ctx, &pluginv1.CloseStreamRequest{Stream: name}); err != nil {
-		return fmt.Errorf("plugin close %s: %w", name, err)
+		return fmt.Errorf("plugin close %s: %w", name, fromStatus(err))
 	}
 	return nil
 }
@@ -139,7 +139,7 @@ func (c *Client) CloseStream(ctx context.Context, name string) error {
 func (c *Client) Stats(ctx context.Context) ([]StreamStats, error) {
 	r, err := c.rpc.GetStats(ctx, &pluginv1.GetStatsRequest{})
 	if err != nil {
-		return nil, fmt.Errorf("plugin stats: %w", err)
+		return nil, fmt.Errorf("plugin stats: %w", fromStatus(err))
 	}
 	out := make([]StreamStats, 0, len(r.Streams))
 	for _, s := range r.Streams {
@@ -166,6 +166,20 @@ type grpcServer struct {
 	impl P2P
 }
 
+// fromStatus is the client side of toStatus: it gives a gRPC error back
+// its contract error (ErrInvalid, ErrUnknownStream), keeping the status
+// in the chain for its message.
+func fromStatus(err error) error {
+	switch status.Code(err) {
+	case codes.InvalidArgument:
+		return errors.Join(ErrInvalid, err)
+	case codes.NotFound:
+		return errors.Join(ErrUnknownStream, err)
+	}
+	return err
+}
+
+// toStatus turns a contract error into a gRPC status for the wire.
 func toStatus(err error) error {
 	if errors.Is(err, ErrInvalid) {
 		return status.Error(codes.InvalidArgument, err.Error())

@@ -91,6 +91,7 @@ func TestSegmentsLargerThanGRPCLimitsArriveWhole(t *testing.T) {
 	require.NoError(t, err)
 	require.InDelta(t, 0.75, st[0].Offload(), 1e-9)
 	require.ErrorContains(t, c.CloseStream(ctx, "x"), "NotFound")
+	require.ErrorIs(t, c.CloseStream(ctx, "x"), ErrUnknownStream, "the contract error survives the wire")
 }
 
 func TestClientRejectsInvalidRequests(t *testing.T) {
