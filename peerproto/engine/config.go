@@ -163,5 +163,4 @@ const (
 	idleTimeout       = 12 * time.Second
 	requestTTL        = 4 * time.Second
 	busyBackoff       = 300 * time.Millisecond
-	delayedFlushEvery = 0
 )

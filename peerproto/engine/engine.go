@@ -139,7 +139,6 @@ type Engine struct {
 	departed     wire.Report              // server: byte totals of departed peers
 	seeds        map[wire.PeerID]bool     // server: peers told of fresh segments first
 	delayed      []delayedHave            // server: announcements to non-seeds
-	lastFlush    time.Time                // server: last flush of delayed
 	segRate      float64                  // server: measured stream rate, bytes/s
 	lastSeedPick time.Time
 	accusations  map[wire.PeerID]map[wire.PeerID]bool // server: accused -> accusers
@@ -819,14 +818,13 @@ func (e *Engine) pickSeeds() {
 
 // flushDelayed sends due announcements to the peers that are not seeds:
 // every segment due since the last flush in one compact Have (one entry
-// per segment, HaveUpTo), at most every delayedFlushEvery. The server
-// speaks to every peer, so its per-peer control traffic must stay small:
-// at 2 000 peers per-chunk announcements took half of a 5x upload cap.
+// per segment, HaveUpTo). The server speaks to every peer, so its
+// per-peer control traffic must stay small: at 2 000 peers per-chunk
+// announcements took half of a 5x upload cap.
 func (e *Engine) flushDelayed(now time.Time) {
-	if len(e.delayed) == 0 || now.Before(e.delayed[0].at) || now.Sub(e.lastFlush) < delayedFlushEvery {
+	if len(e.delayed) == 0 || now.Before(e.delayed[0].at) {
 		return
 	}
-	e.lastFlush = now
 	i := 0
 	var entries []wire.HaveEntry
 	var newest time.Time

@@ -128,7 +128,6 @@ type Swarm struct {
 	rng            *rand.Rand
 	seq            uint64
 	serverSegBytes float64
-	egress         []float64
 	// OnSegment, when set, sees each segment's manifest as it is produced.
 	OnSegment func(seq uint64, m *manifest.Manifest)
 }
@@ -264,17 +263,18 @@ func (s *Swarm) Run() Result {
 		s.Net.At(start.Add(ev.At), func() { ev.Do(s) })
 	}
 	var last uint64
+	var egress []float64
 	var sample func()
 	sample = func() {
 		out := s.Server.Engine.Stats().MediaBytesOut
-		s.egress = append(s.egress, float64(out-last))
+		egress = append(egress, float64(out-last))
 		last = out
 		s.Net.At(s.Net.Now().Add(time.Second), sample)
 	}
 	s.Net.At(start.Add(time.Second), sample)
 	s.Net.Run(start.Add(s.Sc.Duration))
 	res := s.measure(start)
-	res.ServerEgress = s.egress
+	res.ServerEgress = egress
 	res.MaxLag = s.Net.MaxLag
 	if s.Net.Events > 0 {
 		res.MeanLag = s.Net.LagSum / time.Duration(s.Net.Events)
