@@ -19,28 +19,6 @@ import (
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
-// peerPlays mirrors the parts of coop-peer's /stats the benchmark reads.
-type peerPlays struct {
-	StartupDelayMs int64  `json:"startupDelayMs"`
-	Started        bool   `json:"started"`
-	Due            uint64 `json:"due"`
-	BaseOnTime     uint64 `json:"baseOnTime"`
-	FromServer     uint64 `json:"usefulFromServer"`
-	FromPeers      uint64 `json:"usefulFromPeers"`
-	RecentPlays    []struct {
-		Seq      uint64 `json:"seq"`
-		AtUnixMs int64  `json:"atUnixMs"`
-		Layers   int    `json:"layers"`
-	} `json:"recentPlays"`
-}
-
-func (p *peerProc) plays(t *testing.T) peerPlays {
-	t.Helper()
-	var st peerPlays
-	getJSON(t, "http://"+p.http+"/stats", &st)
-	return st
-}
-
 // ingestClock records when the origin finished each segment of a path,
 // polling /v1/streams every 20 ms.
 type ingestClock struct {
@@ -146,9 +124,9 @@ func TestBenchRealProcesses(t *testing.T) {
 	p2pA := o.p2p(t)
 	originA, pluginA := sampleProc(t, o.cmd.Process.Pid), sampleProc(t, pluginPID)
 	peerA := make([]procSample, n)
-	playsA := make([]peerPlays, n)
+	playsA := make([]peerStats, n)
 	for i, p := range peers {
-		peerA[i], playsA[i] = sampleProc(t, p.cmd.Process.Pid), p.plays(t)
+		peerA[i], playsA[i] = sampleProc(t, p.cmd.Process.Pid), p.stats(t)
 	}
 	time.Sleep(window)
 	p2pB := o.p2p(t)
@@ -160,7 +138,7 @@ func TestBenchRealProcesses(t *testing.T) {
 		b := sampleProc(t, p.cmd.Process.Pid)
 		cpus = append(cpus, cpuShare(peerA[i], b))
 		rss = append(rss, float64(b.rss)/(1<<20))
-		st := p.plays(t)
+		st := p.stats(t)
 		startups = append(startups, float64(st.StartupDelayMs)/1000)
 		due += float64(st.Due - playsA[i].Due)
 		onTime += float64(st.BaseOnTime - playsA[i].BaseOnTime)
@@ -219,7 +197,7 @@ func TestBenchRealProcesses(t *testing.T) {
 	}
 	time.Sleep(3 * time.Second)
 	bytesOut := func() uint64 {
-		for _, s := range o.streamsRaw(t) {
+		for _, s := range o.streams(t) {
 			if s.Path == "live/bench" {
 				return s.BytesOut
 			}
@@ -277,20 +255,4 @@ func fmtShares(s []float64) string {
 		parts[i] = fmt.Sprintf("%.2f", v)
 	}
 	return strings.Join(parts, "/")
-}
-
-// streamsRaw is /v1/streams with the byte counters.
-func (o *originProc) streamsRaw(t *testing.T) []struct {
-	Path     string `json:"path"`
-	BytesOut uint64 `json:"bytesOut"`
-} {
-	t.Helper()
-	var body struct {
-		Streams []struct {
-			Path     string `json:"path"`
-			BytesOut uint64 `json:"bytesOut"`
-		} `json:"streams"`
-	}
-	getJSON(t, "http://"+o.httpAddr+"/v1/streams", &body)
-	return body.Streams
 }

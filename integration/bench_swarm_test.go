@@ -94,6 +94,16 @@ func churn(mean time.Duration, from, until time.Duration) []swarm.Event {
 	return evs
 }
 
+// addFlashCrowd makes the peers missing up to n join within 10 s from
+// t = 20 s.
+func addFlashCrowd(sc *swarm.Scenario, n int) {
+	late := n - sc.Peers
+	for i := range late {
+		sc.Events = append(sc.Events, swarm.Event{At: 20*time.Second + time.Duration(i)*10*time.Second/time.Duration(late),
+			Do: func(s *swarm.Swarm) { s.AddPeer(0) }})
+	}
+}
+
 var benchScenarios = []benchScenario{
 	{"heterogeneous 1.5x (20% 3x, 50% 1.5x, 30% 0.5x)", baseScenario},
 	{"heterogeneous 1.375x (20% 4x, 50% 1x, 30% 0.25x)", func(seed uint64, n int, d time.Duration) swarm.Scenario {
@@ -113,11 +123,7 @@ var benchScenarios = []benchScenario{
 	}},
 	{"flash crowd (10% at start, 90% join within 10 s at t=20 s)", func(seed uint64, n int, d time.Duration) swarm.Scenario {
 		sc := baseScenario(seed, max(n/10, 1), d)
-		late := n - sc.Peers
-		for i := range late {
-			sc.Events = append(sc.Events, swarm.Event{At: 20*time.Second + time.Duration(i)*10*time.Second/time.Duration(late),
-				Do: func(s *swarm.Swarm) { s.AddPeer(0) }})
-		}
+		addFlashCrowd(&sc, n)
 		return sc
 	}},
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
@@ -227,6 +226,7 @@ type streamInfo struct {
 	Publishing  bool      `json:"publishing"`
 	Tracks      []string  `json:"tracks"`
 	Segments    uint64    `json:"segments"`
+	BytesOut    uint64    `json:"bytesOut"`
 	LayerBytes  []uint64  `json:"layerBytes"`
 	LayerShares []float64 `json:"layerShares"`
 	Resumes     uint64    `json:"resumes"`
@@ -234,13 +234,10 @@ type streamInfo struct {
 
 func (o *originProc) streams(t *testing.T) []streamInfo {
 	t.Helper()
-	resp, err := http.Get("http://" + o.httpAddr + "/v1/streams")
-	require.NoError(t, err)
-	defer resp.Body.Close()
 	var body struct {
 		Streams []streamInfo `json:"streams"`
 	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	getJSON(t, "http://"+o.httpAddr+"/v1/streams", &body)
 	return body.Streams
 }
 

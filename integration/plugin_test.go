@@ -77,8 +77,15 @@ type peerStats struct {
 	BaseOnTime      uint64  `json:"baseOnTime"`
 	Continuity      float64 `json:"continuity"`
 	Offload         float64 `json:"offload"`
+	FromServer      uint64  `json:"usefulFromServer"`
 	FromPeers       uint64  `json:"usefulFromPeers"`
 	BadData         uint64  `json:"badData"`
+	StartupDelayMs  int64   `json:"startupDelayMs"`
+	RecentPlays     []struct {
+		Seq      uint64 `json:"seq"`
+		AtUnixMs int64  `json:"atUnixMs"`
+		Layers   int    `json:"layers"`
+	} `json:"recentPlays"`
 }
 
 type peerProc struct {

@@ -138,10 +138,7 @@ func TestSimEvaluation(t *testing.T) {
 		add("ablation: no server partnership (server only seeds)", target,
 			simScenario(seed, target, d, func(c *engine.Config) { c.DisableServerFallback = true }))
 		flash := simScenario(seed, target/10, d, nil)
-		for i := range target - target/10 {
-			flash.Events = append(flash.Events, swarm.Event{At: 20*time.Second + time.Duration(i)*10*time.Second/time.Duration(target-target/10),
-				Do: func(s *swarm.Swarm) { s.AddPeer(0) }})
-		}
+		addFlashCrowd(&flash, target)
 		add("flash crowd (10% at start, 90% within 10 s)", target, flash)
 	}
 	began := time.Now()

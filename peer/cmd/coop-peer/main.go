@@ -191,11 +191,7 @@ func snapshot(n *tcpnode.Node, out *playout.Playout, stream string) Snapshot {
 	_ = n.Do(func(e *engine.Engine) {
 		st := e.Stats()
 		s.ServerConnected = e.HasServer()
-		for _, id := range e.Partners() {
-			if id != 0 {
-				s.Partners++
-			}
-		}
+		s.Partners = len(e.Partners())
 		if s.ServerConnected {
 			s.Partners-- // the server is counted apart
 		}
