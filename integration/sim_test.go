@@ -14,6 +14,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/coopstreaming/coop/peerproto/baseline"
+	"github.com/coopstreaming/coop/peerproto/baseline/donet"
+	"github.com/coopstreaming/coop/peerproto/baseline/tree"
 	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/swarm"
 	"github.com/coopstreaming/coop/peerproto/topology"
@@ -49,6 +52,40 @@ func simScenario(seed uint64, n int, d time.Duration, tweak func(*engine.Config)
 		if tweak != nil {
 			tweak(c)
 		}
+	}
+	return sc
+}
+
+// baselineScenario is simScenario for a baseline overlay ("tree" or
+// "donet"): the same network, source, peers and churn, a single layer.
+func baselineScenario(kind string, seed uint64, n int, d time.Duration) swarm.Scenario {
+	return baselineScenarioDelay(kind, seed, n, d, 0)
+}
+
+// baselineScenarioDelay is baselineScenario with another playout delay
+// (0: the engine's 5 s).
+func baselineScenarioDelay(kind string, seed uint64, n int, d, playout time.Duration) swarm.Scenario {
+	sc := baseScenario(seed, n, d)
+	sc.LayerShares = []float64{1}
+	cfg := func(id wire.PeerID, up float64, server bool) baseline.Config {
+		return baseline.Config{ID: id, Server: server, Upload: up, StreamRate: sc.StreamRate, SegmentDuration: 500 * time.Millisecond,
+			PlayoutDelay: playout}
+	}
+	switch kind {
+	case "tree":
+		sc.Protocol = &swarm.Protocol{Name: kind,
+			NewServer: func(env engine.Env, up float64) swarm.Source { return tree.New(cfg(swarm.ServerID, up, true), env) },
+			NewPeer:   func(env engine.Env, id wire.PeerID, up float64) swarm.Node { return tree.New(cfg(id, up, false), env) }}
+	case "donet":
+		sc.Protocol = &swarm.Protocol{Name: kind,
+			NewServer: func(env engine.Env, up float64) swarm.Source {
+				return donet.New(donet.Config{Config: cfg(swarm.ServerID, up, true)}, env)
+			},
+			NewPeer: func(env engine.Env, id wire.PeerID, up float64) swarm.Node {
+				return donet.New(donet.Config{Config: cfg(id, up, false)}, env)
+			}}
+	default:
+		panic("unknown baseline " + kind)
 	}
 	return sc
 }

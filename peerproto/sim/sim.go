@@ -57,9 +57,26 @@ func (n *Network) Now() time.Time { return n.now }
 // Rand is the network's random source (for scenario decisions).
 func (n *Network) Rand() *rand.Rand { return n.rng }
 
-// Node is one simulated host running an engine.
+// Host is the protocol a node runs: the peerproto engine, or a baseline
+// overlay evaluated on the same network. The network calls it as the TCP
+// driver calls the engine.
+type Host interface {
+	Hello() *wire.Hello
+	Admit(h *wire.Hello, inbound bool) error
+	Connected(h *wire.Hello, outbound bool)
+	DialFailed(id wire.PeerID)
+	Disconnected(id wire.PeerID)
+	Receive(from wire.PeerID, m wire.Message)
+	Tick()
+	Close()
+}
+
+// Node is one simulated host.
 type Node struct {
-	ID     wire.PeerID
+	ID   wire.PeerID
+	Host Host
+	// Engine is Host when the node runs the peerproto engine (nil for a
+	// baseline host).
 	Engine *engine.Engine
 	// Up and Down are link capacities in bytes/s (0: unlimited). They may
 	// be changed while the simulation runs.
@@ -79,10 +96,17 @@ func (nd *Node) Alive() bool { return nd.alive }
 
 // AddNode creates a node; build makes its engine from the node's Env.
 func (n *Network) AddNode(id wire.PeerID, up, down float64, build func(env engine.Env) *engine.Engine) *Node {
+	return n.AddHost(id, up, down, func(env engine.Env) Host { return build(env) })
+}
+
+// AddHost creates a node running any Host; build makes it from the
+// node's Env.
+func (n *Network) AddHost(id wire.PeerID, up, down float64, build func(env engine.Env) Host) *Node {
 	nd := &Node{ID: id, Up: up, Down: down, net: n, conns: make(map[wire.PeerID]bool), alive: true,
 		rng: rand.New(rand.NewPCG(n.rng.Uint64(), uint64(id)))}
 	n.nodes[id] = nd
-	nd.Engine = build((*nodeEnv)(nd))
+	nd.Host = build((*nodeEnv)(nd))
+	nd.Engine, _ = nd.Host.(*engine.Engine)
 	phase := time.Duration(n.rng.Int64N(int64(n.TickInterval)))
 	n.At(n.now.Add(phase), nd.tick)
 	return nd
@@ -98,7 +122,7 @@ func (nd *Node) tick() {
 	if !nd.alive {
 		return
 	}
-	nd.Engine.Tick()
+	nd.Host.Tick()
 	nd.net.At(nd.net.now.Add(nd.net.TickInterval), nd.tick)
 }
 
@@ -113,7 +137,7 @@ func (n *Network) Leave(id wire.PeerID) {
 	if nd == nil || !nd.alive {
 		return
 	}
-	nd.Engine.Close()
+	nd.Host.Close()
 	nd.alive = false
 	for _, peer := range nd.sortedConns() {
 		n.closeConn(id, peer)
@@ -146,7 +170,7 @@ func (n *Network) closeConn(a, b wire.PeerID) {
 	if na.conns[b] {
 		delete(na.conns, b)
 		if na.alive {
-			na.Engine.Disconnected(b)
+			na.Host.Disconnected(b)
 		}
 	}
 	// The other side notices after the propagation delay.
@@ -154,7 +178,7 @@ func (n *Network) closeConn(a, b wire.PeerID) {
 		if nb.conns[a] {
 			delete(nb.conns, a)
 			if nb.alive {
-				nb.Engine.Disconnected(a)
+				nb.Host.Disconnected(a)
 			}
 		}
 	})
@@ -240,7 +264,7 @@ func (e *nodeEnv) Send(to wire.PeerID, m wire.Message) {
 		done := serialise(&dst.downFree, n.now, size, dst.Down)
 		n.At(done, func() {
 			if dst.alive && dst.conns[from] {
-				dst.Engine.Receive(from, m)
+				dst.Host.Receive(from, m)
 			} else {
 				n.MessagesDropped++
 			}
@@ -258,21 +282,21 @@ func (e *nodeEnv) Dial(c wire.Candidate) {
 			return
 		}
 		if b == nil || !b.alive || a.conns[c.Peer] {
-			a.Engine.DialFailed(c.Peer)
+			a.Host.DialFailed(c.Peer)
 			return
 		}
-		ha, hb := a.Engine.Hello(), b.Engine.Hello()
-		if err := b.Engine.Admit(ha, true); err != nil {
-			a.Engine.DialFailed(c.Peer)
+		ha, hb := a.Host.Hello(), b.Host.Hello()
+		if err := b.Host.Admit(ha, true); err != nil {
+			a.Host.DialFailed(c.Peer)
 			return
 		}
-		if err := a.Engine.Admit(hb, false); err != nil {
-			a.Engine.DialFailed(c.Peer)
+		if err := a.Host.Admit(hb, false); err != nil {
+			a.Host.DialFailed(c.Peer)
 			return
 		}
 		a.conns[c.Peer], b.conns[from] = true, true
-		b.Engine.Connected(ha, false)
-		a.Engine.Connected(hb, true)
+		b.Host.Connected(ha, false)
+		a.Host.Connected(hb, true)
 	})
 }
 

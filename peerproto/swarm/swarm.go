@@ -60,6 +60,34 @@ type Scenario struct {
 	// RealTime paces the run to the wall clock (emulation; see
 	// sim.Network.RealTime).
 	RealTime bool
+	// Protocol, when set, runs a baseline overlay in place of the
+	// peerproto engine (Configure and ConfigureServer are then unused).
+	Protocol *Protocol
+}
+
+// Node is what the swarm measures on a host.
+type Node interface {
+	sim.Host
+	Stats() engine.Stats
+	// Layers is how many layers the node plays now.
+	Layers() int
+}
+
+// Source is the server host, fed by the synthetic source.
+type Source interface {
+	Node
+	AddSegment(seq uint64, rawManifest []byte, chunks [][]byte) error
+}
+
+// Protocol builds the hosts of a baseline overlay (a tree, a gossip mesh)
+// so it runs on the same network, source, churn and metrics as the
+// engine.
+type Protocol struct {
+	Name string
+	// NewServer builds the server; upload is its cap in bytes/s.
+	NewServer func(env engine.Env, upload float64) Source
+	// NewPeer builds a peer; upload is its capacity in bytes/s.
+	NewPeer func(env engine.Env, id wire.PeerID, upload float64) Node
 }
 
 // Event is a scenario action.
@@ -146,7 +174,10 @@ func New(sc Scenario) *Swarm {
 	}
 	s.priv = ed25519.NewKeyFromSeed(seed)
 	s.pub = s.priv.Public().(ed25519.PublicKey)
-	s.Server = s.Net.AddNode(ServerID, sc.ServerUpload*sc.StreamRate, 0, func(env engine.Env) *engine.Engine {
+	s.Server = s.Net.AddHost(ServerID, sc.ServerUpload*sc.StreamRate, 0, func(env engine.Env) sim.Host {
+		if sc.Protocol != nil {
+			return sc.Protocol.NewServer(env, sc.ServerUpload*sc.StreamRate)
+		}
 		cfg := engine.Config{Role: wire.RoleServer, ID: ServerID, Stream: "live/sim", ListenAddr: "server",
 			SegmentDuration: sc.SegmentDuration, Layers: len(sc.LayerShares), SignKey: s.priv,
 			ServerQueue: 8 * len(sc.LayerShares), UploadCap: sc.ServerUpload * sc.StreamRate, Seeds: sc.ServerSeeds}
@@ -183,7 +214,7 @@ func (s *Swarm) produce() {
 	if s.OnSegment != nil {
 		s.OnSegment(s.seq, man)
 	}
-	if err := s.Server.Engine.AddSegment(s.seq, raw, chunks); err != nil {
+	if err := s.Server.Host.(Source).AddSegment(s.seq, raw, chunks); err != nil {
 		panic(err)
 	}
 	s.serverSegBytes += float64(total)
@@ -209,7 +240,10 @@ func (s *Swarm) AddPeer(uploadFactor float64) *sim.Node {
 	id := s.nextID
 	s.nextID++
 	up := uploadFactor * s.Sc.StreamRate
-	nd := s.Net.AddNode(id, up, s.Sc.DownloadFactor*s.Sc.StreamRate, func(env engine.Env) *engine.Engine {
+	nd := s.Net.AddHost(id, up, s.Sc.DownloadFactor*s.Sc.StreamRate, func(env engine.Env) sim.Host {
+		if s.Sc.Protocol != nil {
+			return s.Sc.Protocol.NewPeer(env, id, up)
+		}
 		cfg := engine.Config{Role: wire.RolePeer, ID: id, Stream: "live/sim", ListenAddr: "peer",
 			Layers: len(s.Sc.LayerShares), StreamKey: s.pub, UploadCap: up}
 		if s.Sc.Configure != nil {
@@ -266,7 +300,7 @@ func (s *Swarm) Run() Result {
 	var egress []float64
 	var sample func()
 	sample = func() {
-		out := s.Server.Engine.Stats().MediaBytesOut
+		out := s.Server.Host.(Node).Stats().MediaBytesOut
 		egress = append(egress, float64(out-last))
 		last = out
 		s.Net.At(s.Net.Now().Add(time.Second), sample)
@@ -338,9 +372,10 @@ func (s *Swarm) measure(start time.Time) Result {
 		if id == ServerID {
 			continue
 		}
-		st := nd.Engine.Stats()
+		host := nd.Host.(Node)
+		st := host.Stats()
 		pr := PeerResult{ID: id, UploadFactor: s.classes[id], Stats: st, StartupDelay: st.StartupDelay,
-			FinalLayers: nd.Engine.Layers(), Alive: nd.Alive()}
+			FinalLayers: host.Layers(), Alive: nd.Alive()}
 		var due, base float64
 		layerDue := make([]float64, len(s.Sc.LayerShares))
 		layerOn := make([]float64, len(s.Sc.LayerShares))
@@ -404,7 +439,7 @@ func (s *Swarm) measure(start time.Time) Result {
 	if fromServer+fromPeers > 0 {
 		res.Offload = fromPeers / (fromServer + fromPeers)
 	}
-	srv := s.Server.Engine.Stats()
+	srv := s.Server.Host.(Node).Stats()
 	if s.serverSegBytes > 0 {
 		res.CopiesPerSegment = float64(srv.MediaBytesOut) / s.serverSegBytes
 	}

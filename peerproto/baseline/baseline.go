@@ -1,0 +1,248 @@
+// Package baseline holds what the simulator's baseline overlays — the
+// degree-bounded push tree (package tree) and the DONet gossip mesh
+// (package donet) — share: a playback clock and counters with the same
+// definitions as the peerproto engine's (docs/metrics.md), and byte
+// accounting on every message, so every protocol is measured alike.
+//
+// Baselines carry a single layer: each segment is one chunk.
+package baseline
+
+import (
+	"time"
+
+	"github.com/coopstreaming/coop/peerproto/engine"
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+// Config is what every baseline node knows of the stream.
+type Config struct {
+	ID wire.PeerID
+	// Server tells whether this node is the stream's source.
+	Server bool
+	// Upload is the node's upload capacity in bytes/s.
+	Upload float64
+	// StreamRate is the stream's rate in bytes/s.
+	StreamRate float64
+	// SegmentDuration is δ [500ms].
+	SegmentDuration time.Duration
+	// PlayoutDelay is how long after reaching the server a segment is due
+	// [5s, as the engine].
+	PlayoutDelay time.Duration
+	// MinStartSlack is the least time a newcomer allows itself to fetch
+	// its first segment [3s, as the engine].
+	MinStartSlack time.Duration
+}
+
+// Defaults fills zero fields.
+func (c *Config) Defaults() {
+	if c.SegmentDuration <= 0 {
+		c.SegmentDuration = 500 * time.Millisecond
+	}
+	if c.PlayoutDelay <= 0 {
+		c.PlayoutDelay = 5 * time.Second
+	}
+	if c.MinStartSlack <= 0 {
+		c.MinStartSlack = 3 * time.Second
+	}
+}
+
+// Node is the part every baseline host shares: its environment, its
+// segment store, its playback clock and its counters.
+type Node struct {
+	Cfg Config
+	Env engine.Env
+	// Segs holds the segments the node has (payload by sequence number).
+	Segs map[uint64][]byte
+	// Newest is the newest segment held (valid when HaveAny).
+	Newest  uint64
+	HaveAny bool
+	// Push-only overlays cannot fetch the past: Player then starts at
+	// the first segment received.
+	pushOnly bool
+
+	joined              time.Time
+	anchored, playing   bool
+	anchorSeq, playhead uint64
+	anchorAt            time.Time
+	stats               engine.Stats
+	// Diagnose, when set, explains a missed segment: it returns which
+	// miss counter of the stats to bump.
+	Diagnose func(seq uint64, st *engine.Stats)
+}
+
+// NewNode returns a node that joined now. pushOnly is for overlays that
+// cannot fetch segments older than their arrival.
+func NewNode(cfg Config, env engine.Env, pushOnly bool) *Node {
+	cfg.Defaults()
+	return &Node{Cfg: cfg, Env: env, Segs: map[uint64][]byte{}, joined: env.Now(), pushOnly: pushOnly,
+		stats: engine.Stats{Layers: 1}}
+}
+
+// Send sends m and counts its bytes.
+func (n *Node) Send(to wire.PeerID, m wire.Message) {
+	size := wire.FrameSize(m)
+	if d, ok := m.(*wire.Data); ok {
+		n.stats.MediaBytesOut += uint64(len(d.Payload))
+		n.stats.ControlBytesOut += uint64(size - len(d.Payload))
+		n.stats.ServedChunks++
+	} else {
+		n.stats.ControlBytesOut += uint64(size)
+	}
+	n.Env.Send(to, m)
+}
+
+// CountIn counts a received message's bytes.
+func (n *Node) CountIn(m wire.Message) {
+	size := wire.FrameSize(m)
+	if d, ok := m.(*wire.Data); ok {
+		n.stats.MediaBytesIn += uint64(len(d.Payload))
+		n.stats.ControlBytesIn += uint64(size - len(d.Payload))
+	} else {
+		n.stats.ControlBytesIn += uint64(size)
+	}
+}
+
+// CountHello counts a Hello in either direction.
+func (n *Node) CountHello(h *wire.Hello, in bool) {
+	if in {
+		n.stats.ControlBytesIn += uint64(wire.FrameSize(h))
+	} else {
+		n.stats.ControlBytesOut += uint64(wire.FrameSize(h))
+	}
+}
+
+// Hello is the node's Hello.
+func (n *Node) Hello() *wire.Hello {
+	role := wire.RolePeer
+	if n.Cfg.Server {
+		role = wire.RoleServer
+	}
+	h := &wire.Hello{Protocol: "baseline", Version: 1, Role: role, Stream: "live/sim", Peer: n.Cfg.ID, UploadCap: uint64(n.Cfg.Upload)}
+	n.CountHello(h, false)
+	return h
+}
+
+// Anchor places the playback clock: the server holds liveEdge now. Only
+// the first call counts (as a player, the clock never jumps).
+func (n *Node) Anchor(liveEdge uint64, now time.Time) {
+	if n.anchored || n.Cfg.Server {
+		return
+	}
+	n.anchored, n.anchorSeq, n.anchorAt = true, liveEdge, now
+	if n.pushOnly {
+		return
+	}
+	n.startAt(n.chooseStart(now))
+}
+
+// Anchored tells whether the playback clock is placed.
+func (n *Node) Anchored() bool { return n.anchored }
+
+func (n *Node) chooseStart(now time.Time) uint64 {
+	s := n.anchorSeq
+	back := uint64(2 * n.Cfg.PlayoutDelay / n.Cfg.SegmentDuration)
+	for s > 0 && n.Deadline(s-1).Sub(now) >= n.Cfg.MinStartSlack && n.anchorSeq-(s-1) < back {
+		s--
+	}
+	for n.Deadline(s).Sub(now) < n.Cfg.MinStartSlack {
+		s++
+	}
+	return s
+}
+
+func (n *Node) startAt(seq uint64) {
+	n.playhead, n.playing = seq, true
+}
+
+// Deadline is the playback deadline of seq.
+func (n *Node) Deadline(seq uint64) time.Time {
+	return n.anchorAt.Add(time.Duration(int64(seq)-int64(n.anchorSeq))*n.Cfg.SegmentDuration + n.Cfg.PlayoutDelay)
+}
+
+// Playhead is the next segment to play (valid once playing).
+func (n *Node) Playhead() (uint64, bool) { return n.playhead, n.playing }
+
+// Store keeps a received segment and counts its bytes as useful,
+// duplicate or late. It reports whether the segment was new.
+func (n *Node) Store(seq uint64, payload []byte, fromServer bool) bool {
+	if _, ok := n.Segs[seq]; ok {
+		n.stats.DuplicateBytes += uint64(len(payload))
+		return false
+	}
+	now := n.Env.Now()
+	if n.pushOnly && !n.playing && n.anchored && !n.Deadline(seq).Before(now) {
+		n.startAt(seq)
+	}
+	if n.playing && seq < n.playhead && !n.Cfg.Server {
+		n.stats.LateBytes += uint64(len(payload))
+	} else if !n.Cfg.Server {
+		if fromServer {
+			n.stats.UsefulFromServer += uint64(len(payload))
+		} else {
+			n.stats.UsefulFromPeers += uint64(len(payload))
+		}
+	}
+	n.Segs[seq] = payload
+	if !n.HaveAny || seq > n.Newest {
+		n.Newest, n.HaveAny = seq, true
+	}
+	return true
+}
+
+// Play plays every segment whose deadline has passed and forgets
+// segments older than keep behind the playhead.
+func (n *Node) Play(now time.Time, keep uint64) {
+	if n.Cfg.Server {
+		for seq := range n.Segs {
+			if n.HaveAny && seq+keep < n.Newest {
+				delete(n.Segs, seq)
+			}
+		}
+		return
+	}
+	if !n.playing {
+		return
+	}
+	for !now.Before(n.Deadline(n.playhead)) {
+		seq := n.playhead
+		present := 0
+		if _, ok := n.Segs[seq]; ok {
+			present = 1
+		}
+		if present > 0 || n.stats.Started {
+			n.stats.Due++
+			n.stats.LayerDue[0]++
+			if present == 0 && n.Diagnose != nil {
+				n.Diagnose(seq, &n.stats)
+			}
+			if present > 0 {
+				n.stats.BaseOnTime++
+				n.stats.LayerOnTime[0]++
+				n.stats.QualitySum++
+			}
+		}
+		if present > 0 && !n.stats.Started {
+			n.stats.Started = true
+			n.stats.StartupDelay = now.Sub(n.joined)
+		}
+		n.stats.PlayedAt = append(n.stats.PlayedAt, engine.PlayRecord{Seq: seq, At: now, Layers: present, Subscribed: 1, SegLayers: 1})
+		if len(n.stats.PlayedAt) > 4096 {
+			n.stats.PlayedAt = n.stats.PlayedAt[2048:]
+		}
+		n.playhead++
+	}
+	for seq := range n.Segs {
+		if seq+keep < n.playhead {
+			delete(n.Segs, seq)
+		}
+	}
+}
+
+// Stats returns the node's counters.
+func (n *Node) Stats() engine.Stats { return n.stats }
+
+// Layers is 1: baselines carry one layer.
+func (n *Node) Layers() int { return 1 }
+
+// Close does nothing: the network closes the connections.
+func (n *Node) Close() {}
