@@ -10,7 +10,7 @@ RTMP_URL  ?= rtmp://127.0.0.1:1935/live/demo
 PROFILE   ?= quick
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help build run peer proto play-peer sim test test-short lint fuzz bench deps publish play
+.PHONY: help build run peer proto play-peer sim sim-speed test test-short lint fuzz bench deps publish play
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -58,9 +58,14 @@ bench: deps ## benchmarks → bench/results/: swarm (emulated), real processes v
 		| grep -E '^(---|ok|FAIL)|bench_|^\s+\|'
 	$(GO) test -run XXX -bench . -benchmem -count=3 ./segment/... ./origin/... ./peerproto/... | tee bench/results/micro.txt
 
-sim: ## simulator evaluation → sim/results/ and docs/evaluation.md (PROFILE=full: N to 10 000, 300 s, 3 seeds)
+sim: ## simulator evaluation, CoopStreaming vs tree and gossip → sim/results/ and docs/evaluation.md (PROFILE=full: N to 10 000, 300 s, 3 seeds)
 	mkdir -p sim/results
 	set -o pipefail; COOP_SIM=1 COOP_SIM_PROFILE=$(PROFILE) $(GO) test -count=1 -timeout 90m -run 'TestSimEvaluation' -v ./integration/ \
+		| grep -E '^(---|ok|FAIL)|sim_test'
+
+sim-speed: ## simulator speed: 5 000 peers x 300 simulated seconds, alone (~10 min) → sim/results/speed_5000x300s.json
+	mkdir -p sim/results
+	set -o pipefail; COOP_SIM_SPEED=1 $(GO) test -count=1 -timeout 60m -run 'TestSimSpeed' -v ./integration/ \
 		| grep -E '^(---|ok|FAIL)|sim_test'
 
 publish: ## push a test pattern to RTMP_URL with ffmpeg (the OBS stand-in)

@@ -147,6 +147,7 @@ type runSummary struct {
 	LatencyP99       float64   `json:"latencyP99s"`
 	LagSpread        float64   `json:"lagSpreadS"`
 	PeersStarted     int       `json:"peersStarted"`
+	NeverStarted     int       `json:"neverStarted"`
 	WallSeconds      float64   `json:"wallSeconds"`
 	Events           uint64    `json:"events"`
 	MaxLagMs         float64   `json:"maxLagMs,omitempty"`
@@ -161,7 +162,7 @@ func summarize(name string, sc swarm.Scenario, res swarm.Result, wall time.Durat
 		CopiesPerSegment: res.CopiesPerSegment, Quality: res.Quality, ControlOverhead: res.ControlOverhead,
 		StartupP50: res.StartupP50.Seconds(), StartupP95: res.StartupP95.Seconds(),
 		LatencyP50: res.LatencyP50.Seconds(), LatencyP95: res.LatencyP95.Seconds(), LatencyP99: res.LatencyP99.Seconds(),
-		LagSpread: res.LagSpread.Seconds(), PeersStarted: res.PeersStarted, WallSeconds: wall.Seconds(),
+		LagSpread: res.LagSpread.Seconds(), PeersStarted: res.PeersStarted, NeverStarted: res.NeverStarted, WallSeconds: wall.Seconds(),
 		Events: res.Events, MaxLagMs: float64(res.MaxLag) / 1e6, ServerEgress: res.ServerEgress}
 	for _, p := range res.Peers {
 		if p.Stats.Started {

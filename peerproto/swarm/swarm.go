@@ -63,6 +63,10 @@ type Scenario struct {
 	// Protocol, when set, runs a baseline overlay in place of the
 	// peerproto engine (Configure and ConfigureServer are then unused).
 	Protocol *Protocol
+	// StartGrace: a peer alive this long within the measurement window
+	// that never started playing counts with continuity 0 [20s; set it
+	// above the protocol's startup time].
+	StartGrace time.Duration
 }
 
 // Node is what the swarm measures on a host.
@@ -126,6 +130,9 @@ func (sc *Scenario) defaults() {
 	}
 	if sc.Warmup == 0 {
 		sc.Warmup = 15 * time.Second
+	}
+	if sc.StartGrace == 0 {
+		sc.StartGrace = 20 * time.Second
 	}
 	if sc.Delay == nil {
 		sc.Delay = func(a, b wire.PeerID) time.Duration {
@@ -359,6 +366,9 @@ type Result struct {
 	// MaxLag and MeanLag tell how far a real-time run fell behind the
 	// wall clock (zero in simulated time).
 	MaxLag, MeanLag time.Duration
+	// NeverStarted counts peers measured with continuity 0 because they
+	// never started playing (see Scenario.StartGrace).
+	NeverStarted int
 }
 
 func (s *Swarm) measure(start time.Time) Result {
@@ -411,6 +421,12 @@ func (s *Swarm) measure(start time.Time) Result {
 			pr.Quality = quality / due
 			cis = append(cis, pr.Continuity)
 			res.Quality += pr.Quality
+		} else if s.aliveInWindow(id, windowStart) >= s.Sc.StartGrace {
+			// Never played although it had time to: a viewer who saw
+			// nothing (a protocol that cannot reach a peer must not look
+			// better by leaving it out).
+			cis = append(cis, 0)
+			res.NeverStarted++
 		}
 		for l := range layerDue {
 			if layerDue[l] > 0 {
@@ -462,6 +478,19 @@ func (s *Swarm) measure(start time.Time) Result {
 	}
 	res.LagSpread = secs(Percentile(spreads, 50))
 	return res
+}
+
+// aliveInWindow is how long peer id ran within the measurement window.
+func (s *Swarm) aliveInWindow(id wire.PeerID, windowStart time.Time) time.Duration {
+	from := s.joined[id]
+	if from.Before(windowStart) {
+		from = windowStart
+	}
+	until := s.Net.Now()
+	if left, ok := s.left[id]; ok {
+		until = left
+	}
+	return until.Sub(from)
 }
 
 func secs(v float64) time.Duration { return time.Duration(v * float64(time.Second)) }

@@ -205,3 +205,32 @@ func TestOffloadWithinAnalyticBound(t *testing.T) {
 		require.LessOrEqual(t, r.Offload, bound+1e-9)
 	}
 }
+
+// silentHost never plays: a protocol that reaches nobody.
+type silentHost struct{ id wire.PeerID }
+
+func (h silentHost) Hello() *wire.Hello                      { return &wire.Hello{Peer: h.id} }
+func (silentHost) Admit(*wire.Hello, bool) error             { return nil }
+func (silentHost) Connected(*wire.Hello, bool)               {}
+func (silentHost) DialFailed(wire.PeerID)                    {}
+func (silentHost) Disconnected(wire.PeerID)                  {}
+func (silentHost) Receive(wire.PeerID, wire.Message)         {}
+func (silentHost) Tick()                                     {}
+func (silentHost) Close()                                    {}
+func (silentHost) Stats() engine.Stats                       { return engine.Stats{} }
+func (silentHost) Layers() int                               { return 1 }
+func (silentHost) AddSegment(uint64, []byte, [][]byte) error { return nil }
+
+// Peers that never play count with continuity 0 once they had time to
+// start; the late joiner, without that time, is left out.
+func TestPeersThatNeverPlayCountAsMissing(t *testing.T) {
+	sc := Scenario{Seed: 1, Peers: 10, Duration: 60 * time.Second, Protocol: &Protocol{Name: "silent",
+		NewServer: func(env engine.Env, _ float64) Source { return silentHost{ServerID} },
+		NewPeer:   func(env engine.Env, id wire.PeerID, _ float64) Node { return silentHost{id} }}}
+	sc.Events = []Event{{At: 50 * time.Second, Do: func(s *Swarm) { s.AddPeer(0) }}}
+	r := Run(sc)
+	require.Equal(t, 10, r.PeersMeasured)
+	require.Equal(t, 10, r.NeverStarted)
+	require.Equal(t, 0.0, r.Continuity)
+	require.Equal(t, 0, r.PeersStarted)
+}

@@ -5,7 +5,10 @@
 // segment it receives to all of them. A newcomer (or an orphan whose
 // parent left) asks the server to adopt it; a node without a free slot
 // redirects the request to the child whose subtree has the nearest free
-// slot, so the tree fills breadth first. A node never adopts one of its
+// slot, so the tree fills breadth first; a full node whose joiner can
+// take more children than one of its own children swaps them (the
+// displaced child moves under the joiner), so capacity rises toward the
+// root. A node never adopts one of its
 // ancestors (each node knows its path to the root). An orphan keeps its
 // own subtree and rejoins at the root; what is pushed while it is
 // detached is lost to its subtree (pure push: a parent with a full
@@ -44,6 +47,7 @@ const (
 type child struct {
 	free  int // free slots in its subtree
 	depth int // depth of its nearest free slot below it (noFree: none)
+	slots int // its own degree bound
 }
 
 // Host is one tree node.
@@ -54,7 +58,7 @@ type Host struct {
 	attached bool
 	path     []wire.PeerID // root ... parent
 	children map[wire.PeerID]*child
-	conns    map[wire.PeerID]bool
+	conns    map[wire.PeerID]int // connected nodes and their degree bounds
 	// joining: an adoption request is under way at target.
 	joining    bool
 	target     wire.PeerID
@@ -62,14 +66,15 @@ type Host struct {
 	retryAt    time.Time
 	lastReport time.Time
 	reported   [2]int // free slots and depth last reported
-	// Joins counts adoptions; Redirects and Retries the detours on the way.
-	Joins, Redirects, Retries int
+	// Joins counts adoptions; Redirects and Retries the detours on the way;
+	// Preemptions the children this node displaced for a stronger joiner.
+	Joins, Redirects, Retries, Preemptions int
 }
 
 // New returns a tree node (the root when cfg.Server).
 func New(cfg baseline.Config, env engine.Env) *Host {
-	h := &Host{Node: baseline.NewNode(cfg, env, true), children: map[wire.PeerID]*child{}, conns: map[wire.PeerID]bool{}}
-	h.slots = int(math.Floor(cfg.Upload/cfg.StreamRate + 1e-9))
+	h := &Host{Node: baseline.NewNode(cfg, env, true), children: map[wire.PeerID]*child{}, conns: map[wire.PeerID]int{}}
+	h.slots = slotsFor(cfg.Upload, cfg.StreamRate)
 	if cfg.Server {
 		h.attached = true
 	} else {
@@ -79,6 +84,8 @@ func New(cfg baseline.Config, env engine.Env) *Host {
 	return h
 }
 
+func slotsFor(upload, rate float64) int { return int(math.Floor(upload/rate + 1e-9)) }
+
 // Admit accepts every connection: adoption is decided per request.
 func (h *Host) Admit(hello *wire.Hello, inbound bool) error {
 	h.CountHello(hello, true)
@@ -87,7 +94,7 @@ func (h *Host) Admit(hello *wire.Hello, inbound bool) error {
 
 // Connected sends the adoption request on the connection being joined.
 func (h *Host) Connected(hello *wire.Hello, outbound bool) {
-	h.conns[hello.Peer] = true
+	h.conns[hello.Peer] = slotsFor(float64(hello.UploadCap), h.Cfg.StreamRate)
 	if h.Cfg.Server && !outbound {
 		edge := uint64(0)
 		if h.HaveAny {
@@ -127,7 +134,7 @@ func (h *Host) startJoin() {
 }
 
 func (h *Host) dial(id wire.PeerID) {
-	if h.conns[id] {
+	if _, ok := h.conns[id]; ok {
 		h.Send(id, &wire.GetCandidates{Max: 1})
 		return
 	}
@@ -142,7 +149,7 @@ func (h *Host) retry() {
 
 // leave closes a connection that is neither to the parent nor a child.
 func (h *Host) dropIfIdle(id wire.PeerID) {
-	if h.conns[id] && id != h.parent && h.children[id] == nil {
+	if _, ok := h.conns[id]; ok && id != h.parent && h.children[id] == nil {
 		h.Env.Disconnect(id)
 	}
 }
@@ -174,11 +181,33 @@ func (h *Host) Receive(from wire.PeerID, m wire.Message) {
 }
 
 func (h *Host) onAdopt(from wire.PeerID) {
-	canAdopt := h.attached && len(h.children) < h.slots && !slices.Contains(h.path, from) && from != h.Cfg.ID
-	if canAdopt {
-		h.children[from] = &child{depth: noFree}
+	eligible := h.attached && !slices.Contains(h.path, from) && from != h.Cfg.ID
+	joinerSlots := h.conns[from]
+	if eligible && len(h.children) < h.slots {
+		h.children[from] = &child{depth: noFree, slots: joinerSlots}
 		h.Send(from, &wire.Candidates{List: h.pathTo()})
 		return
+	}
+	// Full: a joiner that can take more children than one of ours takes
+	// its place, and that child moves under the joiner (which has a slot
+	// for it). Capacity rises toward the root; without it, a tree whose
+	// free slots happen to be filled by peers that cannot forward stops
+	// growing although the newcomers could carry it.
+	if eligible && joinerSlots >= 1 {
+		var low wire.PeerID
+		for _, id := range h.sortedChildren() {
+			if c := h.children[id]; c.slots < joinerSlots && (low == 0 || c.slots < h.children[low].slots) {
+				low = id
+			}
+		}
+		if low != 0 {
+			delete(h.children, low)
+			h.children[from] = &child{depth: noFree, slots: joinerSlots}
+			h.Send(from, &wire.Candidates{List: h.pathTo()})
+			h.Send(low, &wire.Candidates{List: []wire.Candidate{{Peer: from}}})
+			h.Preemptions++
+			return
+		}
 	}
 	// Redirect to the child with the nearest free slot (most free slots
 	// on a tie), or back to the root; the root without room says retry.
@@ -222,6 +251,13 @@ func (h *Host) onCandidates(from wire.PeerID, list []wire.Candidate) {
 	switch {
 	case adopted && h.attached && from == h.parent:
 		h.setPath(list)
+	case !adopted && len(list) == 1 && h.attached && from == h.parent:
+		// Displaced by a newcomer with more slots: join under it (the
+		// subtree comes along).
+		h.attached, h.parent, h.path = false, 0, nil
+		h.joining, h.target, h.hops, h.retryAt = true, list[0].Peer, 0, time.Time{}
+		h.dropIfIdle(from)
+		h.dial(h.target)
 	case adopted && h.joining && from == h.target:
 		h.joining, h.attached, h.parent = false, true, from
 		h.Joins++

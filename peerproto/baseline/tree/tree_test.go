@@ -88,3 +88,29 @@ func TestTreeSameSeedSameResult(t *testing.T) {
 	require.Equal(t, a.Events, b.Events)
 	require.Equal(t, a.Peers, b.Peers)
 }
+
+// Five peers that cannot forward take the root's five slots first: the
+// stronger peers that come next displace them, or the tree would stop
+// growing.
+func TestTreeStrongerJoinersDisplaceLeaves(t *testing.T) {
+	sc := scenario(4, 0)
+	sc.Peers = -1 // none from the upload distribution
+	sc.Events = []swarm.Event{
+		{At: time.Second, Do: func(s *swarm.Swarm) {
+			for range 5 {
+				s.AddPeer(0.5)
+			}
+		}},
+		{At: 5 * time.Second, Do: func(s *swarm.Swarm) {
+			for range 20 {
+				s.AddPeer(3)
+			}
+		}},
+	}
+	s := swarm.New(sc)
+	res := s.Run()
+	checkTree(t, s)
+	require.Equal(t, 25, res.PeersMeasured)
+	require.Zero(t, res.NeverStarted)
+	require.Greater(t, s.Server.Host.(*tree.Host).Preemptions, 0)
+}
