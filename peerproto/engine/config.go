@@ -83,6 +83,12 @@ type Config struct {
 	Seeds int
 	// SeedDelay delays the server's announcement to non-seed peers [1s].
 	SeedDelay time.Duration
+	// ControlShare caps the server's upload spent on control messages it
+	// can skip — announcements to non-seeds, buffer maps, pings and busy
+	// refusals — at this share of UploadCap [0.2];
+	// past it they are dropped, so seeding never starves behind control
+	// traffic that grows with the number of peers. Negative: no cap.
+	ControlShare float64
 	// Urgent is the slack under which a chunk may come from the server
 	// even if no partner holds it [1.5s].
 	Urgent time.Duration
@@ -144,6 +150,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SeedDelay <= 0 {
 		c.SeedDelay = time.Second
+	}
+	if c.ControlShare == 0 {
+		c.ControlShare = 0.2
 	}
 	if c.Urgent <= 0 {
 		c.Urgent = 1500 * time.Millisecond

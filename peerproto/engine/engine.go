@@ -39,6 +39,9 @@ type chunkKey struct {
 
 // partner is a connected node.
 type partner struct {
+	// upTo is the newest segment the server announced with HaveUpTo.
+	upTo      uint64
+	upToSet   bool
 	id        wire.PeerID
 	hello     wire.Hello
 	server    bool
@@ -95,8 +98,11 @@ type seg struct {
 
 // Engine is one node.
 type Engine struct {
-	cfg Config
-	env Env
+	// ctrlTokens is the server's control budget (bytes), as of ctrlAt.
+	ctrlTokens float64
+	ctrlAt     time.Time
+	cfg        Config
+	env        Env
 
 	partners map[wire.PeerID]*partner
 	ordered  []*partner // partners sorted by ID, for deterministic iteration
@@ -313,9 +319,59 @@ func (e *Engine) send(to wire.PeerID, m wire.Message) {
 		e.stats.MediaBytesOut += uint64(len(d.Payload))
 		e.stats.ControlBytesOut += uint64(n - len(d.Payload))
 	} else {
+		if e.IsServer() && e.shed(m, n) {
+			e.stats.ControlShed++
+			return
+		}
 		e.stats.ControlBytesOut += uint64(n)
 	}
 	e.env.Send(to, m)
+}
+
+// shed tells whether the server drops a control message of n bytes
+// because its control budget (ControlShare of the upload cap, one second
+// or 512 bytes of burst) is spent. Only messages whose loss a peer survives are
+// budgeted: refusals (the request times out instead), announcements to
+// non-seeds (the next one implies the skipped ones), buffer maps and
+// pings. Candidate lists are not: a newcomer without them has no partner.
+func (e *Engine) shed(m wire.Message, n int) bool {
+	if e.cfg.UploadCap <= 0 || e.cfg.ControlShare < 0 {
+		return false
+	}
+	switch m := m.(type) {
+	case *wire.Have:
+		if m.Flags&wire.HaveSeed != 0 {
+			return false
+		}
+	case *wire.BufferMap, *wire.Ping:
+	default:
+		return false
+	}
+	now := e.env.Now()
+	rate := e.cfg.ControlShare * e.cfg.UploadCap
+	burst := max(rate, 512) // a second of budget, at least one large control message
+	e.ctrlTokens = min(burst, e.ctrlTokens+rate*now.Sub(e.ctrlAt).Seconds())
+	e.ctrlAt = now
+	if e.ctrlTokens < float64(n) {
+		return true
+	}
+	e.ctrlTokens -= float64(n)
+	return false
+}
+
+// noteServerSegment records that the server holds segment seq.
+func (e *Engine) noteServerSegment(seq uint64, now time.Time, seed bool) {
+	s := e.segs[seq]
+	if s == nil && seq >= e.have.Base() {
+		s = &seg{}
+		e.segs[seq] = s
+	}
+	if s != nil {
+		if s.firstSeen.IsZero() {
+			s.firstSeen = now
+		}
+		s.seed = s.seed || seed
+	}
 }
 
 // Receive handles one message from a connected node.
@@ -375,20 +431,23 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 				for l := 0; l < int(h.Layer) && l < e.cfg.Layers; l++ {
 					p.bm.Set(h.Seq, l)
 				}
+				// The server holds every segment up to its edge: an
+				// announcement it skipped (control budget) is implied.
+				if p.server && p.upToSet {
+					for seq := max(p.upTo+1, p.bm.Base()); seq < h.Seq; seq++ {
+						for l := 0; l <= int(h.Layer) && l < e.cfg.Layers; l++ {
+							p.bm.Set(seq, l)
+						}
+						e.noteServerSegment(seq, now, false)
+					}
+				}
+				if p.server && (!p.upToSet || h.Seq > p.upTo) {
+					p.upTo, p.upToSet = h.Seq, true
+				}
 			}
 			if p.server {
 				e.noteLiveEdge(h.Seq, at, false)
-				s := e.segs[h.Seq]
-				if s == nil && h.Seq >= e.have.Base() {
-					s = &seg{}
-					e.segs[h.Seq] = s
-				}
-				if s != nil {
-					if s.firstSeen.IsZero() {
-						s.firstSeen = now
-					}
-					s.seed = s.seed || m.Flags&wire.HaveSeed != 0
-				}
+				e.noteServerSegment(h.Seq, now, m.Flags&wire.HaveSeed != 0)
 			}
 		}
 		if !e.IsServer() && now.Sub(e.lastSchedule) >= 20*time.Millisecond {

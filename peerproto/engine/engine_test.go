@@ -109,3 +109,40 @@ func TestAPeerAcceptsAtMostMaxPartners(t *testing.T) {
 	net.Run(sim.Epoch.Add(time.Second))
 	require.Len(t, nodes[0].Engine.Partners(), 2)
 }
+
+// Over its control budget the server skips announcements to non-seed
+// peers; a later one implies the skipped segments, so a peer that only
+// has the server still fetches and plays every segment.
+func TestServerOverControlBudgetSkipsAnnouncementsWithoutLosingSegments(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	net := sim.New(3)
+	server := net.AddNode(1, 1e6, 0, func(env engine.Env) *engine.Engine {
+		return engine.New(engine.Config{Role: wire.RoleServer, ID: 1, Stream: "s", SegmentDuration: time.Second,
+			UploadCap: 1e6, Seeds: 1, ControlShare: 0.00001}, env) // 10 B/s: most announcements are skipped
+	})
+	var peers []*sim.Node
+	for id := wire.PeerID(2); id <= 3; id++ {
+		peers = append(peers, net.AddNode(id, 1e6, 1e7, func(env engine.Env) *engine.Engine {
+			// No peer partners: everything comes from the server.
+			return engine.New(engine.Config{ID: id, Stream: "s", StreamKey: pub, PlayoutDelay: 3 * time.Second, Partners: 1, MaxPartners: 1}, env)
+		}))
+		net.Connect(id, 1)
+	}
+	for i := 0; i < 20; i++ {
+		seq := uint64(i)
+		net.At(sim.Epoch.Add(time.Duration(i)*time.Second), func() {
+			chunks := [][]byte{[]byte("base layer"), []byte("enhancement")}
+			raw, err := manifest.Sign(priv, manifest.New("s", seq, 1000, 1, chunks))
+			require.NoError(t, err)
+			require.NoError(t, server.Engine.AddSegment(seq, raw, chunks))
+		})
+	}
+	net.Run(sim.Epoch.Add(22 * time.Second))
+	require.Positive(t, server.Engine.Stats().ControlShed)
+	for _, p := range peers {
+		st := p.Engine.Stats()
+		require.True(t, st.Started)
+		require.Equal(t, 1.0, st.Continuity(), "peer %d", p.ID)
+	}
+}

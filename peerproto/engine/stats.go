@@ -45,6 +45,9 @@ type Stats struct {
 	// Hedges counts base-layer chunks also asked of the server because
 	// a peer was late.
 	Hedges uint64
+	// ControlShed counts control messages the server dropped over its
+	// control budget (Config.ControlShare).
+	ControlShed uint64
 	// Base-layer miss diagnostics.
 	MissInFlightServer, MissInFlightPeer, MissNoHolder, MissServerOnly, MissNotRequested uint64
 	// PlayedAt lists recent playback events (bounded).
