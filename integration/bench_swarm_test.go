@@ -148,6 +148,11 @@ type runSummary struct {
 	LagSpread        float64   `json:"lagSpreadS"`
 	PeersStarted     int       `json:"peersStarted"`
 	NeverStarted     int       `json:"neverStarted"`
+	// The server's upload split and refusals over the run.
+	ServerMediaMB   float64 `json:"serverMediaMB"`
+	ServerControlMB float64 `json:"serverControlMB"`
+	ServerBusy      uint64  `json:"serverBusyRefusals"`
+	ServerShed      uint64  `json:"serverControlShed"`
 	WallSeconds      float64   `json:"wallSeconds"`
 	Events           uint64    `json:"events"`
 	MaxLagMs         float64   `json:"maxLagMs,omitempty"`
@@ -162,7 +167,9 @@ func summarize(name string, sc swarm.Scenario, res swarm.Result, wall time.Durat
 		CopiesPerSegment: res.CopiesPerSegment, Quality: res.Quality, ControlOverhead: res.ControlOverhead,
 		StartupP50: res.StartupP50.Seconds(), StartupP95: res.StartupP95.Seconds(),
 		LatencyP50: res.LatencyP50.Seconds(), LatencyP95: res.LatencyP95.Seconds(), LatencyP99: res.LatencyP99.Seconds(),
-		LagSpread: res.LagSpread.Seconds(), PeersStarted: res.PeersStarted, NeverStarted: res.NeverStarted, WallSeconds: wall.Seconds(),
+		LagSpread: res.LagSpread.Seconds(), PeersStarted: res.PeersStarted, NeverStarted: res.NeverStarted,
+		ServerMediaMB: float64(res.Server.MediaBytesOut) / 1e6, ServerControlMB: float64(res.Server.ControlBytesOut) / 1e6,
+		ServerBusy: res.Server.RejectedBusy, ServerShed: res.Server.ControlShed, WallSeconds: wall.Seconds(),
 		Events: res.Events, MaxLagMs: float64(res.MaxLag) / 1e6, ServerEgress: res.ServerEgress}
 	for _, p := range res.Peers {
 		if p.Stats.Started {

@@ -369,6 +369,8 @@ type Result struct {
 	// NeverStarted counts peers measured with continuity 0 because they
 	// never started playing (see Scenario.StartGrace).
 	NeverStarted int
+	// Server is the server's counters at the end of the run.
+	Server engine.Stats
 }
 
 func (s *Swarm) measure(start time.Time) Result {
@@ -456,6 +458,8 @@ func (s *Swarm) measure(start time.Time) Result {
 		res.Offload = fromPeers / (fromServer + fromPeers)
 	}
 	srv := s.Server.Host.(Node).Stats()
+	srv.PlayedAt = nil
+	res.Server = srv
 	if s.serverSegBytes > 0 {
 		res.CopiesPerSegment = float64(srv.MediaBytesOut) / s.serverSegBytes
 	}
