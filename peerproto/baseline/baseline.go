@@ -14,6 +14,10 @@ import (
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
+// ServerID is the server's ID (as in package swarm): the tree's root, the
+// mesh's source and bootstrap node.
+const ServerID wire.PeerID = 1
+
 // Config is what every baseline node knows of the stream.
 type Config struct {
 	ID wire.PeerID

@@ -6,6 +6,7 @@ package swarm
 
 import (
 	"crypto/ed25519"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -380,7 +381,9 @@ func (s *Swarm) measure(start time.Time) Result {
 	var lats []float64
 	perSeq := map[uint64][]float64{}
 	var fromServer, fromPeers, waste, mediaIn, ctrl, media float64
-	for id, nd := range s.Net.Nodes() {
+	// In ID order: float sums come out bit for bit the same for a seed.
+	for _, id := range slices.Sorted(maps.Keys(s.Net.Nodes())) {
+		nd := s.Net.Node(id)
 		if id == ServerID {
 			continue
 		}

@@ -24,6 +24,7 @@
 package donet
 
 import (
+	"maps"
 	"slices"
 	"time"
 
@@ -31,9 +32,6 @@ import (
 	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
-
-// ServerID is the source's ID (as in package swarm).
-const ServerID wire.PeerID = 1
 
 // Config tunes the mesh. Zero fields take the defaults in brackets.
 type Config struct {
@@ -189,7 +187,7 @@ func (h *Host) Connected(hello *wire.Hello, outbound bool) {
 	id := hello.Peer
 	delete(h.dialing, id)
 	now := h.Env.Now()
-	if hello.Token == "bootstrap" || (outbound && h.bootstrapOn && id == ServerID) {
+	if hello.Token == "bootstrap" || (outbound && h.bootstrapOn && id == baseline.ServerID) {
 		h.bootstrap[id] = true
 		if outbound {
 			h.bootstrapOn = false
@@ -205,10 +203,10 @@ func (h *Host) Connected(hello *wire.Hello, outbound bool) {
 // DialFailed forgets the member.
 func (h *Host) DialFailed(id wire.PeerID) {
 	delete(h.dialing, id)
-	if id != ServerID {
+	if id != baseline.ServerID {
 		delete(h.view, id)
 	}
-	if id == ServerID && h.bootstrapOn {
+	if id == baseline.ServerID && h.bootstrapOn {
 		h.bootstrapOn = false
 	}
 }
@@ -218,7 +216,7 @@ func (h *Host) Disconnected(id wire.PeerID) {
 	delete(h.partners, id)
 	delete(h.bootstrap, id)
 	delete(h.dialing, id)
-	if id != ServerID {
+	if id != baseline.ServerID {
 		delete(h.view, id)
 	}
 	for seq, p := range h.pending {
@@ -260,7 +258,7 @@ func (h *Host) Receive(from wire.PeerID, m wire.Message) {
 		h.Send(from, &wire.Welcome{Peer: h.Cfg.ID, LiveEdge: h.Newest, SegmentDurationMs: uint32(h.Cfg.SegmentDuration / time.Millisecond)})
 		h.Send(from, &wire.Candidates{List: h.sample(int(m.Max), from)})
 	case *wire.Welcome:
-		if from == ServerID {
+		if from == baseline.ServerID {
 			h.Anchor(m.LiveEdge, now)
 		}
 	case *wire.Candidates:
@@ -307,7 +305,7 @@ func (h *Host) Receive(from wire.PeerID, m wire.Message) {
 			h.Answered++
 		}
 		h.settle(m.Seq)
-		h.Store(m.Seq, m.Payload, from == ServerID)
+		h.Store(m.Seq, m.Payload, from == baseline.ServerID)
 	}
 }
 
@@ -338,7 +336,7 @@ func (h *Host) merge(list []wire.Candidate) {
 
 func (h *Host) trimView(now time.Time) {
 	for _, id := range h.sortedView() {
-		if now.Sub(h.view[id]) > h.cfg.MemberTTL && h.partners[id] == nil && id != ServerID {
+		if now.Sub(h.view[id]) > h.cfg.MemberTTL && h.partners[id] == nil && id != baseline.ServerID {
 			delete(h.view, id)
 		}
 	}
@@ -398,8 +396,8 @@ func (h *Host) fillPartners() {
 	now := h.Env.Now()
 	if len(cands) < need && len(h.partners) == 0 && !h.bootstrapOn && now.Sub(h.lastBoot) >= time.Second {
 		h.lastBoot, h.bootstrapOn = now, true
-		h.dialing[ServerID] = true
-		h.Env.Dial(wire.Candidate{Peer: ServerID})
+		h.dialing[baseline.ServerID] = true
+		h.Env.Dial(wire.Candidate{Peer: baseline.ServerID})
 	}
 }
 
@@ -558,32 +556,11 @@ func (h *Host) schedule(now time.Time) {
 	}
 }
 
-func (h *Host) sortedPartners() []wire.PeerID {
-	out := make([]wire.PeerID, 0, len(h.partners))
-	for id := range h.partners {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
-}
+func (h *Host) sortedPartners() []wire.PeerID { return slices.Sorted(maps.Keys(h.partners)) }
 
-func (h *Host) sortedPending() []uint64 {
-	out := make([]uint64, 0, len(h.pending))
-	for seq := range h.pending {
-		out = append(out, seq)
-	}
-	slices.Sort(out)
-	return out
-}
+func (h *Host) sortedPending() []uint64 { return slices.Sorted(maps.Keys(h.pending)) }
 
-func (h *Host) sortedView() []wire.PeerID {
-	out := make([]wire.PeerID, 0, len(h.view))
-	for id := range h.view {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
-}
+func (h *Host) sortedView() []wire.PeerID { return slices.Sorted(maps.Keys(h.view)) }
 
 // Partners is the number of partners.
 func (h *Host) Partners() int { return len(h.partners) }

@@ -25,6 +25,7 @@
 package tree
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -33,9 +34,6 @@ import (
 	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
-
-// ServerID is the root's ID (as in package swarm).
-const ServerID wire.PeerID = 1
 
 const (
 	reportEvery = time.Second
@@ -79,7 +77,7 @@ func New(cfg baseline.Config, env engine.Env) *Host {
 		h.attached = true
 	} else {
 		// The swarm dials the server at once: that is the first request.
-		h.joining, h.target = true, ServerID
+		h.joining, h.target = true, baseline.ServerID
 	}
 	return h
 }
@@ -129,8 +127,8 @@ func (h *Host) Disconnected(id wire.PeerID) {
 }
 
 func (h *Host) startJoin() {
-	h.joining, h.target, h.hops, h.retryAt = true, ServerID, 0, time.Time{}
-	h.dial(ServerID)
+	h.joining, h.target, h.hops, h.retryAt = true, baseline.ServerID, 0, time.Time{}
+	h.dial(baseline.ServerID)
 }
 
 func (h *Host) dial(id wire.PeerID) {
@@ -159,7 +157,7 @@ func (h *Host) Receive(from wire.PeerID, m wire.Message) {
 	h.CountIn(m)
 	switch m := m.(type) {
 	case *wire.Welcome:
-		if from == ServerID {
+		if from == baseline.ServerID {
 			h.Anchor(m.LiveEdge, h.Env.Now())
 		}
 	case *wire.GetCandidates:
@@ -174,7 +172,7 @@ func (h *Host) Receive(from wire.PeerID, m wire.Message) {
 		if from != h.parent || !h.attached {
 			return
 		}
-		if h.Store(m.Seq, m.Payload, from == ServerID) {
+		if h.Store(m.Seq, m.Payload, from == baseline.ServerID) {
 			h.forward(m)
 		}
 	}
@@ -234,7 +232,7 @@ func (h *Host) onAdopt(from wire.PeerID) {
 	case h.Cfg.Server:
 		h.Send(from, &wire.Candidates{})
 	default:
-		h.Send(from, &wire.Candidates{List: []wire.Candidate{{Peer: ServerID}}})
+		h.Send(from, &wire.Candidates{List: []wire.Candidate{{Peer: baseline.ServerID}}})
 	}
 }
 
@@ -352,23 +350,9 @@ func (h *Host) free() (int, int) {
 	return free, depth
 }
 
-func (h *Host) sortedChildren() []wire.PeerID {
-	out := make([]wire.PeerID, 0, len(h.children))
-	for id := range h.children {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
-}
+func (h *Host) sortedChildren() []wire.PeerID { return slices.Sorted(maps.Keys(h.children)) }
 
-func (h *Host) sortedConns() []wire.PeerID {
-	out := make([]wire.PeerID, 0, len(h.conns))
-	for id := range h.conns {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
-}
+func (h *Host) sortedConns() []wire.PeerID { return slices.Sorted(maps.Keys(h.conns)) }
 
 // Depth is the node's depth in the tree (0: root; -1: detached).
 func (h *Host) Depth() int {
