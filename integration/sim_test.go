@@ -552,8 +552,8 @@ func scaleFinding(point func(string, int) runSummary, ns []int, d time.Duration)
 	big := point("coop layered", top)
 	fmt.Fprintf(&b, " with a few server copies per segment throughout (%.2f at N = %d; client/server: N). At N = %d the server's "+
 		"upload goes to control instead of seeding: %.1f MB of control against %.1f MB of media in %.0f s, %d busy refusals of "+
-		"fallback requests, %d announcements and pings skipped over its 20%% control budget — its seeds starve, peers fall back on it, "+
-		"and the mesh does not recover. Nobody carries N = %d here: the tree's joins through the root are too slow for the "+
+		"fallback requests, %d announcements and pings skipped over its 20%% control budget — its seeds starve, peers fall back on it "+
+		"and the mesh is slow to recover. Nobody carries N = %d here: the tree's joins through the root are too slow for the "+
 		"flash crowd (%.2f; startup p50 %.0f s) and gossip does not reach past a few hops (%.2f).",
 		big.CopiesPerSegment, top, top, big.ServerControlMB, big.ServerMediaMB, d.Seconds(), big.ServerBusy, big.ServerShed, top,
 		point("tree", top).Continuity, point("tree", top).StartupP50, point("gossip (DONet)", top).Continuity)
