@@ -130,35 +130,35 @@ var benchScenarios = []benchScenario{
 
 // runSummary is one run's metrics (docs: ../shared/docs/metrics.md).
 type runSummary struct {
-	Scenario         string    `json:"scenario"`
-	N                int       `json:"n"`
-	Seed             uint64    `json:"seed"`
-	RealTime         bool      `json:"realTime"`
-	Continuity       float64   `json:"continuity"`
-	ContinuityP5     float64   `json:"continuityP5"`
-	Offload          float64   `json:"offload"`
-	CopiesPerSegment float64   `json:"copiesPerSegment"`
-	Quality          float64   `json:"quality"`
-	ControlOverhead  float64   `json:"controlOverhead"`
-	StartupP50       float64   `json:"startupP50s"`
-	StartupP95       float64   `json:"startupP95s"`
-	LatencyP50       float64   `json:"latencyP50s"`
-	LatencyP95       float64   `json:"latencyP95s"`
-	LatencyP99       float64   `json:"latencyP99s"`
-	LagSpread        float64   `json:"lagSpreadS"`
-	PeersStarted     int       `json:"peersStarted"`
-	NeverStarted     int       `json:"neverStarted"`
+	Scenario         string  `json:"scenario"`
+	N                int     `json:"n"`
+	Seed             uint64  `json:"seed"`
+	RealTime         bool    `json:"realTime"`
+	Continuity       float64 `json:"continuity"`
+	ContinuityP5     float64 `json:"continuityP5"`
+	Offload          float64 `json:"offload"`
+	CopiesPerSegment float64 `json:"copiesPerSegment"`
+	Quality          float64 `json:"quality"`
+	ControlOverhead  float64 `json:"controlOverhead"`
+	StartupP50       float64 `json:"startupP50s"`
+	StartupP95       float64 `json:"startupP95s"`
+	LatencyP50       float64 `json:"latencyP50s"`
+	LatencyP95       float64 `json:"latencyP95s"`
+	LatencyP99       float64 `json:"latencyP99s"`
+	LagSpread        float64 `json:"lagSpreadS"`
+	PeersStarted     int     `json:"peersStarted"`
+	NeverStarted     int     `json:"neverStarted"`
 	// The server's upload split and refusals over the run.
-	ServerMediaMB   float64 `json:"serverMediaMB"`
-	ServerControlMB float64 `json:"serverControlMB"`
-	ServerBusy      uint64  `json:"serverBusyRefusals"`
-	ServerShed      uint64  `json:"serverControlShed"`
-	WallSeconds      float64   `json:"wallSeconds"`
-	Events           uint64    `json:"events"`
-	MaxLagMs         float64   `json:"maxLagMs,omitempty"`
-	ServerEgress     []float64 `json:"serverEgressBytesPerSec"`
-	Startups         []float64 `json:"-"`
-	Latencies        []float64 `json:"-"`
+	ServerMediaMB   float64   `json:"serverMediaMB"`
+	ServerControlMB float64   `json:"serverControlMB"`
+	ServerBusy      uint64    `json:"serverBusyRefusals"`
+	ServerShed      uint64    `json:"serverControlShed"`
+	WallSeconds     float64   `json:"wallSeconds"`
+	Events          uint64    `json:"events"`
+	MaxLagMs        float64   `json:"maxLagMs,omitempty"`
+	ServerEgress    []float64 `json:"serverEgressBytesPerSec"`
+	Startups        []float64 `json:"-"`
+	Latencies       []float64 `json:"-"`
 }
 
 func summarize(name string, sc swarm.Scenario, res swarm.Result, wall time.Duration) runSummary {

@@ -17,6 +17,15 @@
 //     highest estimated bandwidth among those whose queue still lets the
 //     segment arrive before its deadline.
 //
+// Details the paper leaves open, each chosen because the simpler choice
+// measured worse in this simulator: a supplier keeps its own request
+// queue (requests can be cancelled, stale ones dropped) and feeds its
+// link 300 ms at a time; at most 3 requests are in flight per partner;
+// a partner's bandwidth is estimated from request-to-arrival times (so a
+// supplier shared by many looks slow); views forget at random, not the
+// oldest first (else newcomers only meet the peers that joined just
+// before them), and the server's view is 16x larger.
+//
 // The messages are the engine's: Hello (Token "bootstrap" marks a
 // bootstrap connection), GetCandidates/Candidates (Candidate.RTTMicros
 // carries an announcement's age in milliseconds), Welcome (the server's
@@ -24,6 +33,7 @@
 package donet
 
 import (
+	"errors"
 	"maps"
 	"slices"
 	"time"
@@ -176,11 +186,7 @@ func (h *Host) Admit(hello *wire.Hello, inbound bool) error {
 	return nil
 }
 
-type fullError struct{}
-
-func (fullError) Error() string { return "donet: partner list full" }
-
-var errFull error = fullError{}
+var errFull = errors.New("donet: partner list full")
 
 // Connected starts a partnership or a bootstrap exchange.
 func (h *Host) Connected(hello *wire.Hello, outbound bool) {
