@@ -84,10 +84,10 @@ type Config struct {
 	// SeedDelay delays the server's announcement to non-seed peers [1s].
 	SeedDelay time.Duration
 	// ControlShare caps the server's upload spent on control messages it
-	// can skip — announcements to non-seeds, buffer maps, pings and busy
-	// refusals — at this share of UploadCap [0.2];
-	// past it they are dropped, so seeding never starves behind control
-	// traffic that grows with the number of peers. Negative: no cap.
+	// can skip — announcements to non-seeds, buffer maps and pings — at
+	// this share of UploadCap [0.2]; past it they are dropped, so seeding
+	// never starves behind control traffic that grows with the number of
+	// peers. Negative: no cap.
 	ControlShare float64
 	// Urgent is the slack under which a chunk may come from the server
 	// even if no partner holds it [1.5s].

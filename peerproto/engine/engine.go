@@ -39,9 +39,6 @@ type chunkKey struct {
 
 // partner is a connected node.
 type partner struct {
-	// upTo is the newest segment the server announced with HaveUpTo.
-	upTo      uint64
-	upToSet   bool
 	id        wire.PeerID
 	hello     wire.Hello
 	server    bool
@@ -63,6 +60,10 @@ type partner struct {
 	lastArrival time.Time
 	busyUntil   time.Time
 	reported    wire.Report
+	// upTo is the newest segment the server announced with HaveUpTo
+	// (valid when upToSet).
+	upTo    uint64
+	upToSet bool
 }
 
 type request struct {
@@ -98,11 +99,8 @@ type seg struct {
 
 // Engine is one node.
 type Engine struct {
-	// ctrlTokens is the server's control budget (bytes), as of ctrlAt.
-	ctrlTokens float64
-	ctrlAt     time.Time
-	cfg        Config
-	env        Env
+	cfg Config
+	env Env
 
 	partners map[wire.PeerID]*partner
 	ordered  []*partner // partners sorted by ID, for deterministic iteration
@@ -136,6 +134,9 @@ type Engine struct {
 	pendingHaves []wire.HaveEntry
 	queue        []servReq
 	limiter      *rate.Limiter
+	// ctrlTokens is the server's control budget in bytes, as of ctrlAt.
+	ctrlTokens float64
+	ctrlAt     time.Time
 
 	candidates map[wire.PeerID]wire.Candidate
 	dialing    map[wire.PeerID]time.Time
@@ -330,10 +331,11 @@ func (e *Engine) send(to wire.PeerID, m wire.Message) {
 
 // shed tells whether the server drops a control message of n bytes
 // because its control budget (ControlShare of the upload cap, one second
-// or 512 bytes of burst) is spent. Only messages whose loss a peer survives are
-// budgeted: refusals (the request times out instead), announcements to
-// non-seeds (the next one implies the skipped ones), buffer maps and
-// pings. Candidate lists are not: a newcomer without them has no partner.
+// or 512 bytes of burst) is spent. Only messages whose loss a peer
+// survives are budgeted: announcements to non-seeds (the next one implies
+// the skipped ones), buffer maps and pings. Candidate lists are not (a
+// newcomer without them has no partner), nor busy refusals (dropping them
+// made peers wait for timeouts: N = 2000 fell from 0.86 to 0.71).
 func (e *Engine) shed(m wire.Message, n int) bool {
 	if e.cfg.UploadCap <= 0 || e.cfg.ControlShare < 0 {
 		return false
