@@ -151,9 +151,11 @@ const ServerID wire.PeerID = 1
 
 // Swarm is a running scenario.
 type Swarm struct {
-	Sc             Scenario
-	Net            *sim.Network
-	Server         *sim.Node
+	Sc     Scenario
+	Net    *sim.Network
+	Server *sim.Node
+	// source is Server's host (the engine or a baseline's server).
+	source         Source
 	pub            ed25519.PublicKey
 	priv           ed25519.PrivateKey
 	nextID         wire.PeerID
@@ -194,6 +196,7 @@ func New(sc Scenario) *Swarm {
 		}
 		return engine.New(cfg, env)
 	})
+	s.source = s.Server.Host.(Source)
 	s.Net.At(s.Net.Now(), s.produce)
 	return s
 }
@@ -222,7 +225,7 @@ func (s *Swarm) produce() {
 	if s.OnSegment != nil {
 		s.OnSegment(s.seq, man)
 	}
-	if err := s.Server.Host.(Source).AddSegment(s.seq, raw, chunks); err != nil {
+	if err := s.source.AddSegment(s.seq, raw, chunks); err != nil {
 		panic(err)
 	}
 	s.serverSegBytes += float64(total)
@@ -308,7 +311,7 @@ func (s *Swarm) Run() Result {
 	var egress []float64
 	var sample func()
 	sample = func() {
-		out := s.Server.Host.(Node).Stats().MediaBytesOut
+		out := s.source.Stats().MediaBytesOut
 		egress = append(egress, float64(out-last))
 		last = out
 		s.Net.At(s.Net.Now().Add(time.Second), sample)
@@ -450,7 +453,6 @@ func (s *Swarm) measure(start time.Time) Result {
 		media += float64(st.MediaBytesIn + st.MediaBytesOut)
 		res.Peers = append(res.Peers, pr)
 	}
-	sort.Slice(res.Peers, func(i, j int) bool { return res.Peers[i].ID < res.Peers[j].ID })
 	res.PeersMeasured = len(cis)
 	if len(cis) > 0 {
 		res.Continuity = mean(cis)
@@ -460,7 +462,7 @@ func (s *Swarm) measure(start time.Time) Result {
 	if fromServer+fromPeers > 0 {
 		res.Offload = fromPeers / (fromServer + fromPeers)
 	}
-	srv := s.Server.Host.(Node).Stats()
+	srv := s.source.Stats()
 	srv.PlayedAt = nil
 	res.Server = srv
 	if s.serverSegBytes > 0 {
