@@ -194,8 +194,10 @@ func (n *Node) Store(seq uint64, payload []byte, fromServer bool) bool {
 }
 
 // Play plays every segment whose deadline has passed and forgets
-// segments older than keep behind the playhead.
-func (n *Node) Play(now time.Time, keep uint64) {
+// segments more than two playout delays behind the playhead (behind the
+// newest, at the server).
+func (n *Node) Play(now time.Time) {
+	keep := uint64(2 * n.Cfg.PlayoutDelay / n.Cfg.SegmentDuration)
 	if n.Cfg.Server {
 		for seq := range n.Segs {
 			if n.HaveAny && seq+keep < n.Newest {
@@ -240,6 +242,15 @@ func (n *Node) Play(now time.Time, keep uint64) {
 			delete(n.Segs, seq)
 		}
 	}
+}
+
+// AddSource stores a segment from the stream's source (the server's
+// input), its layers joined into one chunk; isNew is false for a repeat.
+func (n *Node) AddSource(seq uint64, chunks [][]byte) (payload []byte, isNew bool) {
+	for _, c := range chunks {
+		payload = append(payload, c...)
+	}
+	return payload, n.Store(seq, payload, true)
 }
 
 // Stats returns the node's counters.

@@ -38,7 +38,7 @@ func TestPlaybackCountsLikeTheEngine(t *testing.T) {
 	require.True(t, n.Store(8, make([]byte, 100), false))
 	require.False(t, n.Store(8, make([]byte, 100), false), "duplicate")
 	env.now = t0.Add(4 * time.Second) // 6, 7 and 8 are due
-	n.Play(env.now, 20)
+	n.Play(env.now)
 	st := n.Stats()
 	// 6 missed before anything played: not counted; 7 and 8 played.
 	require.Equal(t, uint64(2), st.Due)
@@ -52,7 +52,7 @@ func TestPlaybackCountsLikeTheEngine(t *testing.T) {
 	require.True(t, n.Store(5, make([]byte, 50), false))
 	require.Equal(t, uint64(50), n.Stats().LateBytes, "behind the playhead: late")
 	env.now = t0.Add(5 * time.Second) // 9 and 10 are due, both missing
-	n.Play(env.now, 20)
+	n.Play(env.now)
 	st = n.Stats()
 	require.Equal(t, uint64(4), st.Due)
 	require.Equal(t, uint64(2), st.BaseOnTime)

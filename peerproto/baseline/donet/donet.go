@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/coopstreaming/coop/peerproto/baseline"
+	"github.com/coopstreaming/coop/peerproto/buffermap"
 	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
@@ -99,9 +100,8 @@ func (c *Config) defaults() {
 
 type partner struct {
 	id wire.PeerID
-	// have is the partner's last buffer map.
-	base uint64
-	bits []byte
+	// bm is the partner's last buffer map.
+	bm *buffermap.Map
 	// bw estimates the partner's upload to us (bytes/s); busy is when
 	// what we asked of it should be through; inFlight counts requests
 	// not answered yet.
@@ -110,14 +110,6 @@ type partner struct {
 	inFlight int
 	// exchanged counts media bytes both ways since the last refinement.
 	exchanged uint64
-}
-
-func (p *partner) has(seq uint64) bool {
-	if seq < p.base || seq >= p.base+uint64(len(p.bits))*8 {
-		return false
-	}
-	i := seq - p.base
-	return p.bits[i/8]&(0x80>>(i%8)) != 0
 }
 
 // queued is a request waiting for upload.
@@ -201,9 +193,9 @@ func (h *Host) Connected(hello *wire.Hello, outbound bool) {
 		}
 		return
 	}
-	h.partners[id] = &partner{id: id, bw: float64(hello.UploadCap) / float64(h.cfg.Partners)}
+	h.partners[id] = &partner{id: id, bm: buffermap.New(0, int(h.window()), 1), bw: float64(hello.UploadCap) / float64(h.cfg.Partners)}
 	h.view[id] = now
-	h.sendBufferMap(id)
+	h.Send(id, h.bufferMap())
 }
 
 // DialFailed forgets the member.
@@ -235,9 +227,9 @@ func (h *Host) Disconnected(id wire.PeerID) {
 
 // serve sends queued segments, in request order, while the upload link
 // holds less than 300 ms of data (at least two segments, so the link
-// stays busy between ticks): the supplier
-// keeps its own queue, as an application over TCP does, so requests that
-// outlive their use can be cancelled or dropped.
+// stays busy between ticks): the supplier keeps its own queue, as an
+// application over TCP does, so requests that outlive their use can be
+// cancelled or dropped.
 func (h *Host) serve(now time.Time) {
 	size := h.Cfg.StreamRate * h.Cfg.SegmentDuration.Seconds()
 	limit := max(2*size, 0.3*h.Cfg.Upload)
@@ -275,8 +267,8 @@ func (h *Host) Receive(from wire.PeerID, m wire.Message) {
 			h.fillPartners()
 		}
 	case *wire.BufferMap:
-		if p := h.partners[from]; p != nil && len(m.Bits) > 0 {
-			p.base, p.bits = m.Base, m.Bits[0]
+		if p := h.partners[from]; p != nil {
+			p.bm.Load(m)
 		}
 	case *wire.Request:
 		if _, ok := h.Segs[m.Seq]; ok && h.partners[from] != nil && len(h.queue) < maxQueue {
@@ -293,21 +285,21 @@ func (h *Host) Receive(from wire.PeerID, m wire.Message) {
 			h.settle(m.Seq)
 		}
 	case *wire.Data:
-		p := h.partners[from]
-		if p != nil {
+		req, asked := h.pending[m.Seq]
+		if p := h.partners[from]; p != nil {
 			p.exchanged += uint64(len(m.Payload))
 			// Throughput sample: bytes over the time from request to
 			// arrival. Queueing at the supplier counts: a supplier that
 			// several partners keep busy looks slow and gets asked less
 			// (inter-arrival samples overrate shared suppliers and
 			// halved continuity at N = 100).
-			if req, ok := h.pending[m.Seq]; ok && req.from == from {
+			if asked && req.from == from {
 				if gap := now.Sub(req.asked).Seconds(); gap > 0.005 {
 					p.bw = 0.7*p.bw + 0.3*float64(len(m.Payload))/gap
 				}
 			}
 		}
-		if _, ok := h.pending[m.Seq]; ok {
+		if asked {
 			h.Answered++
 		}
 		h.settle(m.Seq)
@@ -408,48 +400,43 @@ func (h *Host) fillPartners() {
 }
 
 // window is the buffer map's span in segments: the whole buffer, from
-// the newest segment held back over three playout delays (a multiple of 8).
+// the newest segment held back over three playout delays (a multiple of
+// 64, as package buffermap wants).
 func (h *Host) window() uint64 {
 	w := uint64(3*h.Cfg.PlayoutDelay/h.Cfg.SegmentDuration) + 8
-	return (w + 7) / 8 * 8
+	return (w + 63) / 64 * 64
 }
 
-func (h *Host) sendBufferMap(to wire.PeerID) {
+// bufferMap is this node's buffer map, ending at its newest segment.
+func (h *Host) bufferMap() *wire.BufferMap {
 	w := h.window()
 	base := uint64(0)
 	if h.HaveAny && h.Newest+1 > w {
 		base = h.Newest + 1 - w
 	}
-	bits := make([]byte, w/8)
+	m := buffermap.New(base, int(w), 1)
 	for seq := range h.Segs {
-		if seq >= base && seq < base+w {
-			i := seq - base
-			bits[i/8] |= 0x80 >> (i % 8)
-		}
+		m.Set(seq, 0)
 	}
-	h.Send(to, &wire.BufferMap{Base: base, Window: uint16(w), Bits: [][]byte{bits}})
+	return m.Encode()
 }
 
 // AddSegment is the source's input.
 func (h *Host) AddSegment(seq uint64, _ []byte, chunks [][]byte) error {
-	var payload []byte
-	for _, c := range chunks {
-		payload = append(payload, c...)
-	}
-	h.Store(seq, payload, true)
+	h.AddSource(seq, chunks)
 	return nil
 }
 
 // Tick plays, exchanges buffer maps, schedules, gossips and refines.
 func (h *Host) Tick() {
 	now := h.Env.Now()
-	keep := uint64(2 * h.Cfg.PlayoutDelay / h.Cfg.SegmentDuration)
-	h.Play(now, keep)
+	h.Play(now)
 	h.serve(now)
 	if now.Sub(h.lastBM) >= h.cfg.MapEvery {
 		h.lastBM = now
+		bm := h.bufferMap()
 		for _, id := range h.sortedPartners() {
-			h.sendBufferMap(id)
+			h.Send(id, bm)
 		}
 		h.schedule(now)
 	}
@@ -520,7 +507,7 @@ func (h *Host) schedule(now time.Time) {
 		}
 		var sup []*partner
 		for _, id := range ids {
-			if p := h.partners[id]; p.has(seq) {
+			if p := h.partners[id]; p.bm.Has(seq, 0) {
 				sup = append(sup, p)
 			}
 		}
@@ -578,7 +565,7 @@ func (h *Host) diagnose(seq uint64, st *engine.Stats) {
 		return
 	}
 	for _, p := range h.partners {
-		if p.has(seq) {
+		if p.bm.Has(seq, 0) {
 			st.MissNotRequested++
 			return
 		}

@@ -117,8 +117,8 @@ func (h *Host) Disconnected(id wire.PeerID) {
 	delete(h.conns, id)
 	delete(h.children, id)
 	if h.attached && id == h.parent && !h.Cfg.Server {
-		h.attached, h.parent, h.path = false, 0, nil
-		h.startJoin()
+		h.detach()
+		h.joinAt(baseline.ServerID)
 		return
 	}
 	if h.joining && id == h.target {
@@ -126,9 +126,13 @@ func (h *Host) Disconnected(id wire.PeerID) {
 	}
 }
 
-func (h *Host) startJoin() {
-	h.joining, h.target, h.hops, h.retryAt = true, baseline.ServerID, 0, time.Time{}
-	h.dial(baseline.ServerID)
+// detach leaves the parent (its subtree stays with this node).
+func (h *Host) detach() { h.attached, h.parent, h.path = false, 0, nil }
+
+// joinAt starts an adoption request at target.
+func (h *Host) joinAt(target wire.PeerID) {
+	h.joining, h.target, h.hops, h.retryAt = true, target, 0, time.Time{}
+	h.dial(target)
 }
 
 func (h *Host) dial(id wire.PeerID) {
@@ -145,7 +149,8 @@ func (h *Host) retry() {
 	h.joining, h.target, h.retryAt = true, 0, h.Env.Now().Add(retryAfter)
 }
 
-// leave closes a connection that is neither to the parent nor a child.
+// dropIfIdle closes a connection that is neither to the parent nor a
+// child.
 func (h *Host) dropIfIdle(id wire.PeerID) {
 	if _, ok := h.conns[id]; ok && id != h.parent && h.children[id] == nil {
 		h.Env.Disconnect(id)
@@ -252,10 +257,9 @@ func (h *Host) onCandidates(from wire.PeerID, list []wire.Candidate) {
 	case !adopted && len(list) == 1 && h.attached && from == h.parent:
 		// Displaced by a newcomer with more slots: join under it (the
 		// subtree comes along).
-		h.attached, h.parent, h.path = false, 0, nil
-		h.joining, h.target, h.hops, h.retryAt = true, list[0].Peer, 0, time.Time{}
+		h.detach()
 		h.dropIfIdle(from)
-		h.dial(h.target)
+		h.joinAt(list[0].Peer)
 	case adopted && h.joining && from == h.target:
 		h.joining, h.attached, h.parent = false, true, from
 		h.Joins++
@@ -284,10 +288,9 @@ func (h *Host) setPath(list []wire.Candidate) bool {
 	path := make([]wire.PeerID, 0, len(list))
 	for _, c := range list {
 		if c.Peer == h.Cfg.ID {
-			parent := h.parent
-			h.attached, h.parent, h.path = false, 0, nil
-			h.Env.Disconnect(parent)
-			h.startJoin()
+			h.Env.Disconnect(h.parent)
+			h.detach()
+			h.joinAt(baseline.ServerID)
 			return false
 		}
 		path = append(path, c.Peer)
@@ -309,11 +312,7 @@ func (h *Host) forward(d *wire.Data) {
 
 // AddSegment is the source feeding the root.
 func (h *Host) AddSegment(seq uint64, _ []byte, chunks [][]byte) error {
-	var payload []byte
-	for _, c := range chunks {
-		payload = append(payload, c...)
-	}
-	if h.Store(seq, payload, true) {
+	if payload, isNew := h.AddSource(seq, chunks); isNew {
 		h.forward(&wire.Data{Seq: seq, Payload: payload})
 	}
 	return nil
@@ -323,9 +322,9 @@ func (h *Host) AddSegment(seq uint64, _ []byte, chunks [][]byte) error {
 // once per tick, and every second) and retries a join.
 func (h *Host) Tick() {
 	now := h.Env.Now()
-	h.Play(now, uint64(2*h.Cfg.PlayoutDelay/h.Cfg.SegmentDuration))
+	h.Play(now)
 	if h.joining && h.target == 0 && !h.retryAt.IsZero() && !now.Before(h.retryAt) {
-		h.startJoin()
+		h.joinAt(baseline.ServerID)
 	}
 	if free, depth := h.free(); h.attached && !h.Cfg.Server &&
 		(now.Sub(h.lastReport) >= reportEvery || free != h.reported[0] || depth != h.reported[1]) {
@@ -365,7 +364,7 @@ func (h *Host) Depth() int {
 	return len(h.path)
 }
 
-// Children is the number of children; Slots the most it may take.
+// Children is the number of children.
 func (h *Host) Children() int { return len(h.children) }
 
 // Slots is the degree bound: ⌊upload ÷ stream rate⌋.
