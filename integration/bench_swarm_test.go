@@ -182,31 +182,35 @@ func summarize(name string, sc swarm.Scenario, res swarm.Result, wall time.Durat
 	return s
 }
 
-// medianRun is the element-wise median of runs of one point.
+// medianRun is the element-wise median of runs of one point (counters
+// and series are the first run's).
 func medianRun(runs []runSummary) runSummary {
-	med := func(f func(r runSummary) float64) float64 {
-		v := make([]float64, len(runs))
-		for i, r := range runs {
-			v[i] = f(r)
-		}
-		sort.Float64s(v)
-		return v[len(v)/2]
-	}
 	m := runs[0]
 	m.Seed = 0
-	m.Continuity = med(func(r runSummary) float64 { return r.Continuity })
-	m.ContinuityP5 = med(func(r runSummary) float64 { return r.ContinuityP5 })
-	m.Offload = med(func(r runSummary) float64 { return r.Offload })
-	m.CopiesPerSegment = med(func(r runSummary) float64 { return r.CopiesPerSegment })
-	m.Quality = med(func(r runSummary) float64 { return r.Quality })
-	m.ControlOverhead = med(func(r runSummary) float64 { return r.ControlOverhead })
-	m.StartupP50 = med(func(r runSummary) float64 { return r.StartupP50 })
-	m.StartupP95 = med(func(r runSummary) float64 { return r.StartupP95 })
-	m.LatencyP50 = med(func(r runSummary) float64 { return r.LatencyP50 })
-	m.LatencyP95 = med(func(r runSummary) float64 { return r.LatencyP95 })
-	m.LatencyP99 = med(func(r runSummary) float64 { return r.LatencyP99 })
-	m.LagSpread = med(func(r runSummary) float64 { return r.LagSpread })
-	m.WallSeconds = med(func(r runSummary) float64 { return r.WallSeconds })
+	for _, field := range []func(*runSummary) *float64{
+		func(r *runSummary) *float64 { return &r.Continuity },
+		func(r *runSummary) *float64 { return &r.ContinuityP5 },
+		func(r *runSummary) *float64 { return &r.Offload },
+		func(r *runSummary) *float64 { return &r.CopiesPerSegment },
+		func(r *runSummary) *float64 { return &r.Quality },
+		func(r *runSummary) *float64 { return &r.ControlOverhead },
+		func(r *runSummary) *float64 { return &r.StartupP50 },
+		func(r *runSummary) *float64 { return &r.StartupP95 },
+		func(r *runSummary) *float64 { return &r.LatencyP50 },
+		func(r *runSummary) *float64 { return &r.LatencyP95 },
+		func(r *runSummary) *float64 { return &r.LatencyP99 },
+		func(r *runSummary) *float64 { return &r.LagSpread },
+		func(r *runSummary) *float64 { return &r.ServerMediaMB },
+		func(r *runSummary) *float64 { return &r.ServerControlMB },
+		func(r *runSummary) *float64 { return &r.WallSeconds },
+	} {
+		v := make([]float64, len(runs))
+		for i := range runs {
+			v[i] = *field(&runs[i])
+		}
+		sort.Float64s(v)
+		*field(&m) = v[len(v)/2]
+	}
 	return m
 }
 
