@@ -132,12 +132,17 @@ func pareto(mean time.Duration) func(u float64) time.Duration {
 // baselines are the overlays CoopStreaming is compared with.
 var baselines = []struct{ kind, name string }{{"tree", "tree"}, {"donet", "gossip (DONet)"}}
 
-// churnCases are the churn levels of the comparison; CoopStreaming's
-// scenarios of the same names are in the matrix too.
-var churnCases = []struct {
+// churnCase is a churn level: peer lifetimes drawn by draw.
+type churnCase struct {
 	name string
 	draw func(float64) time.Duration
-}{
+}
+
+// churnCases are the churn levels every protocol runs at N = 500. Pareto
+// 1.5 with a mean of 1 min: no lifetime under 20 s, a few very long ones
+// (with a 5 min mean the shortest lifetime, 100 s, outlasted the run and
+// nobody left).
+var churnCases = []churnCase{
 	{"churn exponential (mean 5 min)", exponential(5 * time.Minute)},
 	{"churn exponential (mean 1 min)", exponential(time.Minute)},
 	{"churn heavy-tailed (Pareto 1.5, mean 1 min)", pareto(time.Minute)},
@@ -185,15 +190,11 @@ func TestSimEvaluation(t *testing.T) {
 			sc.Uploads = []swarm.UploadClass{{Share: 1, Factor: up}}
 			add(fmt.Sprintf("coop homogeneous %.1fx", up), target, sc)
 		}
-		// Pareto 1.5 with a mean of 1 min: no lifetime under 20 s, a few
-		// very long ones (with a 5 min mean the shortest lifetime, 100 s,
-		// outlasted the run and nobody left).
-		heavy := simScenario(seed, target, d, nil)
-		heavy.Events = lifetimeChurn(10*time.Second, pareto(time.Minute))
-		add("churn heavy-tailed (Pareto 1.5, mean 1 min)", target, heavy)
-		exp := simScenario(seed, target, d, nil)
-		exp.Events = lifetimeChurn(10*time.Second, exponential(5*time.Minute))
-		add("churn exponential (mean 5 min)", target, exp)
+		for _, c := range churnCases {
+			sc := simScenario(seed, target, d, nil)
+			sc.Events = lifetimeChurn(10*time.Second, c.draw)
+			add(c.name, target, sc)
+		}
 		add("ablation: no rarest first", target, simScenario(seed, target, d, func(c *engine.Config) { c.DisableRarestFirst = true }))
 		add("ablation: no random first", target, simScenario(seed, target, d, func(c *engine.Config) { c.DisableRandomFirst = true }))
 		add("ablation: no QoS layer control", target, simScenario(seed, target, d, func(c *engine.Config) { c.DisableQoS = true }))
@@ -204,9 +205,6 @@ func TestSimEvaluation(t *testing.T) {
 		flash := simScenario(seed, target/10, d, nil)
 		addFlashCrowd(&flash, target)
 		add("flash crowd (10% at start, 90% within 10 s)", target, flash)
-		heavyExp := simScenario(seed, target, d, nil)
-		heavyExp.Events = lifetimeChurn(10*time.Second, exponential(time.Minute))
-		add("churn exponential (mean 1 min)", target, heavyExp)
 
 		// Baselines: the same network, source, peers and churn.
 		for _, kind := range baselines {
@@ -226,10 +224,7 @@ func TestSimEvaluation(t *testing.T) {
 			add(kind.name+" flash crowd", target, bflash)
 			// At a longer playout delay, the gossip mesh's usual operating
 			// point (DONet buffers tens of seconds).
-			for _, c := range []struct {
-				name string
-				draw func(float64) time.Duration
-			}{{"", nil}, churnCases[0]} {
+			for _, c := range []churnCase{{}, churnCases[0]} {
 				sc := baselineScenarioDelay(kind.kind, seed, target, d+longPlayout, longPlayout)
 				sc.Warmup = longPlayout + 15*time.Second
 				name := kind.name + " 30 s playout delay"
