@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -1077,12 +1078,7 @@ func (e *Engine) expireRequests(now time.Time) {
 				expired = append(expired, k)
 			}
 		}
-		slices.SortFunc(expired, func(a, b chunkKey) int {
-			if a.seq != b.seq {
-				return cmpSeq(a.seq, b.seq)
-			}
-			return a.layer - b.layer
-		})
+		slices.SortFunc(expired, cmpChunk)
 		for _, k := range expired {
 			p.inBytes -= p.inflight[k].size
 			delete(p.inflight, k)
@@ -1208,7 +1204,10 @@ func (e *Engine) hedge(now time.Time) {
 		if p.server {
 			continue
 		}
-		for k, r := range p.inflight {
+		// In chunk order: the loop stops at six hedges, and map order
+		// would make the choice differ from run to run.
+		for _, k := range slices.SortedFunc(maps.Keys(p.inflight), cmpChunk) {
+			r := p.inflight[k]
 			if k.layer != 0 || srv.inflight[k] != nil || srv.bm == nil || !srv.bm.Has(k.seq, 0) {
 				continue
 			}
@@ -1345,6 +1344,14 @@ func (e *Engine) list() []*partner {
 		slices.SortFunc(e.ordered, func(a, b *partner) int { return cmpID(a.id, b.id) })
 	}
 	return e.ordered
+}
+
+// cmpChunk orders chunks by segment, then layer.
+func cmpChunk(a, b chunkKey) int {
+	if a.seq != b.seq {
+		return cmpSeq(a.seq, b.seq)
+	}
+	return a.layer - b.layer
 }
 
 func cmpSeq(a, b uint64) int {
