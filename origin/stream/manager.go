@@ -15,6 +15,7 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/pion/rtp"
 
 	"github.com/coopstreaming/coop/origin/media"
 	"github.com/coopstreaming/coop/origin/segmenter"
@@ -73,6 +74,8 @@ type Manager struct {
 	Log *slog.Logger
 	// Metrics receives counters (optional).
 	Metrics *Metrics
+	// Tap receives every stream's units (optional; the HLS muxer).
+	Tap Tap
 
 	mu      sync.Mutex
 	streams map[string]*Stream
@@ -198,7 +201,13 @@ type Stream struct {
 // key frame.
 type reader struct {
 	session *gortsplib.ServerSession
-	started bool
+	// medias is what the session set up (fixed once it plays): a reader
+	// that took only some tracks gets only those.
+	medias map[*description.Media]struct{}
+	// hasVideo tells whether the reader set up a video track, so it starts
+	// at a video key frame; an audio-only reader starts at once.
+	hasVideo bool
+	started  bool
 	// skipRASL is set when the reader started at an H.265 CRA: the RASL
 	// pictures that follow it reference pictures the reader never got.
 	skipRASL bool
@@ -240,6 +249,9 @@ func (s *Stream) startLocked(tracks []segment.Track) error {
 		s.stats.resumes++
 		s.m.Log.Info("publisher resumed, readers kept", "path", s.path)
 		s.announceLocked()
+		if s.m.Tap != nil {
+			s.m.Tap.TapStart(s.path, tracks)
+		}
 		return nil
 	}
 	if s.ss != nil {
@@ -270,6 +282,9 @@ func (s *Stream) startLocked(tracks []segment.Track) error {
 	}
 	s.offset, s.lastDTS, s.needOffset = 0, 0, false
 	s.announceLocked()
+	if s.m.Tap != nil {
+		s.m.Tap.TapStart(s.path, tracks)
+	}
 	return nil
 }
 
@@ -340,8 +355,11 @@ func (s *Stream) writeLocked(u *media.Unit) error {
 	isVideo := o.codec.IsVideo()
 	isHEVC := o.codec == segment.CodecH265
 	for _, r := range s.readers {
+		if _, ok := r.medias[o.medi]; !ok {
+			continue // the reader did not set this track up
+		}
 		if !r.started {
-			if (isVideo && !u.Key) || (!isVideo && s.hasVideo) {
+			if (isVideo && !u.Key) || (!isVideo && r.hasVideo) {
 				continue
 			}
 			r.started = true
@@ -353,14 +371,18 @@ func (s *Stream) writeLocked(u *media.Unit) error {
 			r.skipRASL = false
 		}
 		for _, p := range pkts {
-			if err := r.session.WritePacketRTP(o.medi, p); err != nil {
+			if err := writeRTP(r.session, o.medi, p); err != nil {
 				r.dropped++
 				s.m.Metrics.readerDrop(s.path)
 				if isVideo {
 					r.started = false // resume at the next key frame
 				}
+				break // the rest of this unit is useless to the reader
 			}
 		}
+	}
+	if s.m.Tap != nil {
+		s.m.Tap.TapUnit(s.path, u)
 	}
 	s.seg.Push(u)
 	return nil
@@ -386,8 +408,29 @@ func (m *Manager) AddReader(path string, session *gortsplib.ServerSession) error
 	if s.readers == nil {
 		s.readers = make(map[*gortsplib.ServerSession]*reader)
 	}
-	s.readers[session] = &reader{session: session}
+	r := &reader{session: session, medias: make(map[*description.Media]struct{})}
+	for _, medi := range session.SetuppedMedias() {
+		r.medias[medi] = struct{}{}
+		r.hasVideo = r.hasVideo || medi.Type == description.MediaTypeVideo
+	}
+	if len(r.medias) == 0 {
+		return fmt.Errorf("stream: %s: the session set up no track", path)
+	}
+	s.readers[session] = r
 	return nil
+}
+
+// writeRTP writes one packet to one reader. Whatever goes wrong there —
+// a full queue, a closed session, a fault inside the RTSP library — is
+// that reader's loss alone: it is returned as an error, never a panic that
+// would reach the publisher's goroutine.
+func writeRTP(session *gortsplib.ServerSession, medi *description.Media, p *rtp.Packet) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("stream: writing to a reader: %v", v)
+		}
+	}()
+	return session.WritePacketRTP(medi, p)
 }
 
 // RemoveReader stops sending to a session and returns the packets it lost.
@@ -442,6 +485,9 @@ func (s *Stream) end() {
 	s.m.mu.Unlock()
 	if hadHeader && s.m.Sink != nil {
 		s.m.Sink.StreamEnded(s.path)
+	}
+	if hadHeader && s.m.Tap != nil {
+		s.m.Tap.TapEnd(s.path)
 	}
 	s.m.Log.Info("stream ended", "path", s.path)
 }
