@@ -24,7 +24,8 @@ var (
 // MaxSize bounds an encoded manifest.
 const MaxSize = 4096
 
-const magic = "CSM1"
+// magic names the manifest format: "CSM2" carries the stream epoch.
+const magic = "CSM2"
 
 // MaxLayers bounds the layers of a manifest.
 const MaxLayers = 8
@@ -32,7 +33,11 @@ const MaxLayers = 8
 // Manifest describes one segment.
 type Manifest struct {
 	Stream string
-	Seq    uint64
+	// Epoch names the stream instance (docs/peerproto.md): a stream that
+	// restarts numbers its segments from zero again under a new epoch, so
+	// a manifest of an earlier instance never verifies a later segment.
+	Epoch uint64
+	Seq   uint64
 	// DurationMs is the segment's duration in milliseconds.
 	DurationMs uint32
 	// Flags are opaque segment flags (bit 0: starts with a key frame).
@@ -59,6 +64,7 @@ func New(stream string, seq uint64, durationMs uint32, flags uint8, chunks [][]b
 func (m *Manifest) body() []byte {
 	b := append([]byte(magic), byte(len(m.Stream)))
 	b = append(b, m.Stream...)
+	b = binary.BigEndian.AppendUint64(b, m.Epoch)
 	b = binary.BigEndian.AppendUint64(b, m.Seq)
 	b = binary.BigEndian.AppendUint32(b, m.DurationMs)
 	b = append(b, m.Flags, byte(len(m.Hashes)))
@@ -88,11 +94,13 @@ func Decode(b []byte) (*Manifest, []byte, error) {
 	off := 4
 	n := int(b[off])
 	off++
-	if len(b) < off+n+8+4+2 {
+	if len(b) < off+n+8+8+4+2 {
 		return nil, nil, ErrTruncated
 	}
 	m := &Manifest{Stream: string(b[off : off+n])}
 	off += n
+	m.Epoch = binary.BigEndian.Uint64(b[off:])
+	off += 8
 	m.Seq = binary.BigEndian.Uint64(b[off:])
 	m.DurationMs = binary.BigEndian.Uint32(b[off+8:])
 	m.Flags = b[off+12]

@@ -16,6 +16,15 @@ func TestSignVerifyCheck(t *testing.T) {
 	m, err := Verify(pub, b)
 	require.NoError(t, err)
 	require.Equal(t, uint64(7), m.Seq)
+	require.Zero(t, m.Epoch)
+
+	withEpoch := New("live/x", 7, 1000, 1, chunks)
+	withEpoch.Epoch = 0xfeedface
+	be, err := Sign(priv, withEpoch)
+	require.NoError(t, err)
+	me, err := Verify(pub, be)
+	require.NoError(t, err)
+	require.Equal(t, uint64(0xfeedface), me.Epoch, "the epoch is signed with the segment")
 	require.NoError(t, m.Check(1, []byte("enh")))
 	require.ErrorIs(t, m.Check(1, []byte("enx")), ErrMismatch)
 	require.ErrorIs(t, m.Check(2, nil), ErrInvalid)

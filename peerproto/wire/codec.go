@@ -65,8 +65,34 @@ type Reader struct {
 // NewReader returns a frame reader over r.
 func NewReader(r io.Reader) *Reader { return &Reader{r: r} }
 
+// readStep is the most a Reader reads (and allocates) ahead of the bytes
+// that arrived: a peer that declares a large frame and trickles it costs
+// what it sent, not what it declared.
+const readStep = 64 << 10
+
+// MaxFrameFor is the largest frame (type byte + body) a message of type t
+// can need: only Data carries up to MaxFrameSize; a Hello or a Request
+// declaring more is refused before its body is read.
+func MaxFrameFor(t Type) int {
+	switch t {
+	case TypeData:
+		return MaxFrameSize
+	case TypeStreamHeader:
+		return 1 + 4 + 64<<10
+	case TypeCandidates:
+		return 1 + 1 + MaxCandidates*(8+2+MaxStringLen+8+4)
+	case TypeHave:
+		return 1 + 1 + 4 + 2 + MaxHaves*9
+	case TypeBufferMap:
+		return 1 + 8 + 2 + 1 + MaxLayers*MaxWindow/8
+	}
+	return 8 << 10 // every other message: a few strings of at most 1 KiB
+}
+
 // Read reads and decodes the next message, returning it with its frame
-// size. The message does not alias the reader's buffer.
+// size. The message does not alias the reader's buffer. The frame's
+// buffer grows with the bytes that arrive (readStep at a time), so a
+// declared length costs nothing until its bytes come.
 func (fr *Reader) Read() (Message, int, error) {
 	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
 		return nil, 0, err
@@ -82,15 +108,41 @@ func (fr *Reader) Read() (Message, int, error) {
 	if n > limit {
 		return nil, 4, fmt.Errorf("%w: %d bytes declared (limit %d)", ErrFrameTooLarge, n, limit)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(fr.r, buf); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	var typ [1]byte
+	if _, err := io.ReadFull(fr.r, typ[:]); err != nil {
+		return nil, 4, fmt.Errorf("%w: %w", ErrTruncated, unexpected(err))
+	}
+	t := Type(typ[0])
+	if t == 0 || t >= typeMax {
+		return nil, 5, fmt.Errorf("%w: %d", ErrUnknownType, t)
+	}
+	if lim := MaxFrameFor(t); n > lim {
+		return nil, 5, fmt.Errorf("%w: %v of %d bytes declared (limit %d)", ErrFrameTooLarge, t, n, lim)
+	}
+	buf := make([]byte, 1, min(n, readStep))
+	buf[0] = typ[0]
+	for len(buf) < n {
+		step := min(n-len(buf), readStep)
+		if cap(buf)-len(buf) < step {
+			grown := make([]byte, len(buf), min(n, max(2*cap(buf), len(buf)+step)))
+			copy(grown, buf)
+			buf = grown
 		}
-		return nil, 4, fmt.Errorf("%w: %w", ErrTruncated, err)
+		got, err := io.ReadFull(fr.r, buf[len(buf):len(buf)+step])
+		buf = buf[:len(buf)+got]
+		if err != nil {
+			return nil, 4 + len(buf), fmt.Errorf("%w: %w", ErrTruncated, unexpected(err))
+		}
 	}
 	m, err := Unmarshal(buf)
 	return m, 4 + n, err
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // --- bodies ---
@@ -128,7 +180,9 @@ func (m *Welcome) appendBody(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, m.LiveEdge)
 	b = binary.BigEndian.AppendUint16(b, m.Partners)
 	b = append(b, uint8(len(m.StreamKey)))
-	return append(b, m.StreamKey...)
+	b = append(b, m.StreamKey...)
+	b = binary.BigEndian.AppendUint64(b, m.Epoch)
+	return append(b, m.Layers)
 }
 
 func (m *Welcome) decodeBody(r *reader) {
@@ -143,6 +197,11 @@ func (m *Welcome) decodeBody(r *reader) {
 	}
 	if n > 0 {
 		m.StreamKey = r.bytes(n)
+	}
+	m.Epoch = r.u64()
+	m.Layers = r.u8()
+	if r.err == nil && m.Layers > MaxLayers {
+		r.fail(fmt.Errorf("%w: %d layers", ErrInvalid, m.Layers))
 	}
 }
 

@@ -14,12 +14,14 @@ import (
 )
 
 // ProtocolID names the protocol in the handshake.
-const ProtocolID = "/coop/1"
+const ProtocolID = "/coop/2"
 
-// Version is the protocol version this package speaks.
-const Version = 1
+// Version is the protocol version this package speaks. Version 2 added
+// the stream epoch and layer count to Welcome and the epoch to manifests.
+const Version = 2
 
-// MaxFrameSize bounds a frame (type byte + body).
+// MaxFrameSize bounds a frame (type byte + body); only Data frames come
+// near it, every other type has a far smaller limit (MaxFrameFor).
 const MaxFrameSize = 8 << 20
 
 // Limits inside messages.
@@ -131,6 +133,13 @@ type Welcome struct {
 	// StreamKey is the stream's Ed25519 public key (server only; empty
 	// from peers): a peer that was given no key verifies manifests with it.
 	StreamKey []byte
+	// Epoch names the stream instance (server only; 0 from peers): a
+	// stream that restarts (new publish, origin or plugin restart) numbers
+	// its segments from zero under a new epoch, and a peer that sees a new
+	// epoch resets its buffer and playback clock.
+	Epoch uint64
+	// Layers is the stream's layer count (server only; 0: unknown).
+	Layers uint8
 }
 
 // StreamKeySize is the size of an Ed25519 public key.

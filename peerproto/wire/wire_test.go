@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -17,7 +18,8 @@ func samples() []Message {
 		&Hello{Protocol: ProtocolID, Version: Version, Features: FeatureManifest | FeatureLayers, Role: RolePeer,
 			Stream: "live/demo", Peer: 42, ListenAddr: "127.0.0.1:7071", Token: "tok", UploadCap: 250000},
 		&Welcome{Peer: 1, SegmentDurationMs: 1000, LiveEdge: 99, Partners: 5},
-		&Welcome{Peer: 1, SegmentDurationMs: 500, StreamKey: bytes.Repeat([]byte{7}, StreamKeySize)},
+		&Welcome{Peer: 1, SegmentDurationMs: 500, StreamKey: bytes.Repeat([]byte{7}, StreamKeySize),
+			Epoch: 0x1122334455667788, Layers: 1},
 		&BufferMap{Base: 90, Window: 12, Bits: [][]byte{{0xff, 0xf0}, {0x80, 0x10}}},
 		&Have{Flags: HaveSeed, AgeMs: 20, Entries: []HaveEntry{{Seq: 100, Layer: 0}, {Seq: 100, Layer: 2}}},
 		&Request{Seq: 100, Layer: 1, Flags: RequestManifest},
@@ -95,6 +97,71 @@ func TestReaderRejectsOversizedAndTruncatedFrames(t *testing.T) {
 
 	_, _, err = NewReader(bytes.NewReader(nil)).Read()
 	require.ErrorIs(t, err, io.EOF)
+}
+
+// trickle yields the first n bytes of b, then blocks the caller's view
+// by reporting a broken connection: what a peer that declared a frame and
+// stopped sending leaves behind.
+type trickle struct {
+	b []byte
+	n int
+}
+
+func (t *trickle) Read(p []byte) (int, error) {
+	if t.n <= 0 {
+		return 0, io.ErrUnexpectedEOF
+	}
+	k := copy(p[:min(len(p), t.n)], t.b)
+	t.b, t.n = t.b[k:], t.n-k
+	return k, nil
+}
+
+func TestReaderAllocatesWhatArrivedNotWhatWasDeclared(t *testing.T) {
+	var hdr [5]byte
+	binary.BigEndian.PutUint32(hdr[:], MaxFrameSize)
+	hdr[4] = byte(TypeData)
+	src := append(hdr[:], make([]byte, 4<<10)...) // 4 KiB of an 8 MiB frame arrive
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, _, err := NewReader(&trickle{b: src, n: len(src)}).Read()
+	runtime.ReadMemStats(&after)
+	require.ErrorIs(t, err, ErrTruncated)
+	alloc := after.TotalAlloc - before.TotalAlloc
+	require.Less(t, alloc, uint64(256<<10), "allocated %d bytes for 4 KiB that arrived", alloc)
+}
+
+func TestReaderCapsEachMessageTypeBeforeReadingItsBody(t *testing.T) {
+	for _, typ := range []Type{TypeHello, TypeRequest, TypePing, TypeAccuse, TypeHave, TypeCandidates, TypeStreamHeader} {
+		t.Run(typ.String(), func(t *testing.T) {
+			var hdr [5]byte
+			binary.BigEndian.PutUint32(hdr[:], uint32(MaxFrameFor(typ)+1))
+			hdr[4] = byte(typ)
+			_, _, err := NewReader(bytes.NewReader(hdr[:])).Read()
+			require.ErrorIs(t, err, ErrFrameTooLarge)
+		})
+	}
+	// The largest message of each capped type fits its cap.
+	cands := &Candidates{}
+	for i := 0; i < MaxCandidates; i++ {
+		cands.List = append(cands.List, Candidate{Addr: string(bytes.Repeat([]byte{'a'}, MaxStringLen))})
+	}
+	have := &Have{Entries: make([]HaveEntry, MaxHaves)}
+	bm := &BufferMap{Window: MaxWindow, Bits: make([][]byte, MaxLayers)}
+	for l := range bm.Bits {
+		bm.Bits[l] = make([]byte, MaxWindow/8)
+	}
+	long := string(bytes.Repeat([]byte{'s'}, MaxStringLen))
+	hello := &Hello{Protocol: long, Role: RolePeer, Stream: long, ListenAddr: long, Token: long}
+	for _, m := range []Message{cands, have, bm, hello, &StreamHeader{Header: make([]byte, 64<<10)}, &Accuse{Reason: long}} {
+		frame := Marshal(m)
+		require.LessOrEqual(t, len(frame)-4, MaxFrameFor(m.Type()), "%v", m.Type())
+		_, _, err := NewReader(bytes.NewReader(frame)).Read()
+		require.NoError(t, err, "%v", m.Type())
+	}
+	// An unknown type is refused from its type byte.
+	_, _, err := NewReader(bytes.NewReader([]byte{0, 0, 0, 9, 200})).Read()
+	require.ErrorIs(t, err, ErrUnknownType)
 }
 
 func FuzzUnmarshal(f *testing.F) {
