@@ -15,7 +15,7 @@ PROFILE   ?= quick
 LAB_PKGS  := /peerproto/(sim|swarm|baseline|topology)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help build run peer proto play-peer sim sim-speed test test-short lint fuzz bench deps publish play
+.PHONY: help build run peer proto play-peer sim sim-speed test test-short lint fuzz bench chaos deps publish play
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -63,6 +63,11 @@ bench: deps ## benchmarks → bench/results/: swarm (emulated), real processes v
 	set -o pipefail; COOP_BENCH=1 COOP_BENCH_PROFILE=$(PROFILE) $(GO) test -count=1 -timeout 60m -run 'TestBench' -v ./integration/ \
 		| grep -E '^(---|ok|FAIL)|bench_|^\s+\|'
 	$(GO) test -run XXX -bench . -benchmem -count=3 ./segment/... ./origin/... ./peerproto/... | tee bench/results/micro.txt
+
+chaos: deps ## hostile-load harness: attacks on a live origin + plugin with canary peers and readers → bench/results/chaos.{md,json} (COOP_CHAOS_ONLY=substring to pick attacks)
+	mkdir -p bench/results
+	set -o pipefail; COOP_CHAOS=1 $(GO) test -count=1 -timeout 30m -run 'TestChaos$$' -v ./integration/ \
+		| grep -E '^(---|ok|FAIL)|chaos'
 
 sim: ## simulator evaluation, CoopStreaming vs tree and gossip → sim/results/ and docs/evaluation.md (PROFILE=full: N to 10 000, 300 s, 3 seeds)
 	mkdir -p sim/results

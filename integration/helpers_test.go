@@ -292,10 +292,16 @@ type playResult struct {
 // play reads url for d seconds with ffmpeg and reports decoded video
 // frames and every error line ffmpeg printed.
 func play(ctx context.Context, url, transport string, d time.Duration) playResult {
-	args := []string{"-hide_banner", "-nostats", "-v", "error"}
+	var opts []string
 	if strings.HasPrefix(url, "rtsp://") {
-		args = append(args, "-rtsp_transport", transport)
+		opts = []string{"-rtsp_transport", transport}
 	}
+	return playWith(ctx, url, d, opts)
+}
+
+// playWith is play with ffmpeg input options (before -i) of the caller's.
+func playWith(ctx context.Context, url string, d time.Duration, inputOpts []string) playResult {
+	args := append([]string{"-hide_banner", "-nostats", "-v", "error"}, inputOpts...)
 	args = append(args, "-i", url, "-t", strconv.Itoa(int(d.Seconds())), "-f", "null", "-", "-progress", "pipe:1")
 	cmd := exec.CommandContext(ctx, "ffmpeg", args...)
 	var stdout, stderr bytes.Buffer
