@@ -18,6 +18,7 @@ import (
 	"github.com/coopstreaming/coop/origin/config"
 	"github.com/coopstreaming/coop/origin/httpapi"
 	"github.com/coopstreaming/coop/origin/pluginhost"
+	"github.com/coopstreaming/coop/origin/pull"
 	"github.com/coopstreaming/coop/origin/rtmpguard"
 	"github.com/coopstreaming/coop/origin/rtmpingest"
 	"github.com/coopstreaming/coop/origin/rtspserver"
@@ -43,6 +44,8 @@ type Origin struct {
 	Registry *prometheus.Registry
 	// Plugin supervises the P2P plugin (nil when disabled or missing).
 	Plugin *pluginhost.Host
+	// Pull pulls the paths configured with an upstream source.
+	Pull *pull.Manager
 
 	closeOnce sync.Once
 }
@@ -114,7 +117,7 @@ func (o *Origin) Initialize() error {
 	o.http = &http.Server{
 		Handler: httpapi.Handler(httpapi.Sources{
 			Streams: o.Streams.Snapshot, Readers: o.RTSP.Readers, Gatherer: o.Registry,
-			Extra: map[string]func() any{"p2p": o.p2pStatus},
+			Extra: map[string]func() any{"p2p": o.p2pStatus, "sources": o.sourcesStatus},
 		}, o.Log),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
@@ -127,7 +130,25 @@ func (o *Origin) Initialize() error {
 	if o.Plugin != nil {
 		o.Plugin.Start()
 	}
+	o.Pull = &pull.Manager{Streams: o.Streams, Timeout: time.Duration(c.Timeout), Log: o.Log.With("component", "pull")}
+	for name, p := range c.Paths {
+		if p.Source != "" {
+			o.Pull.Sources = append(o.Pull.Sources, pull.Source{Path: name, URL: p.Source, RTSPTransport: p.RTSPTransport})
+		}
+	}
+	if err := o.Pull.Start(); err != nil {
+		o.Close()
+		return err
+	}
 	return nil
+}
+
+// sourcesStatus lists the pulled sources' states (/v1/sources).
+func (o *Origin) sourcesStatus() any {
+	if o.Pull == nil {
+		return []pull.Status{}
+	}
+	return o.Pull.Status()
 }
 
 func (o *Origin) p2pStatus() any {
@@ -141,6 +162,9 @@ func (o *Origin) p2pStatus() any {
 func (o *Origin) Close() { o.closeOnce.Do(o.close) }
 
 func (o *Origin) close() {
+	if o.Pull != nil {
+		o.Pull.Close()
+	}
 	if o.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = o.http.Shutdown(ctx)

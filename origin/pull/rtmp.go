@@ -1,0 +1,277 @@
+package pull
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+	rtmp "github.com/yutopp/go-rtmp"
+	"github.com/yutopp/go-rtmp/handshake"
+	rtmpmsg "github.com/yutopp/go-rtmp/message"
+
+	"github.com/coopstreaming/coop/origin/flv"
+	"github.com/coopstreaming/coop/origin/media"
+	"github.com/coopstreaming/coop/origin/rtmpguard"
+	"github.com/coopstreaming/coop/segment"
+)
+
+// trackWait is how long an RTMP session waits for a video sequence header
+// before it starts with audio alone.
+const trackWait = 2 * time.Second
+
+// go-rtmp v0.0.7's ClientConn cannot play: a stream it creates has no
+// state handler, so the first media message on it panics inside the
+// library. pullRTMP therefore drives the protocol itself with the
+// library's exported pieces (handshake, ChunkStreamer, message codecs),
+// behind the rtmpguard framer that bounds what the upstream may send (the
+// same guard as ingest: AMF0 counts and depth, message and chunk sizes).
+
+// playCmd is the body of the "play" command (go-rtmp's NetStreamPlay
+// cannot encode).
+type playCmd struct{ name string }
+
+func (p *playCmd) FromArgs(...interface{}) error { return errors.New("not decoded") }
+
+func (p *playCmd) ToArgs(rtmpmsg.EncodingType) ([]interface{}, error) {
+	return []interface{}{nil, p.name, float64(-1000)}, nil
+}
+
+// pullRTMP plays an RTMP upstream until it fails.
+func pullRTMP(ctx context.Context, u *url.URL, timeout time.Duration, pub *publisher) error {
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "1935")
+	}
+	parts := strings.SplitN(strings.Trim(u.Path, "/"), "/", 2)
+	app, name := parts[0], ""
+	if len(parts) == 2 {
+		name = parts[1]
+	}
+	if u.RawQuery != "" {
+		name += "?" + u.RawQuery
+	}
+	d := net.Dialer{Timeout: timeout}
+	raw, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return fmt.Errorf("rtmp connect: %w", err)
+	}
+	defer raw.Close()
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+	g := rtmpguard.NewConn(raw, rtmpguard.Limits{}, timeout)
+	if err := handshake.HandshakeWithServer(g, g, &handshake.Config{SkipHandshakeVerification: true}); err != nil {
+		return fmt.Errorf("rtmp handshake: %w", err)
+	}
+	cs := rtmp.NewChunkStreamer(g, g, nil)
+	defer cs.Close()
+	send := func(streamID uint32, csid int, cmd string, txn int64, body rtmpmsg.AMFConvertible) error {
+		buf := new(bytes.Buffer)
+		if err := rtmpmsg.EncodeBodyAnyValues(rtmpmsg.NewAMFEncoder(buf, rtmpmsg.EncodingTypeAMF0), body); err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return cs.Write(wctx, csid, 0, &rtmp.ChunkMessage{StreamID: streamID, Message: &rtmpmsg.CommandMessage{
+			CommandName: cmd, TransactionID: txn, Encoding: rtmpmsg.EncodingTypeAMF0, Body: buf,
+		}})
+	}
+	tcURL := (&url.URL{Scheme: "rtmp", Host: u.Host, Path: "/" + app}).String()
+	if err := send(0, 3, "connect", 1, &rtmpmsg.NetConnectionConnect{Command: rtmpmsg.NetConnectionConnectCommand{
+		App: app, Type: "nonprivate", FlashVer: "LNX 9,0,124,2", TCURL: tcURL,
+	}}); err != nil {
+		return fmt.Errorf("rtmp connect command: %w", err)
+	}
+	fr := &flvReader{pub: pub}
+	var cmsg rtmp.ChunkMessage
+	for {
+		select {
+		case <-pub.done():
+			return errors.New("another publisher took the path over")
+		default:
+		}
+		if _, ts, err := cs.Read(&cmsg); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("rtmp read: %w", err)
+		} else {
+			switch m := cmsg.Message.(type) {
+			case *rtmpmsg.SetChunkSize:
+				if err := cs.PeerState().SetChunkSize(m.ChunkSize); err != nil {
+					return fmt.Errorf("rtmp: %w", err)
+				}
+			case *rtmpmsg.WinAckSize:
+				_ = cs.PeerState().SetAckWindowSize(m.Size)
+			case *rtmpmsg.CommandMessage:
+				if err := onCommand(m, send, name); err != nil {
+					return err
+				}
+			case *rtmpmsg.VideoMessage:
+				if err := fr.onVideo(ts, m.Payload); err != nil {
+					return err
+				}
+			case *rtmpmsg.AudioMessage:
+				if err := fr.onAudio(ts, m.Payload); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// onCommand follows connect → createStream → play.
+func onCommand(m *rtmpmsg.CommandMessage, send func(uint32, int, string, int64, rtmpmsg.AMFConvertible) error, name string) error {
+	switch m.CommandName {
+	case "_result":
+		switch m.TransactionID {
+		case 1: // connect accepted
+			return send(0, 3, "createStream", 2, &rtmpmsg.NetConnectionCreateStream{})
+		case 2:
+			var v rtmpmsg.AMFConvertible
+			if err := rtmpmsg.DecodeBodyCreateStreamResult(m.Body, rtmpmsg.NewAMFDecoder(m.Body, m.Encoding), &v); err != nil {
+				return fmt.Errorf("rtmp createStream result: %w", err)
+			}
+			res, ok := v.(*rtmpmsg.NetConnectionCreateStreamResult)
+			if !ok {
+				return errors.New("rtmp: bad createStream result")
+			}
+			return send(res.StreamID, 8, "play", 0, &playCmd{name: name})
+		}
+	case "_error":
+		return fmt.Errorf("rtmp: upstream refused (transaction %d)", m.TransactionID)
+	case "onStatus":
+		// NetStream.Play.Start, .StreamNotFound, .Failed…: the level says.
+		body, _ := io.ReadAll(io.LimitReader(m.Body, 4096))
+		if bytes.Contains(body, []byte("error")) {
+			return fmt.Errorf("rtmp: upstream play status %q", printable(body))
+		}
+	}
+	return nil
+}
+
+func printable(b []byte) string {
+	out := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c >= 0x20 && c < 0x7f {
+			out = append(out, c)
+		}
+	}
+	return string(out)
+}
+
+// flvReader turns FLV tag bodies into units (the same rules as RTMP
+// ingest: H.264, H.265 by Enhanced RTMP, AAC).
+type flvReader struct {
+	pub        *publisher
+	started    bool
+	firstSeen  time.Time
+	video      segment.Codec
+	videoParam [][]byte
+	audioConf  []byte
+	videoIdx   int
+	audioIdx   int
+}
+
+func (r *flvReader) onVideo(timestamp uint32, payload io.Reader) error {
+	body, err := io.ReadAll(io.LimitReader(payload, flv.MaxTagSize+1))
+	if err != nil {
+		return err
+	}
+	tag, err := flv.ParseVideo(body)
+	if err != nil {
+		return nil
+	}
+	switch tag.PacketType {
+	case flv.VideoSequenceHeader:
+		switch tag.Codec {
+		case flv.VideoH264:
+			if c, err := flv.ParseAVCConfig(tag.Data); err == nil {
+				r.video, r.videoParam = segment.CodecH264, [][]byte{c.SPS[0], c.PPS[0]}
+			}
+		case flv.VideoH265:
+			if c, err := flv.ParseHEVCConfig(tag.Data); err == nil {
+				r.video, r.videoParam = segment.CodecH265, [][]byte{c.VPS, c.SPS, c.PPS}
+			}
+		}
+	case flv.VideoNALUs:
+		if r.video == 0 {
+			return nil
+		}
+		if err := r.startIfReady(true); err != nil {
+			return err
+		}
+		var au h264.AVCC
+		if err := au.Unmarshal(tag.Data); err != nil {
+			return nil
+		}
+		key := tag.KeyFrame
+		if r.video == segment.CodecH264 {
+			key = key || h264.IsRandomAccess(au)
+		} else {
+			key = key || h265.IsRandomAccess(au)
+		}
+		dts := time.Duration(timestamp) * time.Millisecond
+		return r.pub.write(&media.Unit{Track: r.videoIdx, NALUs: au, Key: key, DTS: dts,
+			PTS: dts + time.Duration(tag.CompositionTime)*time.Millisecond})
+	}
+	return nil
+}
+
+func (r *flvReader) onAudio(timestamp uint32, payload io.Reader) error {
+	body, err := io.ReadAll(io.LimitReader(payload, flv.MaxTagSize+1))
+	if err != nil {
+		return err
+	}
+	tag, err := flv.ParseAudio(body)
+	if err != nil {
+		return nil
+	}
+	if tag.SequenceHeader {
+		r.audioConf = append([]byte(nil), tag.Data...)
+		return nil
+	}
+	if r.audioConf == nil {
+		return nil
+	}
+	if err := r.startIfReady(false); err != nil || !r.started {
+		return err
+	}
+	t := time.Duration(timestamp) * time.Millisecond
+	return r.pub.write(&media.Unit{Track: r.audioIdx, AU: append([]byte(nil), tag.Data...), PTS: t, DTS: t})
+}
+
+func (r *flvReader) startIfReady(video bool) error {
+	if r.started {
+		return nil
+	}
+	if !video {
+		if r.firstSeen.IsZero() {
+			r.firstSeen = time.Now()
+		}
+		if time.Since(r.firstSeen) < trackWait {
+			return nil
+		}
+	}
+	var tracks []segment.Track
+	if r.video != 0 {
+		r.videoIdx = len(tracks)
+		tracks = append(tracks, segment.Track{ID: uint8(len(tracks)), Codec: r.video, Params: r.videoParam})
+	}
+	if r.audioConf != nil {
+		r.audioIdx = len(tracks)
+		tracks = append(tracks, segment.Track{ID: uint8(len(tracks)), Codec: segment.CodecAAC, Params: [][]byte{r.audioConf}})
+	}
+	if err := r.pub.start(tracks); err != nil {
+		return err
+	}
+	r.started = true
+	return nil
+}
