@@ -49,22 +49,24 @@ type Config struct {
 	Publish  Publish  `yaml:"publish"`
 	Read     Read     `yaml:"read"`
 	Plugin   Plugin   `yaml:"plugin"`
-	// Paths configures individual paths, e.g. an upstream to pull.
-	Paths map[string]Path `yaml:"paths"`
+	HLS      HLS      `yaml:"hls"`
 }
 
-// Path configures one path (key: "live/cam1"). The key names follow
-// MediaMTX's paths section.
-type Path struct {
-	// Source is an upstream the origin pulls and serves as if it were
-	// pushed: rtsp://… or rtmp://… ("": the path is published by push).
-	Source string `yaml:"source"`
-	// SourceOnDemand pulls only while someone reads (not supported yet:
-	// sources are pulled always).
-	SourceOnDemand bool `yaml:"sourceOnDemand"`
-	// RTSPTransport is the transport for rtsp:// sources: automatic (UDP,
-	// then TCP), udp or tcp.
-	RTSPTransport string `yaml:"rtspTransport"`
+// HLS configures HLS / LL-HLS serving and the browser player page.
+type HLS struct {
+	Enabled bool `yaml:"enabled"`
+	// Address serves /live/KEY/index.m3u8 and the player page /live/KEY.
+	Address string `yaml:"address"`
+	// Variant is lowLatency, fmp4 or mpegts.
+	Variant string `yaml:"variant"`
+	// SegmentCount is the number of segments in the playlist.
+	SegmentCount int `yaml:"segmentCount"`
+	// SegmentDuration is the minimum segment duration.
+	SegmentDuration Duration `yaml:"segmentDuration"`
+	// PartDuration is the minimum LL-HLS part duration.
+	PartDuration Duration `yaml:"partDuration"`
+	// QueueSize is the units queued per stream before the muxer drops.
+	QueueSize int `yaml:"queueSize"`
 }
 
 // Plugin configures the P2P plugin the origin launches.
@@ -138,6 +140,8 @@ func Default() Config {
 		Segment:  Segment{Duration: Duration(500 * time.Millisecond), Layers: 3},
 		Publish:  Publish{Keys: []string{}, GracePeriod: Duration(10 * time.Second)},
 		Plugin:   Plugin{Enabled: true, Address: ":7070", Seeds: 2, Partners: 6, KeyFile: "coop-stream.key"},
+		HLS: HLS{Enabled: true, Address: ":8888", Variant: "lowLatency", SegmentCount: 7,
+			SegmentDuration: Duration(time.Second), PartDuration: Duration(200 * time.Millisecond), QueueSize: 512},
 	}
 }
 
@@ -175,6 +179,9 @@ func (c *Config) Validate() error {
 	addrs := map[string]string{
 		"rtmp.address": c.RTMP.Address, "rtsp.address": c.RTSP.Address, "http.address": c.HTTP.Address,
 		"plugin.address": c.Plugin.Address,
+	}
+	if c.HLS.Enabled {
+		addrs["hls.address"] = c.HLS.Address
 	}
 	if c.RTSP.UDPRTPAddress != "" || c.RTSP.UDPRTCPAddress != "" {
 		addrs["rtsp.udpRTPAddress"] = c.RTSP.UDPRTPAddress
@@ -216,27 +223,36 @@ func (c *Config) Validate() error {
 	if c.Plugin.Partners < 1 || c.Plugin.Partners > 64 {
 		return fmt.Errorf("config: plugin.partners: %d is outside 1..64", c.Plugin.Partners)
 	}
-	for name, p := range c.Paths {
-		if name == "" || strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") || strings.ContainsAny(name, "?#") {
-			return fmt.Errorf("config: paths: %q is not a valid path (e.g. live/cam1)", name)
-		}
-		if p.Source == "" {
-			continue
-		}
-		if !strings.HasPrefix(p.Source, "rtsp://") && !strings.HasPrefix(p.Source, "rtmp://") {
-			return fmt.Errorf("config: paths.%s.source: %q must start with rtsp:// or rtmp://", name, p.Source)
-		}
-		if p.SourceOnDemand {
-			return fmt.Errorf("config: paths.%s.sourceOnDemand: on-demand pulling is not supported yet; set false (pull always)", name)
-		}
-		switch p.RTSPTransport {
-		case "", "automatic", "udp", "tcp":
-		default:
-			return fmt.Errorf("config: paths.%s.rtspTransport: %q is not one of automatic, udp, tcp", name, p.RTSPTransport)
-		}
+	if err := c.HLS.validate(); err != nil {
+		return err
 	}
 	if (c.Read.User == "") != (c.Read.Pass == "") {
 		return errors.New("config: read.user and read.pass: set both or neither")
+	}
+	return nil
+}
+
+func (h *HLS) validate() error {
+	switch h.Variant {
+	case "lowLatency", "fmp4", "mpegts":
+	default:
+		return fmt.Errorf("config: hls.variant: %q is not one of lowLatency, fmp4, mpegts", h.Variant)
+	}
+	low := 3
+	if h.Variant == "lowLatency" {
+		low = 7
+	}
+	if h.SegmentCount < low || h.SegmentCount > 100 {
+		return fmt.Errorf("config: hls.segmentCount: %d is outside %d..100 for variant %s", h.SegmentCount, low, h.Variant)
+	}
+	if d := time.Duration(h.SegmentDuration); d < 100*time.Millisecond || d > 30*time.Second {
+		return fmt.Errorf("config: hls.segmentDuration: %v is outside 100ms..30s", d)
+	}
+	if d := time.Duration(h.PartDuration); d < 50*time.Millisecond || d > time.Duration(h.SegmentDuration) {
+		return fmt.Errorf("config: hls.partDuration: %v is outside 50ms..hls.segmentDuration", d)
+	}
+	if h.QueueSize < 16 || h.QueueSize > 1<<16 {
+		return fmt.Errorf("config: hls.queueSize: %d is outside 16..65536", h.QueueSize)
 	}
 	return nil
 }
