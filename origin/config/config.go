@@ -50,6 +50,22 @@ type Config struct {
 	Read     Read     `yaml:"read"`
 	Plugin   Plugin   `yaml:"plugin"`
 	HLS      HLS      `yaml:"hls"`
+	// Paths configures individual paths, e.g. an upstream to pull.
+	Paths map[string]Path `yaml:"paths"`
+}
+
+// Path configures one path (key: "live/cam1"). The key names follow
+// MediaMTX's paths section.
+type Path struct {
+	// Source is an upstream the origin pulls and serves as if it were
+	// pushed: rtsp://… or rtmp://… ("": the path is published by push).
+	Source string `yaml:"source"`
+	// SourceOnDemand pulls only while someone reads (not supported yet:
+	// sources are pulled always).
+	SourceOnDemand bool `yaml:"sourceOnDemand"`
+	// RTSPTransport is the transport for rtsp:// sources: automatic (UDP,
+	// then TCP), udp or tcp.
+	RTSPTransport string `yaml:"rtspTransport"`
 }
 
 // HLS configures HLS / LL-HLS serving and the browser player page.
@@ -222,6 +238,25 @@ func (c *Config) Validate() error {
 	}
 	if c.Plugin.Partners < 1 || c.Plugin.Partners > 64 {
 		return fmt.Errorf("config: plugin.partners: %d is outside 1..64", c.Plugin.Partners)
+	}
+	for name, p := range c.Paths {
+		if name == "" || strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") || strings.ContainsAny(name, "?#") {
+			return fmt.Errorf("config: paths: %q is not a valid path (e.g. live/cam1)", name)
+		}
+		if p.Source == "" {
+			continue
+		}
+		if !strings.HasPrefix(p.Source, "rtsp://") && !strings.HasPrefix(p.Source, "rtmp://") {
+			return fmt.Errorf("config: paths.%s.source: %q must start with rtsp:// or rtmp://", name, p.Source)
+		}
+		if p.SourceOnDemand {
+			return fmt.Errorf("config: paths.%s.sourceOnDemand: on-demand pulling is not supported yet; set false (pull always)", name)
+		}
+		switch p.RTSPTransport {
+		case "", "automatic", "udp", "tcp":
+		default:
+			return fmt.Errorf("config: paths.%s.rtspTransport: %q is not one of automatic, udp, tcp", name, p.RTSPTransport)
+		}
 	}
 	if err := c.HLS.validate(); err != nil {
 		return err
