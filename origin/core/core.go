@@ -16,6 +16,7 @@ import (
 
 	"github.com/coopstreaming/coop/origin/auth"
 	"github.com/coopstreaming/coop/origin/config"
+	"github.com/coopstreaming/coop/origin/hlsserver"
 	"github.com/coopstreaming/coop/origin/httpapi"
 	"github.com/coopstreaming/coop/origin/pluginhost"
 	"github.com/coopstreaming/coop/origin/pull"
@@ -23,6 +24,7 @@ import (
 	"github.com/coopstreaming/coop/origin/rtmpingest"
 	"github.com/coopstreaming/coop/origin/rtspserver"
 	"github.com/coopstreaming/coop/origin/stream"
+	"github.com/coopstreaming/coop/origin/webui"
 	"github.com/coopstreaming/coop/plugin/pluginapi"
 )
 
@@ -44,6 +46,8 @@ type Origin struct {
 	Registry *prometheus.Registry
 	// Plugin supervises the P2P plugin (nil when disabled or missing).
 	Plugin *pluginhost.Host
+	// HLS serves LL-HLS and the player page (nil when hls.enabled is off).
+	HLS *hlsserver.Server
 	// Pull pulls the paths configured with an upstream source.
 	Pull *pull.Manager
 
@@ -93,6 +97,19 @@ func (o *Origin) Initialize() error {
 		},
 		RTSP: srv, Sink: o.Sink, Log: o.Log.With("component", "streams"), Metrics: metrics,
 	}
+	if c.HLS.Enabled {
+		o.HLS = &hlsserver.Server{
+			Address: c.HLS.Address, Variant: c.HLS.Variant, SegmentCount: c.HLS.SegmentCount,
+			SegmentDuration: time.Duration(c.HLS.SegmentDuration), PartDuration: time.Duration(c.HLS.PartDuration),
+			QueueSize: c.HLS.QueueSize, ReadUser: c.Read.User, ReadPass: c.Read.Pass,
+			Page: webui.Player, Assets: webui.Assets(), Log: o.Log.With("component", "hls"),
+		}
+		if err := o.HLS.Initialize(); err != nil {
+			return err
+		}
+		o.HLS.RegisterMetrics(o.Registry)
+		o.Streams.Tap = o.HLS
+	}
 	o.RTSP.Streams = o.Streams
 	if err := o.RTSP.Start(); err != nil {
 		return err
@@ -104,6 +121,12 @@ func (o *Origin) Initialize() error {
 			Streams: o.Streams, Auth: checker, Log: o.Log.With("component", "rtmp"), Metrics: metrics,
 		}
 		if err := o.RTMP.Start(); err != nil {
+			o.Close()
+			return err
+		}
+	}
+	if o.HLS != nil {
+		if err := o.HLS.Start(); err != nil {
 			o.Close()
 			return err
 		}
@@ -175,6 +198,9 @@ func (o *Origin) close() {
 	}
 	if o.Streams != nil {
 		o.Streams.Close()
+	}
+	if o.HLS != nil {
+		o.HLS.Close()
 	}
 	if o.RTSP != nil {
 		o.RTSP.Close()
