@@ -24,6 +24,8 @@ import (
 	"github.com/coopstreaming/coop/origin/auth"
 	"github.com/coopstreaming/coop/origin/flv"
 	"github.com/coopstreaming/coop/origin/media"
+	"github.com/coopstreaming/coop/origin/netguard"
+	"github.com/coopstreaming/coop/origin/ratelog"
 	"github.com/coopstreaming/coop/origin/rtmpguard"
 	"github.com/coopstreaming/coop/origin/stream"
 	"github.com/coopstreaming/coop/segment"
@@ -37,6 +39,11 @@ type Server struct {
 	Timeout time.Duration
 	// Limits bounds what the guard lets through.
 	Limits rtmpguard.Limits
+	// MaxConns caps the open RTMP connections (0: no cap).
+	MaxConns int
+	// Throttle refuses remote IPs that keep trying wrong stream keys
+	// (default: a Throttle with its defaults).
+	Throttle *auth.Throttle
 	// TrackWait is how long to wait for the sequence headers of all
 	// tracks before starting with those seen (default 2s).
 	TrackWait time.Duration
@@ -49,9 +56,11 @@ type Server struct {
 	// Metrics receives counters (optional).
 	Metrics *stream.Metrics
 
-	ln     net.Listener
-	srv    *rtmp.Server
-	wg     sync.WaitGroup
+	ln   net.Listener
+	srv  *rtmp.Server
+	wg   sync.WaitGroup
+	warn ratelog.Limiter
+	// mu guards conns and closed.
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
@@ -71,11 +80,18 @@ func (s *Server) Start() error {
 	if s.Log == nil {
 		s.Log = slog.Default()
 	}
+	if s.Throttle == nil {
+		s.Throttle = &auth.Throttle{}
+	}
 	s.conns = make(map[net.Conn]struct{})
-	ln, err := net.Listen("tcp", s.Address)
+	tcp, err := net.Listen("tcp", s.Address)
 	if err != nil {
 		return fmt.Errorf("rtmp listen on %s: %w", s.Address, err)
 	}
+	// go-rtmp's accept loop spins on errors: the guard backs off instead
+	// (out of file descriptors) and caps the connections.
+	ln := &netguard.Listener{Listener: tcp, Name: "rtmp", MaxConns: s.MaxConns, Log: s.Log,
+		OnReject: func(reason string) { s.Metrics.Reject("rtmp", reason) }}
 	s.ln = ln
 	quiet := logrus.New()
 	quiet.Out = io.Discard
@@ -85,7 +101,7 @@ func (s *Server) Start() error {
 			remote := conn.RemoteAddr().String()
 			g := rtmpguard.NewConn(conn, lim, s.Timeout)
 			g.OnReject = func(err error) {
-				s.Log.Warn("RTMP connection dropped by guard", "remote", remote, "err", err)
+				s.warn.Warn(s.Log, "RTMP connection dropped by guard", "remote", remote, "err", err)
 				s.Metrics.Reject("rtmp", "guard")
 			}
 			s.track(conn, true)
@@ -199,16 +215,25 @@ func (h *handler) OnPublish(_ *rtmp.StreamContext, _ uint32, cmd *rtmpmsg.NetStr
 	if h.app != "" {
 		path = h.app + "/" + key
 	}
+	ip := auth.HostOf(h.remote)
+	if h.s.Throttle.Blocked(ip) {
+		h.s.Metrics.Reject("rtmp", "auth_throttled")
+		h.s.warn.Warn(h.s.Log, "RTMP publish refused: too many failed attempts from this address", "remote", h.remote)
+		return errors.New("too many failed attempts")
+	}
 	err := h.s.Auth.Check(context.Background(), auth.Request{Action: "publish", Protocol: "rtmp", Path: path, Key: key, Remote: h.remote})
 	if err != nil {
-		h.s.Log.Warn("RTMP publish refused", "path", path, "remote", h.remote, "err", err)
+		h.s.warn.Warn(h.s.Log, "RTMP publish refused", "path", path, "remote", h.remote, "err", err)
 		h.s.Metrics.Reject("rtmp", "auth")
+		if errors.Is(err, auth.ErrDenied) {
+			h.s.Throttle.Fail(ip)
+		}
 		return err
 	}
 	pub, err := h.s.Streams.Publish(path, stream.PublisherInfo{Protocol: "rtmp", Remote: h.remote, Kick: func() { h.conn.Close() }})
 	if err != nil {
-		h.s.Log.Warn("RTMP publish refused", "path", path, "remote", h.remote, "err", err)
-		h.s.Metrics.Reject("rtmp", "busy")
+		h.s.warn.Warn(h.s.Log, "RTMP publish refused", "path", path, "remote", h.remote, "err", err)
+		h.s.Metrics.Reject("rtmp", stream.RejectReason(err))
 		return err
 	}
 	h.mu.Lock()
@@ -266,14 +291,14 @@ func (h *handler) onVideoConfig(tag flv.VideoTag) error {
 	case flv.VideoH264:
 		c, err := flv.ParseAVCConfig(tag.Data)
 		if err != nil {
-			h.s.Log.Warn("RTMP bad AVC configuration", "remote", h.remote, "err", err)
+			h.s.warn.Warn(h.s.Log, "RTMP bad AVC configuration", "remote", h.remote, "err", err)
 			return nil
 		}
 		h.video, h.videoParam = segment.CodecH264, [][]byte{c.SPS[0], c.PPS[0]}
 	case flv.VideoH265:
 		c, err := flv.ParseHEVCConfig(tag.Data)
 		if err != nil {
-			h.s.Log.Warn("RTMP bad HEVC configuration", "remote", h.remote, "err", err)
+			h.s.warn.Warn(h.s.Log, "RTMP bad HEVC configuration", "remote", h.remote, "err", err)
 			return nil
 		}
 		h.video, h.videoParam = segment.CodecH265, [][]byte{c.VPS, c.SPS, c.PPS}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,8 @@ import (
 
 	"github.com/coopstreaming/coop/origin/auth"
 	"github.com/coopstreaming/coop/origin/media"
+	"github.com/coopstreaming/coop/origin/netguard"
+	"github.com/coopstreaming/coop/origin/ratelog"
 	"github.com/coopstreaming/coop/origin/stream"
 	"github.com/coopstreaming/coop/segment"
 )
@@ -34,8 +37,12 @@ type Server struct {
 	Address string
 	// UDPRTPAddress and UDPRTCPAddress enable the UDP transport when set.
 	UDPRTPAddress, UDPRTCPAddress string
-	// Timeout bounds reads and writes (default 10s).
+	// Timeout bounds reads and writes (default 10s). A connection that is
+	// not playing or recording must send a complete request within it.
 	Timeout time.Duration
+	// MaxConns caps the open RTSP connections, and so the sessions (0: no
+	// cap); each session needs a connection.
+	MaxConns int
 	// WriteQueueSize is each reader's packet queue (default 512).
 	WriteQueueSize int
 	// Streams is the stream registry.
@@ -44,12 +51,19 @@ type Server struct {
 	Auth *auth.Checker
 	// ReadUser and ReadPass, when set, protect reading.
 	ReadUser, ReadPass string
+	// Throttle refuses remote IPs that keep failing authentication
+	// (default: a Throttle with its defaults).
+	Throttle *auth.Throttle
 	// Log receives logs.
 	Log *slog.Logger
 	// Metrics receives counters (optional).
 	Metrics *stream.Metrics
 
-	srv     *gortsplib.Server
+	srv  *gortsplib.Server
+	ln   *netguard.Listener
+	warn ratelog.Limiter
+
+	// mu guards readers.
 	mu      sync.Mutex
 	readers map[*gortsplib.ServerSession]*Reader
 }
@@ -63,6 +77,8 @@ type Reader struct {
 	Dropped   uint64    `json:"droppedPackets"`
 	BytesSent uint64    `json:"bytesSent"`
 	session   *gortsplib.ServerSession
+	// conn is the control connection that sent PLAY.
+	conn *gortsplib.ServerConn
 }
 
 // publisher is the state of a publishing session.
@@ -84,8 +100,12 @@ func (s *Server) Initialize() *gortsplib.Server {
 	if s.Log == nil {
 		s.Log = slog.Default()
 	}
+	if s.Throttle == nil {
+		s.Throttle = &auth.Throttle{}
+	}
 	s.readers = make(map[*gortsplib.ServerSession]*Reader)
 	s.srv = &gortsplib.Server{
+		Listen:         s.listen,
 		Handler:        s,
 		RTSPAddress:    s.Address,
 		UDPRTPAddress:  s.UDPRTPAddress,
@@ -95,6 +115,53 @@ func (s *Server) Initialize() *gortsplib.Server {
 		WriteQueueSize: s.WriteQueueSize,
 	}
 	return s.srv
+}
+
+// listen is gortsplib's listener hook: the RTSP port survives running out
+// of file descriptors, caps connections and closes idle ones.
+func (s *Server) listen(network, address string) (net.Listener, error) {
+	ln, err := net.Listen(network, address)
+	if err != nil {
+		return nil, err
+	}
+	s.ln = &netguard.Listener{
+		Listener: ln, Name: "rtsp", MaxConns: s.MaxConns, IdleTimeout: s.Timeout, Log: s.Log,
+		OnReject: func(reason string) { s.Metrics.Reject("rtsp", reason) },
+	}
+	return s.ln, nil
+}
+
+// guardConn is the netguard connection under an RTSP connection.
+func guardConn(sc *gortsplib.ServerConn) *netguard.Conn {
+	c, _ := sc.NetConn().(*netguard.Conn)
+	return c
+}
+
+// OnRequest implements gortsplib.ServerHandlerOnRequest: each complete
+// request gives the connection another idle timeout.
+func (s *Server) OnRequest(sc *gortsplib.ServerConn, req *base.Request) {
+	if c := guardConn(sc); c != nil {
+		c.Touch()
+		if req.Method == base.Teardown {
+			c.Exempt(false)
+		}
+	}
+}
+
+// OnConnClose implements gortsplib.ServerHandlerOnConnClose. A UDP reader
+// whose control connection is gone is ended at once: nobody can tear it
+// down any more, and it would receive RTP until the session timeout.
+func (s *Server) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
+	session := ctx.Conn.Session()
+	if session == nil {
+		return
+	}
+	s.mu.Lock()
+	r := s.readers[session]
+	s.mu.Unlock()
+	if r != nil && r.conn == ctx.Conn && r.Transport != "" && r.Transport != gortsplib.TransportTCP.String() {
+		session.Close()
+	}
 }
 
 // Start listens.
@@ -159,7 +226,24 @@ func (s *Server) checkRead(conn *gortsplib.ServerConn, req *base.Request) (*base
 	if s.ReadUser == "" {
 		return nil, nil
 	}
+	remote := conn.NetConn().RemoteAddr().String()
+	ip := auth.HostOf(remote)
+	if s.Throttle.Blocked(ip) {
+		s.Metrics.Reject("rtsp", "auth_throttled")
+		s.warn.Warn(s.Log, "RTSP read refused: too many failed logins from this address", "remote", remote)
+		return &base.Response{StatusCode: base.StatusForbidden}, errors.New("too many failed logins")
+	}
 	if !conn.VerifyCredentials(req, s.ReadUser, s.ReadPass) {
+		if _, sent := req.Header["Authorization"]; sent {
+			// Wrong credentials (a first request without any is how
+			// players ask for the challenge: not a failure).
+			s.Metrics.Reject("rtsp", "auth")
+			s.warn.Warn(s.Log, "RTSP read refused: wrong credentials", "remote", remote)
+			if s.Throttle.Fail(ip) {
+				s.Metrics.Reject("rtsp", "auth_throttled")
+				return &base.Response{StatusCode: base.StatusForbidden}, errors.New("too many failed logins")
+			}
+		}
 		// ErrServerAuth makes gortsplib send WWW-Authenticate when no
 		// credentials came, so players retry with the ones in their URL.
 		return &base.Response{StatusCode: base.StatusUnauthorized}, liberrors.ErrServerAuth{}
@@ -171,25 +255,34 @@ func (s *Server) checkRead(conn *gortsplib.ServerConn, req *base.Request) (*base
 func (s *Server) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Response, error) {
 	path := cleanPath(ctx.Path)
 	remote := ctx.Conn.NetConn().RemoteAddr().String()
+	ip := auth.HostOf(remote)
+	if s.Throttle.Blocked(ip) {
+		s.Metrics.Reject("rtsp", "auth_throttled")
+		s.warn.Warn(s.Log, "RTSP publish refused: too many failed attempts from this address", "remote", remote)
+		return &base.Response{StatusCode: base.StatusForbidden}, errors.New("too many failed attempts")
+	}
 	err := s.Auth.Check(context.Background(), auth.Request{
 		Action: "publish", Protocol: "rtsp", Path: path, Key: auth.KeyOf(path), Remote: remote,
 	})
 	if err != nil {
-		s.Log.Warn("RTSP publish refused", "path", path, "remote", remote, "err", err)
+		s.warn.Warn(s.Log, "RTSP publish refused", "path", path, "remote", remote, "err", err)
 		s.Metrics.Reject("rtsp", "auth")
+		if errors.Is(err, auth.ErrDenied) {
+			s.Throttle.Fail(ip)
+		}
 		return &base.Response{StatusCode: base.StatusForbidden}, err
 	}
 	tracks, err := tracksOf(ctx.Description)
 	if err != nil {
-		s.Log.Warn("RTSP publish refused", "path", path, "remote", remote, "err", err)
+		s.warn.Warn(s.Log, "RTSP publish refused", "path", path, "remote", remote, "err", err)
 		s.Metrics.Reject("rtsp", "codec")
 		return &base.Response{StatusCode: base.StatusBadRequest}, err
 	}
 	session := ctx.Session
 	pub, err := s.Streams.Publish(path, stream.PublisherInfo{Protocol: "rtsp", Remote: remote, Kick: session.Close})
 	if err != nil {
-		s.Log.Warn("RTSP publish refused", "path", path, "remote", remote, "err", err)
-		s.Metrics.Reject("rtsp", "busy")
+		s.warn.Warn(s.Log, "RTSP publish refused", "path", path, "remote", remote, "err", err)
+		s.Metrics.Reject("rtsp", stream.RejectReason(err))
 		return &base.Response{StatusCode: base.StatusBadRequest}, err
 	}
 	if err := pub.SetTracks(tracks); err != nil {
@@ -263,7 +356,7 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
 	r := &Reader{
 		Path: cleanPath(ctx.Path), Remote: ctx.Conn.NetConn().RemoteAddr().String(),
-		Started: time.Now(), session: ctx.Session,
+		Started: time.Now(), session: ctx.Session, conn: ctx.Conn,
 	}
 	if tr := ctx.Session.SetuppedTransport(); tr != nil {
 		r.Transport = tr.String()
@@ -274,6 +367,11 @@ func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, 
 	s.mu.Lock()
 	s.readers[ctx.Session] = r
 	s.mu.Unlock()
+	if c := guardConn(ctx.Conn); c != nil {
+		// A playing session's liveness is gortsplib's business (write
+		// timeouts over TCP, RTCP and keepalives over UDP).
+		c.Exempt(true)
+	}
 	if s.Metrics != nil {
 		s.Metrics.Readers.WithLabelValues(r.Path).Inc()
 	}
@@ -288,6 +386,9 @@ func (s *Server) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Respon
 		return &base.Response{StatusCode: base.StatusBadRequest}, errors.New("RECORD without ANNOUNCE")
 	}
 	session := ctx.Session
+	if c := guardConn(ctx.Conn); c != nil {
+		c.Exempt(true) // gortsplib times recording sessions out itself
+	}
 	trackIdx := 0
 	for _, medi := range session.AnnouncedDescription().Medias {
 		for _, f := range medi.Formats {

@@ -30,7 +30,21 @@ var (
 	ErrReplaced = errors.New("stream: publisher replaced")
 	// ErrNotStarted means a unit was written before the tracks were set.
 	ErrNotStarted = errors.New("stream: tracks not set")
+	// ErrTooManyStreams means MaxStreams paths exist already.
+	ErrTooManyStreams = errors.New("stream: too many streams")
 )
+
+// RejectReason names a Publish error for coop_origin_rejected_total.
+func RejectReason(err error) string {
+	switch {
+	case errors.Is(err, ErrTooManyStreams):
+		return "stream_limit"
+	case errors.Is(err, ErrBusy):
+		return "busy"
+	default:
+		return "publish"
+	}
+}
 
 // Sink receives the segmented stream (the plugin host). Its methods are
 // called from publisher goroutines and must not block.
@@ -51,7 +65,13 @@ type Config struct {
 	GracePeriod time.Duration
 	// Takeover lets a new publisher replace the current one.
 	Takeover bool
+	// MaxStreams caps the paths that exist at once, published or waiting
+	// for their publisher (default DefaultMaxStreams).
+	MaxStreams int
 }
+
+// DefaultMaxStreams is the default Config.MaxStreams.
+const DefaultMaxStreams = 64
 
 // PublisherInfo describes a publisher.
 type PublisherInfo struct {
@@ -95,6 +115,9 @@ func (m *Manager) init() {
 		if m.GracePeriod <= 0 {
 			m.GracePeriod = 10 * time.Second
 		}
+		if m.MaxStreams <= 0 {
+			m.MaxStreams = DefaultMaxStreams
+		}
 		if m.Log == nil {
 			m.Log = slog.Default()
 		}
@@ -112,6 +135,9 @@ func (m *Manager) Publish(path string, info PublisherInfo) (*Publication, error)
 	}
 	s := m.streams[path]
 	if s == nil {
+		if len(m.streams) >= m.MaxStreams {
+			return nil, fmt.Errorf("%w: %d paths exist", ErrTooManyStreams, len(m.streams))
+		}
 		s = &Stream{path: path, m: m, created: time.Now()}
 		m.streams[path] = s
 	}
