@@ -180,6 +180,8 @@ type originProc struct {
 	cmd                  *exec.Cmd
 	out                  *syncBuffer
 	rtmp, rtsp, httpAddr string
+	// hls serves LL-HLS and the player page.
+	hls string
 }
 
 func (o *originProc) rtmpURL(key string) string { return "rtmp://" + o.rtmp + "/live/" + key }
@@ -188,10 +190,10 @@ func (o *originProc) rtspURL(key string) string { return "rtsp://" + o.rtsp + "/
 func startOrigin(t *testing.T, env ...string) *originProc {
 	t.Helper()
 	rtp, rtcp := freeUDPPair(t)
-	o := &originProc{rtmp: freeAddr(t), rtsp: freeAddr(t), httpAddr: freeAddr(t)}
+	o := &originProc{rtmp: freeAddr(t), rtsp: freeAddr(t), httpAddr: freeAddr(t), hls: freeAddr(t)}
 	base := []string{
 		"COOP_RTMP_ADDRESS=" + o.rtmp, "COOP_RTSP_ADDRESS=" + o.rtsp, "COOP_HTTP_ADDRESS=" + o.httpAddr,
-		"COOP_RTSP_UDPRTPADDRESS=" + rtp, "COOP_RTSP_UDPRTCPADDRESS=" + rtcp,
+		"COOP_RTSP_UDPRTPADDRESS=" + rtp, "COOP_RTSP_UDPRTCPADDRESS=" + rtcp, "COOP_HLS_ADDRESS=" + o.hls,
 		// The plugin is off unless a test turns it on (startP2POrigin).
 		"COOP_PLUGIN_ENABLED=false",
 	}
