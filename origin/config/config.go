@@ -52,6 +52,10 @@ type Config struct {
 	HLS      HLS      `yaml:"hls"`
 	// Paths configures individual paths, e.g. an upstream to pull.
 	Paths map[string]Path `yaml:"paths"`
+
+	// MemoryLimit is the Go soft memory limit of coop-origin and of the
+	// plugin, e.g. "512MiB" ("" or "0": none); see MemoryLimitBytes.
+	MemoryLimit string `yaml:"memoryLimit"`
 }
 
 // Path configures one path (key: "live/cam1"). The key names follow
@@ -110,6 +114,8 @@ type RTMP struct {
 	Address string `yaml:"address"`
 	// MaxMessageSize bounds one audio/video message.
 	MaxMessageSize int `yaml:"maxMessageSize"`
+	// MaxConnections caps open RTMP connections (0: no cap).
+	MaxConnections int `yaml:"maxConnections"`
 }
 
 // RTSP configures RTSP publish and playback.
@@ -118,11 +124,17 @@ type RTSP struct {
 	UDPRTPAddress  string `yaml:"udpRTPAddress"`
 	UDPRTCPAddress string `yaml:"udpRTCPAddress"`
 	WriteQueueSize int    `yaml:"writeQueueSize"`
+	// MaxConnections caps open RTSP connections, and so sessions (0: no cap).
+	MaxConnections int `yaml:"maxConnections"`
 }
 
 // HTTP configures the API, metrics and status page.
 type HTTP struct {
 	Address string `yaml:"address"`
+	// MaxConnections caps open API connections (0: no cap).
+	MaxConnections int `yaml:"maxConnections"`
+	// Pprof serves net/http/pprof under /debug/pprof/ on the API port.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Segment configures the segmenter.
@@ -137,6 +149,8 @@ type Publish struct {
 	AuthHook    string   `yaml:"authHook"`
 	GracePeriod Duration `yaml:"gracePeriod"`
 	Takeover    bool     `yaml:"takeover"`
+	// MaxStreams caps the paths that exist at once.
+	MaxStreams int `yaml:"maxStreams"`
 }
 
 // Read configures read access.
@@ -150,14 +164,17 @@ func Default() Config {
 	return Config{
 		LogLevel: "info",
 		Timeout:  Duration(10 * time.Second),
-		RTMP:     RTMP{Enabled: true, Address: ":1935", MaxMessageSize: 8 << 20},
-		RTSP:     RTSP{Address: ":8554", UDPRTPAddress: ":8000", UDPRTCPAddress: ":8001", WriteQueueSize: 512},
-		HTTP:     HTTP{Address: ":9997"},
+		RTMP:     RTMP{Enabled: true, Address: ":1935", MaxMessageSize: 8 << 20, MaxConnections: 32},
+		RTSP:     RTSP{Address: ":8554", UDPRTPAddress: ":8000", UDPRTCPAddress: ":8001", WriteQueueSize: 512, MaxConnections: 256},
+		HTTP:     HTTP{Address: ":9997", MaxConnections: 128},
 		Segment:  Segment{Duration: Duration(500 * time.Millisecond), Layers: 3},
-		Publish:  Publish{Keys: []string{}, GracePeriod: Duration(10 * time.Second)},
+		Publish:  Publish{Keys: []string{}, GracePeriod: Duration(10 * time.Second), MaxStreams: 64},
 		Plugin:   Plugin{Enabled: true, Address: ":7070", Seeds: 2, Partners: 6, KeyFile: "coop-stream.key"},
 		HLS: HLS{Enabled: true, Address: ":8888", Variant: "lowLatency", SegmentCount: 7,
 			SegmentDuration: Duration(time.Second), PartDuration: Duration(200 * time.Millisecond), QueueSize: 512},
+
+		// The budget behind this default is in README "Security".
+		MemoryLimit: "512MiB",
 	}
 }
 
@@ -221,6 +238,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Segment.Layers < 1 || c.Segment.Layers > 8 {
 		return fmt.Errorf("config: segment.layers: %d is outside 1..8", c.Segment.Layers)
+	}
+	if _, err := c.MemoryLimitBytes(); err != nil {
+		return fmt.Errorf("config: memoryLimit: %w", err)
+	}
+	for key, n := range map[string]int{"rtmp.maxConnections": c.RTMP.MaxConnections,
+		"rtsp.maxConnections": c.RTSP.MaxConnections, "http.maxConnections": c.HTTP.MaxConnections} {
+		if n < 0 {
+			return fmt.Errorf("config: %s: %d must not be negative", key, n)
+		}
+	}
+	if c.Publish.MaxStreams < 1 || c.Publish.MaxStreams > 100000 {
+		return fmt.Errorf("config: publish.maxStreams: %d is outside 1..100000", c.Publish.MaxStreams)
 	}
 	if c.Publish.GracePeriod < 0 {
 		return errors.New("config: publish.gracePeriod: must not be negative")
@@ -290,6 +319,34 @@ func (h *HLS) validate() error {
 		return fmt.Errorf("config: hls.queueSize: %d is outside 16..65536", h.QueueSize)
 	}
 	return nil
+}
+
+// MemoryLimitBytes parses MemoryLimit: a byte count with an optional
+// unit B, KiB, MiB, GiB (or KB, MB, GB, powers of ten); 0 means no limit.
+func (c *Config) MemoryLimitBytes() (int64, error) {
+	s := strings.TrimSpace(c.MemoryLimit)
+	if s == "" {
+		return 0, nil
+	}
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(v), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > (1<<50)/mult {
+		return 0, fmt.Errorf("%q is not a size such as 512MiB", c.MemoryLimit)
+	}
+	if n > 0 && n*mult < 64<<20 {
+		return 0, fmt.Errorf("%q is below 64MiB", c.MemoryLimit)
+	}
+	return n * mult, nil
 }
 
 // applyEnv sets every leaf key from COOP_<PATH> when present.

@@ -56,3 +56,30 @@ func TestErrorsNameTheKey(t *testing.T) {
 		})
 	}
 }
+
+func TestMemoryLimitParses(t *testing.T) {
+	for in, want := range map[string]int64{"": 0, "0": 0, "512MiB": 512 << 20, "1GiB": 1 << 30, "100MB": 100e6, "67108864": 64 << 20} {
+		c := Default()
+		c.MemoryLimit = in
+		got, err := c.MemoryLimitBytes()
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"lots", "-1MiB", "1MiB", "12XB"} {
+		c := Default()
+		c.MemoryLimit = in
+		require.ErrorContains(t, c.Validate(), "memoryLimit", in)
+	}
+}
+
+func TestHardeningKeysFromTheEnvironment(t *testing.T) {
+	c, err := Load("", []string{"COOP_HTTP_PPROF=true", "COOP_RTSP_MAXCONNECTIONS=10", "COOP_PUBLISH_MAXSTREAMS=3", "COOP_MEMORYLIMIT=1GiB"})
+	require.NoError(t, err)
+	require.True(t, c.HTTP.Pprof)
+	require.Equal(t, 10, c.RTSP.MaxConnections)
+	require.Equal(t, 3, c.Publish.MaxStreams)
+	_, err = Load("", []string{"COOP_PUBLISH_MAXSTREAMS=0"})
+	require.ErrorContains(t, err, "publish.maxStreams")
+	_, err = Load("", []string{"COOP_RTSP_MAXCONNECTIONS=-1"})
+	require.ErrorContains(t, err, "rtsp.maxConnections")
+}
