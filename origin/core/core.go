@@ -18,6 +18,7 @@ import (
 	"github.com/coopstreaming/coop/origin/config"
 	"github.com/coopstreaming/coop/origin/hlsserver"
 	"github.com/coopstreaming/coop/origin/httpapi"
+	"github.com/coopstreaming/coop/origin/netguard"
 	"github.com/coopstreaming/coop/origin/pluginhost"
 	"github.com/coopstreaming/coop/origin/pull"
 	"github.com/coopstreaming/coop/origin/rtmpguard"
@@ -69,7 +70,7 @@ func (o *Origin) Initialize() error {
 	}
 	o.RTSP = &rtspserver.Server{
 		Address: c.RTSP.Address, UDPRTPAddress: c.RTSP.UDPRTPAddress, UDPRTCPAddress: c.RTSP.UDPRTCPAddress,
-		Timeout: time.Duration(c.Timeout), WriteQueueSize: c.RTSP.WriteQueueSize,
+		Timeout: time.Duration(c.Timeout), WriteQueueSize: c.RTSP.WriteQueueSize, MaxConns: c.RTSP.MaxConnections,
 		Auth: checker, ReadUser: c.Read.User, ReadPass: c.Read.Pass,
 		Log: o.Log.With("component", "rtsp"), Metrics: metrics,
 	}
@@ -94,6 +95,7 @@ func (o *Origin) Initialize() error {
 		Config: stream.Config{
 			SegmentDuration: time.Duration(c.Segment.Duration), Layers: c.Segment.Layers,
 			GracePeriod: time.Duration(c.Publish.GracePeriod), Takeover: c.Publish.Takeover,
+			MaxStreams: c.Publish.MaxStreams,
 		},
 		RTSP: srv, Sink: o.Sink, Log: o.Log.With("component", "streams"), Metrics: metrics,
 	}
@@ -118,7 +120,7 @@ func (o *Origin) Initialize() error {
 		o.RTMP = &rtmpingest.Server{
 			Address: c.RTMP.Address, Timeout: time.Duration(c.Timeout),
 			Limits:  rtmpguard.Limits{MaxMessageSize: c.RTMP.MaxMessageSize},
-			Streams: o.Streams, Auth: checker, Log: o.Log.With("component", "rtmp"), Metrics: metrics,
+			Streams: o.Streams, MaxConns: c.RTMP.MaxConnections, Auth: checker, Log: o.Log.With("component", "rtmp"), Metrics: metrics,
 		}
 		if err := o.RTMP.Start(); err != nil {
 			o.Close()
@@ -136,14 +138,18 @@ func (o *Origin) Initialize() error {
 		o.Close()
 		return fmt.Errorf("http listen on %s: %w", c.HTTP.Address, err)
 	}
+	ln = &netguard.Listener{Listener: ln, Name: "http", MaxConns: c.HTTP.MaxConnections, Log: o.Log.With("component", "http"),
+		OnReject: func(reason string) { metrics.Reject("http", reason) }}
 	o.httpLn = ln
-	o.http = &http.Server{
-		Handler: httpapi.Handler(httpapi.Sources{
-			Streams: o.Streams.Snapshot, Readers: o.RTSP.Readers, Gatherer: o.Registry,
-			Extra: map[string]func() any{"p2p": o.p2pStatus, "sources": o.sourcesStatus},
-		}, o.Log),
-		ReadHeaderTimeout: 5 * time.Second,
+	var api http.Handler = httpapi.Handler(httpapi.Sources{
+		Streams: o.Streams.Snapshot, Readers: o.RTSP.Readers, Gatherer: o.Registry,
+		Extra: map[string]func() any{"p2p": o.p2pStatus, "sources": o.sourcesStatus},
+	}, o.Log)
+	if c.HTTP.Pprof {
+		api = httpapi.WithPprof(api)
+		o.Log.Warn("pprof is served at /debug/pprof/ on the API port (http.pprof): keep that port private")
 	}
+	o.http = httpapi.NewServer(api, time.Duration(c.Timeout), o.Log.With("component", "http"))
 	go func() {
 		if err := o.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			o.Log.Error("http server", "err", err)

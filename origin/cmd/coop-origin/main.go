@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strconv"
 	"syscall"
 
 	"github.com/coopstreaming/coop/origin/config"
@@ -36,6 +38,9 @@ func run() error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
+	if err := applyMemoryLimit(&cfg, log); err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -48,5 +53,25 @@ func run() error {
 	}
 	<-ctx.Done()
 	log.Info("shutting down")
+	return nil
+}
+
+// applyMemoryLimit sets the Go soft memory limit from memoryLimit, and
+// exports it as GOMEMLIMIT, which the plugin process inherits (go-plugin
+// passes the host's environment on), so the plugin's runtime applies the
+// same limit at start-up.
+func applyMemoryLimit(cfg *config.Config, log *slog.Logger) error {
+	n, err := cfg.MemoryLimitBytes()
+	if err != nil {
+		return fmt.Errorf("memoryLimit: %w", err)
+	}
+	if n <= 0 {
+		return nil
+	}
+	debug.SetMemoryLimit(n)
+	if err := os.Setenv("GOMEMLIMIT", strconv.FormatInt(n, 10)+"B"); err != nil {
+		return fmt.Errorf("memoryLimit: %w", err)
+	}
+	log.Info("Go memory limit set", "bytes", n, "memoryLimit", cfg.MemoryLimit)
 	return nil
 }
