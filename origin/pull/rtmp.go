@@ -45,7 +45,14 @@ func (p *playCmd) ToArgs(rtmpmsg.EncodingType) ([]interface{}, error) {
 }
 
 // pullRTMP plays an RTMP upstream until it fails.
-func pullRTMP(ctx context.Context, u *url.URL, timeout time.Duration, pub *publisher) error {
+func pullRTMP(ctx context.Context, u *url.URL, timeout time.Duration, pub *publisher) (err error) {
+	defer func() {
+		// go-rtmp panics on some protocol states it does not expect; one
+		// upstream must never take the origin down.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("rtmp: library panic: %v", r)
+		}
+	}()
 	host := u.Host
 	if u.Port() == "" {
 		host = net.JoinHostPort(u.Hostname(), "1935")
@@ -70,8 +77,14 @@ func pullRTMP(ctx context.Context, u *url.URL, timeout time.Duration, pub *publi
 	if err := handshake.HandshakeWithServer(g, g, &handshake.Config{SkipHandshakeVerification: true}); err != nil {
 		return fmt.Errorf("rtmp handshake: %w", err)
 	}
-	cs := rtmp.NewChunkStreamer(g, g, nil)
+	// The library's own acknowledgements need the connection type's
+	// control writer (nil here: it would panic), so its ack window stays
+	// at the default 2^31-1 and the window the upstream asks for is
+	// acknowledged below from the bytes counted on the way in.
+	in := &countingReader{r: g}
+	cs := rtmp.NewChunkStreamer(in, g, nil)
 	defer cs.Close()
+	var ackWindow, acked uint64
 	send := func(streamID uint32, csid int, cmd string, txn int64, body rtmpmsg.AMFConvertible) error {
 		buf := new(bytes.Buffer)
 		if err := rtmpmsg.EncodeBodyAnyValues(rtmpmsg.NewAMFEncoder(buf, rtmpmsg.EncodingTypeAMF0), body); err != nil {
@@ -97,6 +110,15 @@ func pullRTMP(ctx context.Context, u *url.URL, timeout time.Duration, pub *publi
 			return errors.New("another publisher took the path over")
 		default:
 		}
+		if ackWindow > 0 && in.n-acked >= ackWindow/2 {
+			wctx, cancel := context.WithTimeout(ctx, timeout)
+			err := cs.Write(wctx, 2, 0, &rtmp.ChunkMessage{Message: &rtmpmsg.Ack{SequenceNumber: uint32(in.n)}})
+			cancel()
+			if err != nil {
+				return fmt.Errorf("rtmp ack: %w", err)
+			}
+			acked = in.n
+		}
 		if _, ts, err := cs.Read(&cmsg); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -109,7 +131,9 @@ func pullRTMP(ctx context.Context, u *url.URL, timeout time.Duration, pub *publi
 					return fmt.Errorf("rtmp: %w", err)
 				}
 			case *rtmpmsg.WinAckSize:
-				_ = cs.PeerState().SetAckWindowSize(m.Size)
+				if m.Size > 0 {
+					ackWindow = uint64(m.Size)
+				}
 			case *rtmpmsg.CommandMessage:
 				if err := onCommand(m, send, name); err != nil {
 					return err
@@ -125,6 +149,18 @@ func pullRTMP(ctx context.Context, u *url.URL, timeout time.Duration, pub *publi
 			}
 		}
 	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n uint64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += uint64(n)
+	return n, err
 }
 
 // onCommand follows connect → createStream → play.
