@@ -52,6 +52,9 @@ type Config struct {
 	StreamKey ed25519.PublicKey
 	// SignKey signs manifests (server; used by AddSegment callers).
 	SignKey ed25519.PrivateKey
+	// Epoch names the stream instance the server serves (in its Welcome
+	// and in the manifests its driver signs) [0]; Restart changes it.
+	Epoch uint64
 	// SegmentDuration is the nominal segment duration (server) [1s].
 	SegmentDuration time.Duration
 	// Layers is the number of layers of the stream [3].
@@ -74,7 +77,8 @@ type Config struct {
 	// UploadCap bounds the node's media upload in bytes/s (0: none).
 	UploadCap float64
 	// MaxBacklog bounds bytes queued on the transport before the engine
-	// stops serving [max(16 KiB, UploadCap × 0.1 s)].
+	// stops serving [max(16 KiB, UploadCap × 0.1 s)]: per connection when
+	// the Env has ConnBacklog (a full partner is skipped), else in total.
 	MaxBacklog int
 	// Seeds is how many peers the server announces a fresh segment to at
 	// once (the highest-upload ones); the others hear of it SeedDelay
@@ -115,6 +119,9 @@ type Config struct {
 	OnPlay func(seq uint64, layers [][]byte)
 	// OnHeader receives the stream header.
 	OnHeader func(header []byte)
+	// OnRestart is called when a peer sees the server's stream restart
+	// (a new epoch) and resets its buffer and playback clock.
+	OnRestart func()
 }
 
 func (c Config) withDefaults() Config {

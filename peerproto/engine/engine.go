@@ -65,6 +65,10 @@ type partner struct {
 	// (valid when upToSet).
 	upTo    uint64
 	upToSet bool
+	// probe is the chunk the server asked of an accused partner, at
+	// probeAt (zero: none outstanding).
+	probe   chunkKey
+	probeAt time.Time
 }
 
 type request struct {
@@ -106,7 +110,13 @@ type Engine struct {
 	partners map[wire.PeerID]*partner
 	ordered  []*partner // partners sorted by ID, for deterministic iteration
 	serverID wire.PeerID
-	banned   map[wire.PeerID]bool
+	bans     *banList
+
+	// epoch is the stream instance (server: chosen by the driver; peer:
+	// the server's, from its Welcome, once epochKnown).
+	epoch      uint64
+	epochKnown bool
+	keyPinned  bool // the stream key came from the configuration
 
 	segs     map[uint64]*seg
 	have     *buffermap.Map
@@ -149,7 +159,6 @@ type Engine struct {
 	delayed      []delayedHave            // server: announcements to non-seeds
 	segRate      float64                  // server: measured stream rate, bytes/s
 	lastSeedPick time.Time
-	accusations  map[wire.PeerID]map[wire.PeerID]bool // server: accused -> accusers
 
 	lastBM, lastPing, lastManage, lastReport time.Time
 	lastSchedule                             time.Time
@@ -174,20 +183,19 @@ func New(cfg Config, env Env) *Engine {
 	cfg = cfg.withDefaults()
 	e := &Engine{
 		cfg: cfg, env: env,
-		partners:    make(map[wire.PeerID]*partner),
-		banned:      make(map[wire.PeerID]bool),
-		segs:        make(map[uint64]*seg),
-		have:        buffermap.New(0, cfg.Window, cfg.Layers),
-		candidates:  make(map[wire.PeerID]wire.Candidate),
-		dialing:     make(map[wire.PeerID]time.Time),
-		tracker:     make(map[wire.PeerID]*partner),
-		seeds:       make(map[wire.PeerID]bool),
-		accusations: make(map[wire.PeerID]map[wire.PeerID]bool),
-		segDur:      cfg.SegmentDuration,
-		qos:         qos.New(withSlowStart(cfg.QoS), cfg.Layers),
-		joinedAt:    env.Now(),
-		down:        monitor.NewMeter(10*time.Second, 20),
-		up:          monitor.NewMeter(10*time.Second, 20),
+		partners:   make(map[wire.PeerID]*partner),
+		bans:       newBanList(),
+		segs:       make(map[uint64]*seg),
+		have:       buffermap.New(0, cfg.Window, cfg.Layers),
+		candidates: make(map[wire.PeerID]wire.Candidate),
+		dialing:    make(map[wire.PeerID]time.Time),
+		tracker:    make(map[wire.PeerID]*partner),
+		seeds:      make(map[wire.PeerID]bool),
+		segDur:     cfg.SegmentDuration,
+		qos:        qos.New(withSlowStart(cfg.QoS), cfg.Layers),
+		joinedAt:   env.Now(),
+		down:       monitor.NewMeter(10*time.Second, 20),
+		up:         monitor.NewMeter(10*time.Second, 20),
 	}
 	if cfg.UploadCap > 0 {
 		e.limiter = rate.NewLimiter(rate.Limit(cfg.UploadCap), max(int(cfg.UploadCap/4), 4<<20))
@@ -196,6 +204,7 @@ func New(cfg Config, env Env) *Engine {
 		e.chunkSizes[l] = 40 << 10
 	}
 	e.stats.Layers = cfg.Layers
+	e.epoch, e.keyPinned = cfg.Epoch, cfg.StreamKey != nil
 	return e
 }
 
@@ -222,7 +231,7 @@ func (e *Engine) Admit(h *wire.Hello, inbound bool) error {
 	if h.Protocol != wire.ProtocolID || h.Version != wire.Version || h.Stream != e.cfg.Stream {
 		return fmt.Errorf("%w: %s v%d stream %q", ErrProtocol, h.Protocol, h.Version, h.Stream)
 	}
-	if e.banned[h.Peer] {
+	if e.Banned(h.Peer) {
 		return ErrBanned
 	}
 	if h.Peer == e.cfg.ID {
@@ -273,15 +282,7 @@ func (e *Engine) Connected(h *wire.Hello, outbound bool) {
 	}
 	if e.IsServer() {
 		e.tracker[h.Peer] = p
-		var key []byte
-		if e.cfg.SignKey != nil {
-			key = e.cfg.SignKey.Public().(ed25519.PublicKey)
-		}
-		e.send(h.Peer, &wire.Welcome{Peer: e.cfg.ID, SegmentDurationMs: uint32(e.segDur / time.Millisecond),
-			LiveEdge: e.liveEdge, Partners: uint16(len(e.partners)), StreamKey: key})
-		if e.header != nil {
-			e.send(h.Peer, &wire.StreamHeader{Header: e.header})
-		}
+		e.welcome(p)
 	} else if !outbound {
 		e.send(h.Peer, &wire.Welcome{Peer: e.cfg.ID, SegmentDurationMs: uint32(e.segDur / time.Millisecond),
 			LiveEdge: e.liveEdge, Partners: uint16(len(e.partners))})
@@ -394,15 +395,9 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 	switch m := m.(type) {
 	case *wire.Welcome:
 		if p.server && !e.IsServer() {
-			if len(m.StreamKey) == ed25519.PublicKeySize {
-				switch {
-				case e.cfg.StreamKey == nil:
-					e.cfg.StreamKey = ed25519.PublicKey(slices.Clone(m.StreamKey))
-				case !e.cfg.StreamKey.Equal(ed25519.PublicKey(m.StreamKey)):
-					e.stats.LastBan = "server presented another stream key"
-					e.env.Disconnect(from)
-					return
-				}
+			if !e.onServerWelcome(m, now) {
+				e.env.Disconnect(from)
+				return
 			}
 			if m.SegmentDurationMs > 0 {
 				e.segDur = time.Duration(m.SegmentDurationMs) * time.Millisecond
@@ -480,7 +475,7 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 		e.send(from, &wire.Candidates{List: e.candidatesFor(p, int(m.Max))})
 	case *wire.Candidates:
 		for _, c := range m.List {
-			if c.Peer != e.cfg.ID && e.partners[c.Peer] == nil && !e.banned[c.Peer] && len(e.candidates) < 256 {
+			if c.Peer != e.cfg.ID && e.partners[c.Peer] == nil && !e.Banned(c.Peer) && len(e.candidates) < 256 {
 				e.candidates[c.Peer] = c
 			}
 		}
@@ -666,6 +661,7 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 	p.recv.Add(now, len(m.Payload))
 	e.down.Add(now, len(m.Payload))
 	if e.IsServer() {
+		e.checkProbe(p, m, now)
 		return
 	}
 	s := e.segs[m.Seq]
@@ -686,6 +682,10 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 			man, err := manifest.Verify(e.cfg.StreamKey, m.Manifest)
 			if err != nil || man.Seq != m.Seq || man.Stream != e.cfg.Stream {
 				e.ban(p, fmt.Errorf("bad manifest for segment %d: %v", m.Seq, err))
+				return
+			}
+			if e.epochKnown && man.Epoch != e.epoch {
+				e.stats.StaleEpoch++ // signed, but for another instance of the stream
 				return
 			}
 			s.man, s.rawManifest, s.layers = man, m.Manifest, man.Layers()
@@ -736,62 +736,6 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 		e.stats.UsefulFromPeers += uint64(len(m.Payload))
 	}
 	e.pendingHaves = append(e.pendingHaves, wire.HaveEntry{Seq: m.Seq, Layer: m.Layer})
-}
-
-func (e *Engine) ban(p *partner, err error) {
-	e.stats.BadData++
-	e.stats.Banned++
-	e.banned[p.id] = true
-	e.stats.LastBan = err.Error()
-	e.env.Disconnect(p.id)
-	if e.serverID != 0 {
-		e.send(e.serverID, &wire.Accuse{Peer: p.id, Reason: err.Error()})
-	}
-}
-
-// AccuseThreshold is how many distinct peers must accuse a node before
-// the server bans it from the stream.
-const AccuseThreshold = 2
-
-// onAccuse: at the server, an accusation from a peer; once enough distinct
-// peers accuse the same node it is banned swarm-wide. At a peer, the
-// server's verdict.
-func (e *Engine) onAccuse(from *partner, m *wire.Accuse) {
-	if !e.IsServer() {
-		if from.server && !e.banned[m.Peer] {
-			e.banned[m.Peer] = true
-			e.stats.Banned++
-			delete(e.candidates, m.Peer)
-			if e.partners[m.Peer] != nil {
-				e.env.Disconnect(m.Peer)
-			}
-		}
-		return
-	}
-	if m.Peer == from.id || e.banned[m.Peer] {
-		return
-	}
-	set := e.accusations[m.Peer]
-	if set == nil {
-		set = make(map[wire.PeerID]bool)
-		e.accusations[m.Peer] = set
-	}
-	set[from.id] = true
-	if len(set) < AccuseThreshold {
-		return
-	}
-	e.banned[m.Peer] = true
-	e.stats.Banned++
-	verdict := &wire.Accuse{Peer: m.Peer, Reason: m.Reason}
-	for _, p := range e.list() {
-		id := p.id
-		if id != m.Peer {
-			e.send(id, verdict)
-		}
-	}
-	if e.partners[m.Peer] != nil {
-		e.env.Disconnect(m.Peer)
-	}
 }
 
 // AddSegment stores a segment at the server: the signed manifest and the
@@ -1272,21 +1216,31 @@ func (e *Engine) serve(now time.Time) {
 		}
 		return score(a.from) > score(b.from)
 	})
-	served := 0
-	for served < len(e.queue) {
-		if e.env.UploadBacklog() >= e.cfg.MaxBacklog {
-			break
+	// With per-connection backlogs a partner whose queue is full is
+	// skipped (its requests wait or expire) and the others are served.
+	perConn, _ := e.env.(ConnBacklog)
+	kept, stop := e.queue[:0], false
+	for _, r := range e.queue {
+		if stop || perConn == nil && e.env.UploadBacklog() >= e.cfg.MaxBacklog {
+			stop = true
+			kept = append(kept, r)
+			continue
 		}
-		r := e.queue[served]
+		if perConn != nil && perConn.Backlog(r.from) >= e.cfg.MaxBacklog {
+			e.stats.SkippedBacklog++
+			kept = append(kept, r)
+			continue
+		}
 		s := e.segs[r.seq]
 		if s == nil || r.layer >= len(s.chunks) || s.chunks[r.layer] == nil {
 			e.send(r.from, &wire.Reject{Seq: r.seq, Layer: uint8(r.layer), Reason: wire.RejectNotFound})
-			served++
 			continue
 		}
 		chunk := s.chunks[r.layer]
 		if e.limiter != nil && !e.limiter.AllowN(now, len(chunk)) {
-			break
+			stop = true
+			kept = append(kept, r)
+			continue
 		}
 		d := &wire.Data{Seq: r.seq, Layer: uint8(r.layer), Payload: chunk}
 		if r.flags&wire.RequestManifest != 0 {
@@ -1298,9 +1252,8 @@ func (e *Engine) serve(now time.Time) {
 		}
 		e.up.Add(now, len(chunk))
 		e.stats.ServedChunks++
-		served++
 	}
-	e.queue = append(e.queue[:0], e.queue[served:]...)
+	e.queue = kept
 }
 
 // diagnoseMiss classifies a base-layer miss for the statistics.
@@ -1536,9 +1489,6 @@ func (e *Engine) Partners() []wire.PeerID {
 	slices.Sort(out)
 	return out
 }
-
-// Banned tells whether a node is banned.
-func (e *Engine) Banned(id wire.PeerID) bool { return e.banned[id] }
 
 // Layers is the number of layers QoS lets the node fetch.
 func (e *Engine) Layers() int { return e.qos.Layers() }

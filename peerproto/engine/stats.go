@@ -42,6 +42,19 @@ type Stats struct {
 	// Late data diagnostics.
 	LateFromServer, LateFromPeers, LateUnrequested uint64
 	LateReqAge, LateReqSlack                       time.Duration
+	// Epochs counts stream restarts the peer followed (new epoch).
+	Epochs uint64
+	// StaleEpoch counts chunks whose manifest names another epoch.
+	StaleEpoch uint64
+	// Accusations counts Accuse messages the server received (counted,
+	// never acted on).
+	Accusations uint64
+	// Probes counts chunks the server asked of accused partners to check
+	// them itself.
+	Probes uint64
+	// SkippedBacklog counts times a queued request was passed over
+	// because its requester's own send queue was full.
+	SkippedBacklog uint64
 	// Hedges counts base-layer chunks also asked of the server because
 	// a peer was late.
 	Hedges uint64
@@ -129,7 +142,8 @@ type SwarmStats struct {
 	// Continuity is the mean reported base-layer continuity of connected
 	// peers that have reported (0 when none has).
 	Continuity float64
-	// Banned counts nodes banned by the server's verdicts.
+	// Banned counts nodes the server banned: on data it received and
+	// checked itself, never on a peer's word.
 	Banned uint64
 }
 

@@ -12,7 +12,10 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/wire"
@@ -34,6 +37,16 @@ type Node struct {
 	// MaxQueue bounds the bytes queued for one connection [8 MiB]; a
 	// partner that lets more pile up is disconnected.
 	MaxQueue int
+	// StallTimeout closes a connection whose pending write makes no
+	// progress for this long (a stopped receiver) [10s].
+	StallTimeout time.Duration
+	// MaxConns bounds admitted connections; past it a Hello is refused as
+	// full [2048].
+	MaxConns int
+	// MsgRate bounds the messages per second the node takes from one
+	// connection (burst MsgRate/2); past it the connection's reader waits,
+	// so one flooding partner cannot monopolise the event loop [1000].
+	MsgRate int
 	// Tick is the engine tick interval [50ms].
 	Tick time.Duration
 	// Log receives the node's logs.
@@ -60,7 +73,24 @@ type Node struct {
 
 	serverDialing bool
 	lastServerTry time.Time
+
+	counters Counters
+	slowLog  rate.Sometimes
 }
+
+// Counters are a node's transport events, safe to read at any time.
+type Counters struct {
+	// SlowDisconnects counts partners closed for a full send queue or a
+	// stalled write.
+	SlowDisconnects atomic.Uint64
+	// FullRefusals counts Hellos refused at MaxConns.
+	FullRefusals atomic.Uint64
+	// Throttled counts times a connection's reader waited for MsgRate.
+	Throttled atomic.Uint64
+}
+
+// Counters returns the node's transport counters.
+func (n *Node) Counters() *Counters { return &n.counters }
 
 // RejectedError is a refusal by the other side of a handshake.
 type RejectedError struct {
@@ -95,6 +125,9 @@ type conn struct {
 	wake   chan struct{}
 	done   chan struct{}
 	once   sync.Once
+	// slow is set once the connection is closed for being too slow (its
+	// later sends are dropped silently).
+	slow atomic.Bool
 }
 
 // Start listens (when Listen is set) and starts the event loop.
@@ -111,6 +144,16 @@ func (n *Node) Start() error {
 	if n.Tick <= 0 {
 		n.Tick = 50 * time.Millisecond
 	}
+	if n.StallTimeout <= 0 {
+		n.StallTimeout = 10 * time.Second
+	}
+	if n.MaxConns <= 0 {
+		n.MaxConns = 2048
+	}
+	if n.MsgRate <= 0 {
+		n.MsgRate = 1000
+	}
+	n.slowLog = rate.Sometimes{Interval: 10 * time.Second}
 	if n.ServerRetry <= 0 {
 		n.ServerRetry = time.Second
 	}
@@ -328,7 +371,14 @@ func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID, r *wire.Re
 		return
 	}
 	var admitErr error
-	if err := n.Do(func(e *engine.Engine) { admitErr = e.Admit(theirs, inbound) }); err != nil {
+	if err := n.Do(func(e *engine.Engine) {
+		if len(n.conns) >= n.MaxConns {
+			n.counters.FullRefusals.Add(1)
+			admitErr = fmt.Errorf("%w: %d connections", engine.ErrFull, len(n.conns))
+			return
+		}
+		admitErr = e.Admit(theirs, inbound)
+	}); err != nil {
 		nc.Close()
 		return
 	}
@@ -414,7 +464,15 @@ func dialable(listen string, remote net.Addr) string {
 }
 
 func (n *Node) reader(c *conn, r *wire.Reader) {
+	lim := rate.NewLimiter(rate.Limit(n.MsgRate), max(1, n.MsgRate/2))
 	for {
+		if !lim.Allow() {
+			n.counters.Throttled.Add(1)
+			if err := lim.Wait(n.ctx); err != nil {
+				c.close()
+				return
+			}
+		}
 		_ = c.nc.SetReadDeadline(time.Now().Add(n.IdleTimeout))
 		m, _, err := r.Read()
 		if err != nil {
@@ -455,12 +513,19 @@ func (n *Node) writer(c *conn) {
 			frame := c.queue[0]
 			c.queue = c.queue[1:]
 			c.mu.Unlock()
-			_ = c.nc.SetWriteDeadline(time.Now().Add(n.IdleTimeout))
+			// A write that makes no progress for StallTimeout means a
+			// stopped receiver: close it, its queue only hurts itself.
+			_ = c.nc.SetWriteDeadline(time.Now().Add(n.StallTimeout))
 			_, err := c.nc.Write(frame)
 			c.mu.Lock()
 			c.queued = max(0, c.queued-len(frame))
 			c.mu.Unlock()
 			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() && !c.slow.Swap(true) {
+					n.counters.SlowDisconnects.Add(1)
+					n.slowLog.Do(func() { n.Log.Warn("partner stalled, disconnecting (logged once per 10 s)", "peer", c.id) })
+				}
 				c.close()
 				return
 			}
@@ -498,9 +563,21 @@ func (e *env) UploadBacklog() int {
 	return total
 }
 
-func (e *env) Send(to wire.PeerID, m wire.Message) {
+// Backlog implements engine.ConnBacklog: the bytes queued for one
+// connection, so a stopped receiver stalls only itself.
+func (e *env) Backlog(to wire.PeerID) int {
 	c := e.conns[to]
 	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.queued
+}
+
+func (e *env) Send(to wire.PeerID, m wire.Message) {
+	c := e.conns[to]
+	if c == nil || c.slow.Load() {
 		return
 	}
 	frame := wire.Marshal(m)
@@ -512,7 +589,10 @@ func (e *env) Send(to wire.PeerID, m wire.Message) {
 	}
 	c.mu.Unlock()
 	if over {
-		e.Log.Warn("partner too slow, disconnecting", "peer", to)
+		if !c.slow.Swap(true) {
+			e.counters.SlowDisconnects.Add(1)
+			e.slowLog.Do(func() { e.Log.Warn("partner too slow, disconnecting (logged once per 10 s)", "peer", to) })
+		}
 		c.close()
 		return
 	}
