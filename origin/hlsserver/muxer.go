@@ -40,6 +40,7 @@ type streamMuxer struct {
 	dropped   uint64
 	bytesSent uint64
 	closeOnce sync.Once
+	errLog    rateLimit
 }
 
 // variantOf maps the configured name to gohlslib's variant.
@@ -66,7 +67,7 @@ func newStreamMuxer(s *Server, path string, tracks []segment.Track) (*streamMuxe
 	sm := &streamMuxer{
 		path: path, tracks: tracks, htrack: make([]*gohlslib.Track, len(tracks)),
 		queue: make(chan queued, s.QueueSize), done: make(chan struct{}), exited: make(chan struct{}),
-		log: s.Log.With("path", path), waitKey: true,
+		log: s.Log.With("path", path), waitKey: true, errLog: rateLimit{every: 10 * time.Second},
 	}
 	var list []*gohlslib.Track
 	hasVideo := false
@@ -181,8 +182,8 @@ func (sm *streamMuxer) run() {
 		case <-sm.done:
 			return
 		case q := <-sm.queue:
-			if err := sm.write(q); err != nil {
-				sm.log.Debug("HLS muxer write", "err", err)
+			if err := sm.write(q); err != nil && sm.errLog.allow() {
+				sm.log.Warn("HLS muxer refused a unit (one line per 10 s)", "err", err)
 			}
 		}
 	}
@@ -191,15 +192,44 @@ func (sm *streamMuxer) run() {
 func (sm *streamMuxer) write(q queued) error {
 	t := sm.htrack[q.u.Track]
 	pts := int64(q.u.PTS) * int64(t.ClockRate) / int64(time.Second)
-	switch sm.tracks[q.u.Track].Codec {
+	track := sm.tracks[q.u.Track]
+	switch track.Codec {
 	case segment.CodecH264:
-		return sm.hls.WriteH264(t, q.ntp, pts, nonEmpty(q.u.NALUs))
+		return sm.hls.WriteH264(t, q.ntp, pts, withParams(track, q.u.Key, nonEmpty(q.u.NALUs)))
 	case segment.CodecH265:
-		return sm.hls.WriteH265(t, q.ntp, pts, nonEmpty(q.u.NALUs))
+		return sm.hls.WriteH265(t, q.ntp, pts, withParams(track, q.u.Key, nonEmpty(q.u.NALUs)))
 	case segment.CodecAAC:
 		return sm.hls.WriteMPEG4Audio(t, q.ntp, pts, [][]byte{q.u.AU})
 	}
 	return nil
+}
+
+// withParams puts the track's parameter sets in front of a key frame that
+// does not carry them in band (RTMP sends them once, out of band): the
+// muxer's DTS extractor reads the SPS from the stream.
+func withParams(t segment.Track, key bool, nalus [][]byte) [][]byte {
+	if !key || len(t.Params) == 0 {
+		return nalus
+	}
+	for _, n := range nalus {
+		switch t.Codec {
+		case segment.CodecH264:
+			if n[0]&0x1f == 7 { // SPS
+				return nalus
+			}
+		case segment.CodecH265:
+			if (n[0]>>1)&0x3f == 33 { // SPS
+				return nalus
+			}
+		}
+	}
+	out := make([][]byte, 0, len(t.Params)+len(nalus))
+	for _, p := range t.Params {
+		if len(p) > 0 {
+			out = append(out, p)
+		}
+	}
+	return append(out, nalus...)
 }
 
 // nonEmpty drops empty NAL units (the muxer reads each one's header byte).
