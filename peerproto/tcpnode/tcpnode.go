@@ -87,6 +87,8 @@ type Counters struct {
 	FullRefusals atomic.Uint64
 	// Throttled counts times a connection's reader waited for MsgRate.
 	Throttled atomic.Uint64
+	// Conns is the number of admitted connections now.
+	Conns atomic.Int64
 }
 
 // Counters returns the node's transport counters.
@@ -410,6 +412,7 @@ func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID, r *wire.Re
 			return
 		}
 		n.conns[c.id] = c
+		n.counters.Conns.Add(1)
 		registered = true
 		e.Connected(theirs, !inbound)
 	}); err != nil || !registered {
@@ -483,6 +486,7 @@ func (n *Node) reader(c *conn, r *wire.Reader) {
 			n.post(func() {
 				if n.conns[c.id] == c {
 					delete(n.conns, c.id)
+					n.counters.Conns.Add(-1)
 					c.drain()
 					n.eng.Disconnected(c.id)
 				}

@@ -47,11 +47,13 @@ func Check(secret []byte, stream, token string, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("%w: expiry: %w", ErrMalformed, err)
 	}
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil {
+	// Strict decoding refuses non-zero padding bits, and the comparison
+	// is on the canonical text: a token has exactly one spelling.
+	if _, err := base64.RawURLEncoding.Strict().DecodeString(parts[2]); err != nil {
 		return fmt.Errorf("%w: signature: %w", ErrMalformed, err)
 	}
-	if !hmac.Equal(sig, mac(secret, stream, parts[1])) {
+	want := base64.RawURLEncoding.EncodeToString(mac(secret, stream, parts[1]))
+	if !hmac.Equal([]byte(parts[2]), []byte(want)) {
 		return ErrSignature
 	}
 	if now.Unix() > exp {

@@ -29,3 +29,23 @@ func FuzzCheck(f *testing.F) {
 		_ = Check([]byte("k"), "s", tok, time.Unix(1_800_000_000, 0))
 	})
 }
+
+// A 32-byte MAC in unpadded base64 ends in a character that carries 2
+// padding bits: lax decoding accepted 4 spellings of every token.
+func TestATokenHasExactlyOneSpelling(t *testing.T) {
+	secret := []byte("s3cret")
+	now := time.Unix(1_800_000_000, 0)
+	tok := Mint(secret, "live/a", now.Add(time.Hour))
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, tok[len(tok)-1])
+	accepted := 0
+	for bits := 0; bits < 4; bits++ {
+		variant := tok[:len(tok)-1] + string(alphabet[last&^3|bits])
+		if Check(secret, "live/a", variant, now) == nil {
+			accepted++
+		} else {
+			require.NotEqual(t, tok, variant)
+		}
+	}
+	require.Equal(t, 1, accepted, "only the canonical spelling is accepted")
+}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"sync"
@@ -28,12 +29,6 @@ import (
 // ServerID is the peer id of the server partner of every stream.
 const ServerID wire.PeerID = 1
 
-// helloTimeout bounds the wait for a new connection's Hello.
-const helloTimeout = 5 * time.Second
-
-// maxPending bounds connections waiting for their Hello.
-const maxPending = 256
-
 // Service implements pluginapi.P2P.
 type Service struct {
 	// Log receives the plugin's logs.
@@ -46,7 +41,7 @@ type Service struct {
 	key      ed25519.PrivateKey
 	ln       net.Listener
 	streams  map[string]*swarm
-	pending  chan struct{}
+	adm      admission
 }
 
 type swarm struct {
@@ -55,7 +50,13 @@ type swarm struct {
 	node     *tcpnode.Node
 	segments atomic.Uint64
 	refused  atomic.Uint64
+	// epoch names the stream instance the swarm serves now (signed into
+	// every manifest); a new publish gets a new one.
+	epoch atomic.Uint64
 }
+
+// newEpoch is a random non-zero stream epoch.
+func newEpoch() uint64 { return mrand.Uint64() | 1 }
 
 var _ pluginapi.P2P = (*Service)(nil)
 
@@ -74,7 +75,6 @@ func (s *Service) Configure(_ context.Context, st pluginapi.Settings) (pluginapi
 	}
 	if s.streams == nil {
 		s.streams = make(map[string]*swarm)
-		s.pending = make(chan struct{}, maxPending)
 	}
 	if s.key == nil {
 		if st.KeyFile == "" {
@@ -125,15 +125,17 @@ func (s *Service) accept(ln net.Listener) {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		select {
-		case s.pending <- struct{}{}:
-		default:
-			s.Log.Warn("too many connections waiting for a Hello; dropping one", "remote", nc.RemoteAddr().String())
+		ip := remoteIP(nc)
+		if reason := s.adm.enter(ip); reason != "" {
+			if s.adm.reject(reason) {
+				s.Log.Warn("peer connection refused: too many waiting for a Hello (logged once per 10 s)",
+					"reason", reason, "remote", nc.RemoteAddr().String())
+			}
 			nc.Close()
 			continue
 		}
 		go func() {
-			defer func() { <-s.pending }()
+			defer s.adm.leave(ip)
 			s.dispatch(nc)
 		}()
 	}
@@ -142,19 +144,44 @@ func (s *Service) accept(ln net.Listener) {
 // dispatch reads a connection's Hello and hands it to its stream's node.
 func (s *Service) dispatch(nc net.Conn) {
 	remote := nc.RemoteAddr().String()
-	_ = nc.SetDeadline(time.Now().Add(helloTimeout))
+	s.mu.Lock()
+	timeout, maxConns := s.settings.HandshakeTimeout, s.settings.MaxPeerConnections
+	s.mu.Unlock()
+	if timeout <= 0 {
+		timeout = defaultHelloTimeout
+	}
+	if maxConns <= 0 {
+		maxConns = defaultMaxConns
+	}
+	_ = nc.SetDeadline(time.Now().Add(timeout))
 	r, hello, err := tcpnode.ReadHello(nc)
 	if err != nil {
-		s.Log.Info("dropped a peer connection", "remote", remote, "err", err)
+		if s.adm.reject(reasonBadHello) {
+			s.Log.Info("dropped a peer connection without a valid Hello (logged once per 10 s)", "remote", remote, "err", err)
+		}
 		nc.Close()
 		return
 	}
 	s.mu.Lock()
 	sw := s.streams[hello.Stream]
+	conns := int64(0)
+	for _, x := range s.streams {
+		conns += x.node.Counters().Conns.Load()
+	}
 	s.mu.Unlock()
 	if sw == nil {
-		s.Log.Info("peer asked for an unknown stream", "remote", remote, "stream", hello.Stream)
+		if s.adm.reject(reasonUnknown) {
+			s.Log.Info("peer asked for an unknown stream (logged once per 10 s)", "remote", remote, "stream", hello.Stream)
+		}
 		_, _ = nc.Write(wire.Marshal(&wire.Reject{Reason: wire.RejectNotFound}))
+		nc.Close()
+		return
+	}
+	if conns >= int64(maxConns) {
+		if s.adm.reject(reasonConnCap) {
+			s.Log.Warn("peer refused: connection cap reached (logged once per 10 s)", "connections", conns, "remote", remote)
+		}
+		_, _ = nc.Write(wire.Marshal(&wire.Reject{Reason: wire.RejectFull}))
 		nc.Close()
 		return
 	}
@@ -173,9 +200,15 @@ func (s *Service) AnnounceStream(_ context.Context, info pluginapi.StreamInfo) e
 	}
 	old := s.streams[info.Name]
 	if old != nil && old.info.Layers == info.Layers && old.info.SegmentDurationMs == info.SegmentDurationMs {
+		// A new publish of a stream whose swarm lives on: its segments
+		// number from zero again, so it is a new instance (epoch); the
+		// connected peers follow it without reconnecting.
 		old.info = info
+		epoch := newEpoch()
+		old.epoch.Store(epoch)
 		s.mu.Unlock()
-		return old.node.Do(func(e *engine.Engine) { e.SetHeader(info.Header) })
+		s.Log.Info("stream restarted", "stream", info.Name, "epoch", epoch)
+		return old.node.Do(func(e *engine.Engine) { e.SetHeader(info.Header); e.Restart(epoch) })
 	}
 	delete(s.streams, info.Name)
 	sw, err := s.newSwarm(info)
@@ -198,11 +231,12 @@ func (s *Service) newSwarm(info pluginapi.StreamInfo) (*swarm, error) {
 	st := s.settings
 	secret := []byte(st.TokenSecret)
 	sw := &swarm{name: info.Name, info: info}
+	sw.epoch.Store(newEpoch())
 	node := &tcpnode.Node{
 		Advertise: s.ln.Addr().String(),
 		Log:       s.Log.With("stream", info.Name),
 		Config: engine.Config{
-			Role: wire.RoleServer, ID: ServerID, Stream: info.Name, SignKey: s.key,
+			Role: wire.RoleServer, ID: ServerID, Stream: info.Name, SignKey: s.key, Epoch: sw.epoch.Load(),
 			SegmentDuration: time.Duration(info.SegmentDurationMs) * time.Millisecond, Layers: info.Layers,
 			Partners: st.Partners, UploadCap: float64(st.UploadCap), Seeds: st.Seeds,
 			CheckToken: func(stream, token string) bool {
@@ -212,7 +246,9 @@ func (s *Service) newSwarm(info pluginapi.StreamInfo) (*swarm, error) {
 		OnAdmitError: func(remote string, err error) {
 			if errors.Is(err, engine.ErrAuth) {
 				sw.refused.Add(1)
-				s.Log.Warn("peer refused: bad join token", "stream", info.Name, "remote", remote)
+				if s.adm.reject(reasonBadToken) {
+					s.Log.Warn("peer refused: bad join token (logged once per 10 s)", "stream", info.Name, "remote", remote)
+				}
 			}
 		},
 	}
@@ -251,7 +287,9 @@ func (s *Service) PushSegment(_ context.Context, seg pluginapi.Segment) error {
 	if seg.RandomAccess {
 		flags |= 1
 	}
-	raw, err := manifest.Sign(s.key, manifest.New(seg.Stream, seg.Seq, seg.DurationMs, flags, seg.Chunks))
+	man := manifest.New(seg.Stream, seg.Seq, seg.DurationMs, flags, seg.Chunks)
+	man.Epoch = sw.epoch.Load()
+	raw, err := manifest.Sign(s.key, man)
 	if err != nil {
 		return fmt.Errorf("sign segment %d: %w", seg.Seq, err)
 	}

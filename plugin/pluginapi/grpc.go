@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -41,6 +42,16 @@ type Client struct {
 	mu   sync.Mutex
 	push grpc.ClientStreamingClient[pluginv1.SegmentPart, pluginv1.PushSegmentsResponse]
 	stop context.CancelFunc
+	// proc is the process report of the last Stats call (guarded by mu).
+	proc ProcessStats
+}
+
+// Process returns the plugin process report that came with the last
+// Stats call.
+func (c *Client) Process() ProcessStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.proc
 }
 
 // NewClient wraps a generated client.
@@ -51,6 +62,7 @@ func (c *Client) Configure(ctx context.Context, s Settings) (Configured, error) 
 	r, err := c.rpc.Configure(ctx, &pluginv1.ConfigureRequest{
 		PeerAddress: s.PeerAddress, UploadCap: s.UploadCap, Seeds: uint32(max(0, s.Seeds)),
 		Partners: uint32(max(0, s.Partners)), KeyFile: s.KeyFile, TokenSecret: s.TokenSecret, LogLevel: s.LogLevel,
+		HandshakeTimeoutMs: uint32(max(0, s.HandshakeTimeout.Milliseconds())), MaxPeerConnections: uint32(max(0, s.MaxPeerConnections)),
 	})
 	if err != nil {
 		return Configured{}, fmt.Errorf("plugin configure: %w", fromStatus(err))
@@ -150,6 +162,12 @@ func (c *Client) Stats(ctx context.Context) ([]StreamStats, error) {
 			Continuity: s.Continuity, RefusedJoins: s.RefusedJoins, Banned: s.Banned,
 		})
 	}
+	if p := r.Process; p != nil {
+		c.mu.Lock()
+		c.proc = ProcessStats{Goroutines: p.Goroutines, MemoryBytes: p.MemoryBytes, HeapBytes: p.HeapBytes,
+			MemoryLimitBytes: p.MemoryLimitBytes, Rejected: p.Rejected}
+		c.mu.Unlock()
+	}
 	return out, nil
 }
 
@@ -194,6 +212,7 @@ func (s *grpcServer) Configure(ctx context.Context, r *pluginv1.ConfigureRequest
 	c, err := s.impl.Configure(ctx, Settings{
 		PeerAddress: r.PeerAddress, UploadCap: r.UploadCap, Seeds: int(r.Seeds), Partners: int(r.Partners),
 		KeyFile: r.KeyFile, TokenSecret: r.TokenSecret, LogLevel: r.LogLevel,
+		HandshakeTimeout: time.Duration(r.HandshakeTimeoutMs) * time.Millisecond, MaxPeerConnections: int(r.MaxPeerConnections),
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -232,6 +251,11 @@ func (s *grpcServer) GetStats(ctx context.Context, _ *pluginv1.GetStatsRequest) 
 			PeerBytesFromServer: x.PeerBytesFromServer, PeerBytesFromPeers: x.PeerBytesFromPeers,
 			Continuity: x.Continuity, RefusedJoins: x.RefusedJoins, Banned: x.Banned,
 		})
+	}
+	if pr, ok := s.impl.(ProcessReporter); ok {
+		p := pr.Process()
+		out.Process = &pluginv1.ProcessStats{Goroutines: p.Goroutines, MemoryBytes: p.MemoryBytes, HeapBytes: p.HeapBytes,
+			MemoryLimitBytes: p.MemoryLimitBytes, Rejected: p.Rejected}
 	}
 	return out, nil
 }

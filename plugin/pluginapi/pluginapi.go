@@ -10,6 +10,7 @@ package pluginapi
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/hashicorp/go-plugin"
 )
@@ -69,6 +70,30 @@ type Settings struct {
 	TokenSecret string
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
+	// HandshakeTimeout bounds the wait for a new peer connection's Hello
+	// (0: the plugin's default, 3 s).
+	HandshakeTimeout time.Duration
+	// MaxPeerConnections bounds the peer connections the plugin admits
+	// (0: the plugin's default, 2048).
+	MaxPeerConnections int
+}
+
+// ProcessStats report the plugin process itself: runtime figures and the
+// peer connections it refused, by reason. The plugin's Go memory limit
+// comes from GOMEMLIMIT, which the origin sets from its memoryLimit.
+type ProcessStats struct {
+	Goroutines       uint64
+	MemoryBytes      uint64 // memory the Go runtime holds from the OS
+	HeapBytes        uint64 // live and unswept heap objects
+	MemoryLimitBytes uint64 // the soft memory limit in force (0: none)
+	// Rejected counts peer connections refused or dropped, by reason.
+	Rejected map[string]uint64
+}
+
+// ProcessReporter is implemented by a P2P that reports on its process;
+// the figures travel with every Stats answer.
+type ProcessReporter interface {
+	Process() ProcessStats
 }
 
 // Configured is the plugin's answer to Configure.

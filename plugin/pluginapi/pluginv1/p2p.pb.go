@@ -43,9 +43,13 @@ type ConfigureRequest struct {
 	// HMAC secret for join tokens; empty: joining is open.
 	TokenSecret string `protobuf:"bytes,6,opt,name=token_secret,json=tokenSecret,proto3" json:"token_secret,omitempty"`
 	// Log level of the plugin: debug, info, warn, error.
-	LogLevel      string `protobuf:"bytes,7,opt,name=log_level,json=logLevel,proto3" json:"log_level,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LogLevel string `protobuf:"bytes,7,opt,name=log_level,json=logLevel,proto3" json:"log_level,omitempty"`
+	// Deadline for a new peer connection's Hello, in ms (0: 3 s).
+	HandshakeTimeoutMs uint32 `protobuf:"varint,8,opt,name=handshake_timeout_ms,json=handshakeTimeoutMs,proto3" json:"handshake_timeout_ms,omitempty"`
+	// Most peer connections the plugin admits (0: 2048).
+	MaxPeerConnections uint32 `protobuf:"varint,9,opt,name=max_peer_connections,json=maxPeerConnections,proto3" json:"max_peer_connections,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ConfigureRequest) Reset() {
@@ -125,6 +129,20 @@ func (x *ConfigureRequest) GetLogLevel() string {
 		return x.LogLevel
 	}
 	return ""
+}
+
+func (x *ConfigureRequest) GetHandshakeTimeoutMs() uint32 {
+	if x != nil {
+		return x.HandshakeTimeoutMs
+	}
+	return 0
+}
+
+func (x *ConfigureRequest) GetMaxPeerConnections() uint32 {
+	if x != nil {
+		return x.MaxPeerConnections
+	}
+	return 0
 }
 
 type ConfigureResponse struct {
@@ -588,8 +606,10 @@ func (*GetStatsRequest) Descriptor() ([]byte, []int) {
 }
 
 type GetStatsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Streams       []*StreamStats         `protobuf:"bytes,1,rep,name=streams,proto3" json:"streams,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Streams []*StreamStats         `protobuf:"bytes,1,rep,name=streams,proto3" json:"streams,omitempty"`
+	// The plugin process itself (runtime/metrics).
+	Process       *ProcessStats `protobuf:"bytes,2,opt,name=process,proto3" json:"process,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -631,6 +651,92 @@ func (x *GetStatsResponse) GetStreams() []*StreamStats {
 	return nil
 }
 
+func (x *GetStatsResponse) GetProcess() *ProcessStats {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+type ProcessStats struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Goroutines uint64                 `protobuf:"varint,1,opt,name=goroutines,proto3" json:"goroutines,omitempty"`
+	// Memory the Go runtime holds from the OS, and the live heap.
+	MemoryBytes uint64 `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	HeapBytes   uint64 `protobuf:"varint,3,opt,name=heap_bytes,json=heapBytes,proto3" json:"heap_bytes,omitempty"`
+	// The Go soft memory limit in force (0: none).
+	MemoryLimitBytes uint64 `protobuf:"varint,4,opt,name=memory_limit_bytes,json=memoryLimitBytes,proto3" json:"memory_limit_bytes,omitempty"`
+	// Peer connections refused or dropped, by reason.
+	Rejected      map[string]uint64 `protobuf:"bytes,5,rep,name=rejected,proto3" json:"rejected,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessStats) Reset() {
+	*x = ProcessStats{}
+	mi := &file_pluginv1_p2p_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessStats) ProtoMessage() {}
+
+func (x *ProcessStats) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginv1_p2p_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessStats.ProtoReflect.Descriptor instead.
+func (*ProcessStats) Descriptor() ([]byte, []int) {
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ProcessStats) GetGoroutines() uint64 {
+	if x != nil {
+		return x.Goroutines
+	}
+	return 0
+}
+
+func (x *ProcessStats) GetMemoryBytes() uint64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *ProcessStats) GetHeapBytes() uint64 {
+	if x != nil {
+		return x.HeapBytes
+	}
+	return 0
+}
+
+func (x *ProcessStats) GetMemoryLimitBytes() uint64 {
+	if x != nil {
+		return x.MemoryLimitBytes
+	}
+	return 0
+}
+
+func (x *ProcessStats) GetRejected() map[string]uint64 {
+	if x != nil {
+		return x.Rejected
+	}
+	return nil
+}
+
 type StreamStats struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Stream string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
@@ -657,7 +763,7 @@ type StreamStats struct {
 
 func (x *StreamStats) Reset() {
 	*x = StreamStats{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[10]
+	mi := &file_pluginv1_p2p_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +775,7 @@ func (x *StreamStats) String() string {
 func (*StreamStats) ProtoMessage() {}
 
 func (x *StreamStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[10]
+	mi := &file_pluginv1_p2p_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +788,7 @@ func (x *StreamStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStats.ProtoReflect.Descriptor instead.
 func (*StreamStats) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{10}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StreamStats) GetStream() string {
@@ -766,7 +872,7 @@ var File_pluginv1_p2p_proto protoreflect.FileDescriptor
 
 const file_pluginv1_p2p_proto_rawDesc = "" +
 	"\n" +
-	"\x12pluginv1/p2p.proto\x12\x0ecoop.plugin.v1\"\xe1\x01\n" +
+	"\x12pluginv1/p2p.proto\x12\x0ecoop.plugin.v1\"\xc5\x02\n" +
 	"\x10ConfigureRequest\x12!\n" +
 	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12\x1d\n" +
 	"\n" +
@@ -775,7 +881,9 @@ const file_pluginv1_p2p_proto_rawDesc = "" +
 	"\bpartners\x18\x04 \x01(\rR\bpartners\x12\x19\n" +
 	"\bkey_file\x18\x05 \x01(\tR\akeyFile\x12!\n" +
 	"\ftoken_secret\x18\x06 \x01(\tR\vtokenSecret\x12\x1b\n" +
-	"\tlog_level\x18\a \x01(\tR\blogLevel\"t\n" +
+	"\tlog_level\x18\a \x01(\tR\blogLevel\x120\n" +
+	"\x14handshake_timeout_ms\x18\b \x01(\rR\x12handshakeTimeoutMs\x120\n" +
+	"\x14max_peer_connections\x18\t \x01(\rR\x12maxPeerConnections\"t\n" +
 	"\x11ConfigureResponse\x12!\n" +
 	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12*\n" +
 	"\x11stream_public_key\x18\x02 \x01(\fR\x0fstreamPublicKey\x12\x10\n" +
@@ -807,9 +915,22 @@ const file_pluginv1_p2p_proto_rawDesc = "" +
 	"\x12CloseStreamRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\"\x15\n" +
 	"\x13CloseStreamResponse\"\x11\n" +
-	"\x0fGetStatsRequest\"I\n" +
+	"\x0fGetStatsRequest\"\x81\x01\n" +
 	"\x10GetStatsResponse\x125\n" +
-	"\astreams\x18\x01 \x03(\v2\x1b.coop.plugin.v1.StreamStatsR\astreams\"\x99\x03\n" +
+	"\astreams\x18\x01 \x03(\v2\x1b.coop.plugin.v1.StreamStatsR\astreams\x126\n" +
+	"\aprocess\x18\x02 \x01(\v2\x1c.coop.plugin.v1.ProcessStatsR\aprocess\"\xa3\x02\n" +
+	"\fProcessStats\x12\x1e\n" +
+	"\n" +
+	"goroutines\x18\x01 \x01(\x04R\n" +
+	"goroutines\x12!\n" +
+	"\fmemory_bytes\x18\x02 \x01(\x04R\vmemoryBytes\x12\x1d\n" +
+	"\n" +
+	"heap_bytes\x18\x03 \x01(\x04R\theapBytes\x12,\n" +
+	"\x12memory_limit_bytes\x18\x04 \x01(\x04R\x10memoryLimitBytes\x12F\n" +
+	"\brejected\x18\x05 \x03(\v2*.coop.plugin.v1.ProcessStats.RejectedEntryR\brejected\x1a;\n" +
+	"\rRejectedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x99\x03\n" +
 	"\vStreamStats\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x14\n" +
 	"\x05peers\x18\x02 \x01(\rR\x05peers\x12\x1b\n" +
@@ -844,7 +965,7 @@ func file_pluginv1_p2p_proto_rawDescGZIP() []byte {
 	return file_pluginv1_p2p_proto_rawDescData
 }
 
-var file_pluginv1_p2p_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_pluginv1_p2p_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_pluginv1_p2p_proto_goTypes = []any{
 	(*ConfigureRequest)(nil),       // 0: coop.plugin.v1.ConfigureRequest
 	(*ConfigureResponse)(nil),      // 1: coop.plugin.v1.ConfigureResponse
@@ -856,25 +977,29 @@ var file_pluginv1_p2p_proto_goTypes = []any{
 	(*CloseStreamResponse)(nil),    // 7: coop.plugin.v1.CloseStreamResponse
 	(*GetStatsRequest)(nil),        // 8: coop.plugin.v1.GetStatsRequest
 	(*GetStatsResponse)(nil),       // 9: coop.plugin.v1.GetStatsResponse
-	(*StreamStats)(nil),            // 10: coop.plugin.v1.StreamStats
+	(*ProcessStats)(nil),           // 10: coop.plugin.v1.ProcessStats
+	(*StreamStats)(nil),            // 11: coop.plugin.v1.StreamStats
+	nil,                            // 12: coop.plugin.v1.ProcessStats.RejectedEntry
 }
 var file_pluginv1_p2p_proto_depIdxs = []int32{
-	10, // 0: coop.plugin.v1.GetStatsResponse.streams:type_name -> coop.plugin.v1.StreamStats
-	0,  // 1: coop.plugin.v1.P2P.Configure:input_type -> coop.plugin.v1.ConfigureRequest
-	2,  // 2: coop.plugin.v1.P2P.AnnounceStream:input_type -> coop.plugin.v1.AnnounceStreamRequest
-	4,  // 3: coop.plugin.v1.P2P.PushSegments:input_type -> coop.plugin.v1.SegmentPart
-	6,  // 4: coop.plugin.v1.P2P.CloseStream:input_type -> coop.plugin.v1.CloseStreamRequest
-	8,  // 5: coop.plugin.v1.P2P.GetStats:input_type -> coop.plugin.v1.GetStatsRequest
-	1,  // 6: coop.plugin.v1.P2P.Configure:output_type -> coop.plugin.v1.ConfigureResponse
-	3,  // 7: coop.plugin.v1.P2P.AnnounceStream:output_type -> coop.plugin.v1.AnnounceStreamResponse
-	5,  // 8: coop.plugin.v1.P2P.PushSegments:output_type -> coop.plugin.v1.PushSegmentsResponse
-	7,  // 9: coop.plugin.v1.P2P.CloseStream:output_type -> coop.plugin.v1.CloseStreamResponse
-	9,  // 10: coop.plugin.v1.P2P.GetStats:output_type -> coop.plugin.v1.GetStatsResponse
-	6,  // [6:11] is the sub-list for method output_type
-	1,  // [1:6] is the sub-list for method input_type
-	1,  // [1:1] is the sub-list for extension type_name
-	1,  // [1:1] is the sub-list for extension extendee
-	0,  // [0:1] is the sub-list for field type_name
+	11, // 0: coop.plugin.v1.GetStatsResponse.streams:type_name -> coop.plugin.v1.StreamStats
+	10, // 1: coop.plugin.v1.GetStatsResponse.process:type_name -> coop.plugin.v1.ProcessStats
+	12, // 2: coop.plugin.v1.ProcessStats.rejected:type_name -> coop.plugin.v1.ProcessStats.RejectedEntry
+	0,  // 3: coop.plugin.v1.P2P.Configure:input_type -> coop.plugin.v1.ConfigureRequest
+	2,  // 4: coop.plugin.v1.P2P.AnnounceStream:input_type -> coop.plugin.v1.AnnounceStreamRequest
+	4,  // 5: coop.plugin.v1.P2P.PushSegments:input_type -> coop.plugin.v1.SegmentPart
+	6,  // 6: coop.plugin.v1.P2P.CloseStream:input_type -> coop.plugin.v1.CloseStreamRequest
+	8,  // 7: coop.plugin.v1.P2P.GetStats:input_type -> coop.plugin.v1.GetStatsRequest
+	1,  // 8: coop.plugin.v1.P2P.Configure:output_type -> coop.plugin.v1.ConfigureResponse
+	3,  // 9: coop.plugin.v1.P2P.AnnounceStream:output_type -> coop.plugin.v1.AnnounceStreamResponse
+	5,  // 10: coop.plugin.v1.P2P.PushSegments:output_type -> coop.plugin.v1.PushSegmentsResponse
+	7,  // 11: coop.plugin.v1.P2P.CloseStream:output_type -> coop.plugin.v1.CloseStreamResponse
+	9,  // 12: coop.plugin.v1.P2P.GetStats:output_type -> coop.plugin.v1.GetStatsResponse
+	8,  // [8:13] is the sub-list for method output_type
+	3,  // [3:8] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_pluginv1_p2p_proto_init() }
@@ -888,7 +1013,7 @@ func file_pluginv1_p2p_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pluginv1_p2p_proto_rawDesc), len(file_pluginv1_p2p_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
