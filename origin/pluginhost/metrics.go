@@ -19,12 +19,18 @@ var (
 	descCont     = prometheus.NewDesc("coop_p2p_continuity", "Mean base-layer continuity reported by connected peers.", labels, nil)
 	descRefused  = prometheus.NewDesc("coop_p2p_refused_joins_total", "Joins refused for a bad token.", labels, nil)
 	descBanned   = prometheus.NewDesc("coop_p2p_banned_total", "Peers banned for bad data.", labels, nil)
+	descGor      = prometheus.NewDesc("coop_plugin_goroutines", "Goroutines of the plugin process.", nil, nil)
+	descMem      = prometheus.NewDesc("coop_plugin_memory_bytes", "Memory the plugin's Go runtime holds from the OS.", nil, nil)
+	descHeap     = prometheus.NewDesc("coop_plugin_heap_bytes", "Heap objects of the plugin process.", nil, nil)
+	descMemLimit = prometheus.NewDesc("coop_plugin_memory_limit_bytes", "Go soft memory limit of the plugin (0: none).", nil, nil)
+	descRejected = prometheus.NewDesc("coop_p2p_rejected_total", "Peer connections the plugin refused or dropped, by reason.", []string{"reason"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (h *Host) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descStarts, descRestarts, descPushed, descDropped, descBytes,
-		descPeers, descSrvMedia, descSrvCtl, descFromSrv, descFromPeer, descOffload, descCont, descRefused, descBanned} {
+		descPeers, descSrvMedia, descSrvCtl, descFromSrv, descFromPeer, descOffload, descCont, descRefused, descBanned,
+		descGor, descMem, descHeap, descMemLimit, descRejected} {
 		ch <- d
 	}
 }
@@ -43,6 +49,13 @@ func (h *Host) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descPushed, counter, float64(st.SegmentsPushed))
 	ch <- prometheus.MustNewConstMetric(descDropped, counter, float64(st.SegmentsDropped))
 	ch <- prometheus.MustNewConstMetric(descBytes, counter, float64(st.BytesPushed))
+	ch <- prometheus.MustNewConstMetric(descGor, gauge, float64(st.Process.Goroutines))
+	ch <- prometheus.MustNewConstMetric(descMem, gauge, float64(st.Process.MemoryBytes))
+	ch <- prometheus.MustNewConstMetric(descHeap, gauge, float64(st.Process.HeapBytes))
+	ch <- prometheus.MustNewConstMetric(descMemLimit, gauge, float64(st.Process.MemoryLimitBytes))
+	for reason, n := range st.Process.Rejected {
+		ch <- prometheus.MustNewConstMetric(descRejected, counter, float64(n), reason)
+	}
 	for _, s := range st.Streams {
 		ch <- prometheus.MustNewConstMetric(descPeers, gauge, float64(s.Peers), s.Stream)
 		ch <- prometheus.MustNewConstMetric(descSrvMedia, counter, float64(s.ServerMediaBytes), s.Stream)

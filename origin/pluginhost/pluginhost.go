@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,6 +70,9 @@ type Status struct {
 	// Streams are the swarms' counters; byte counters are cumulative over
 	// plugin restarts.
 	Streams []pluginapi.StreamStats `json:"streams"`
+	// Process is the plugin process's own report (goroutines, memory,
+	// memory limit); its Rejected counters are cumulative over restarts.
+	Process pluginapi.ProcessStats `json:"process"`
 }
 
 type eventKind int
@@ -100,11 +104,14 @@ type Host struct {
 	live map[string][]byte // stream → header, for re-announcing
 	// recent keeps each live stream's last segments, re-pushed to a
 	// restarted plugin so peers miss nothing across the restart.
-	recent  map[string][]pluginapi.Segment
-	status  Status
-	totals  map[string]*cumulative
-	started bool
-	stopped bool
+	recent map[string][]pluginapi.Segment
+	status Status
+	totals map[string]*cumulative
+	// rejSum and rejLast make the plugin's refusal counters cumulative
+	// over restarts (guarded by mu).
+	rejSum, rejLast map[string]uint64
+	started         bool
+	stopped         bool
 }
 
 // cumulative keeps a stream's byte counters monotonic across restarts.
@@ -204,6 +211,7 @@ func (h *Host) Status() Status {
 	defer h.mu.Unlock()
 	st := h.status
 	st.Streams = append([]pluginapi.StreamStats(nil), h.status.Streams...)
+	st.Process.Rejected = maps.Clone(h.status.Process.Rejected)
 	return st
 }
 
@@ -297,12 +305,40 @@ func (h *Host) supervise() {
 		h.mu.Lock()
 		h.status.Restarts++
 		h.mu.Unlock()
-		if time.Since(began) > 30*time.Second {
+		if time.Since(began) > healthyRun {
 			backoff = 0 // it ran fine for a while: restart at once
 		} else {
 			backoff = h.nextBackoff(backoff)
 		}
 	}
+}
+
+// healthyRun is how long a plugin must have run for its next restart to
+// be immediate (backoff reset): a plugin killed now and then, not in a
+// crash loop, costs peers no backoff pause.
+const healthyRun = 10 * time.Second
+
+// accumulateProcess keeps the process report, with refusal counters
+// summed over plugin restarts; it runs under h.mu.
+func (h *Host) accumulateProcess(p pluginapi.ProcessStats) pluginapi.ProcessStats {
+	if h.rejSum == nil {
+		h.rejSum, h.rejLast = map[string]uint64{}, map[string]uint64{}
+	}
+	for reason, n := range p.Rejected {
+		if _, ok := h.rejSum[reason]; !ok && len(h.rejSum) >= 32 {
+			continue // reasons are the plugin's constants; bound them anyway
+		}
+		sum := h.rejSum[reason]
+		add(&sum, h.rejLast[reason], n)
+		h.rejSum[reason], h.rejLast[reason] = sum, n
+	}
+	for reason := range h.rejLast {
+		if _, ok := p.Rejected[reason]; !ok {
+			h.rejLast[reason] = 0 // a restarted plugin has not seen it yet
+		}
+	}
+	p.Rejected = maps.Clone(h.rejSum)
+	return p
 }
 
 // nextBackoff doubles the pause between restarts, from 250 ms up to
@@ -516,6 +552,7 @@ func (h *Host) check(s *session) error {
 		}
 	}
 	h.status.Streams = h.accumulate(stats)
+	h.status.Process = h.accumulateProcess(s.p2p.Process())
 	h.mu.Unlock()
 	for name, header := range missing {
 		if err := h.announce(s, name, header); err != nil {
