@@ -41,6 +41,8 @@ type options struct {
 	uploadKbps, partners                                                    int
 	playoutDelay, statusEvery                                               time.Duration
 	quiet                                                                   bool
+	rtspAddr                                                                string
+	open                                                                    bool
 }
 
 func main() {
@@ -58,6 +60,8 @@ func main() {
 	flag.DurationVar(&o.statusEvery, "status-interval", 2*time.Second, "status line interval")
 	flag.BoolVar(&o.quiet, "quiet", false, "no status line")
 	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.StringVar(&o.rtspAddr, "rtsp", "127.0.0.1:8555", "local RTSP server (rtsp://ADDR/STREAM); empty: off")
+	flag.BoolVar(&o.open, "open", false, "open the player page in the system browser (xdg-open)")
 	flag.Parse()
 	code, err := run(o)
 	if err != nil {
@@ -88,13 +92,16 @@ func run(o options) (int, error) {
 
 	out := playout.New(log)
 	go out.Run(ctx)
+	view := newViewer(ctx, o.stream, o.rtspAddr, log)
+	defer view.close()
 	refused := make(chan error, 1)
 	node := &tcpnode.Node{
 		Listen: o.listen, Advertise: o.advertise, Server: o.server, Log: log,
 		Config: engine.Config{
 			Stream: o.stream, Token: o.token, StreamKey: key, Partners: o.partners,
 			UploadCap: float64(o.uploadKbps) * 1000 / 8, PlayoutDelay: o.playoutDelay,
-			OnPlay: out.Play, OnHeader: out.SetHeader,
+			OnPlay:   func(seq uint64, layers [][]byte) { out.Play(seq, layers); view.play(seq, layers) },
+			OnHeader: func(h []byte) { out.SetHeader(h); view.header(h) },
 		},
 		OnAdmitError: func(remote string, err error) {
 			var rej *tcpnode.RejectedError
@@ -129,11 +136,15 @@ func run(o options) (int, error) {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(snapshot(node, out, o.stream))
 	})
+	view.register(mux, ln.Addr().String())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 	log.Info("joining", "server", o.server, "stream", o.stream, "p2p_listen", node.Addr().String(),
 		"play", "http://"+ln.Addr().String()+"/stream.ts")
+	if o.open {
+		view.open("http://" + ln.Addr().String() + "/")
+	}
 
 	tick := time.NewTicker(o.statusEvery)
 	defer tick.Stop()
@@ -154,7 +165,12 @@ func run(o options) (int, error) {
 
 // Snapshot is what /stats returns.
 type Snapshot struct {
-	Stream          string        `json:"stream"`
+	Stream string `json:"stream"`
+	// State is "connecting" (no server), "waiting for stream" (connected,
+	// nothing played lately) or "playing".
+	State           string        `json:"state"`
+	Epoch           uint64        `json:"epoch"`
+	Restarts        uint64        `json:"streamRestarts"`
 	ServerConnected bool          `json:"serverConnected"`
 	Partners        int           `json:"partners"`
 	Layers          int           `json:"layers"`
@@ -195,7 +211,25 @@ func snapshot(n *tcpnode.Node, out *playout.Playout, stream string) Snapshot {
 		if s.ServerConnected {
 			s.Partners-- // the server is counted apart
 		}
+		// Layers as the stream has them: a single-layer stream is 1/1.
 		s.Layers, s.MaxLayers = e.Layers(), st.Layers
+		if n := len(st.PlayedAt); n > 0 && st.PlayedAt[n-1].SegLayers > 0 {
+			s.MaxLayers = st.PlayedAt[n-1].SegLayers
+			s.Layers = min(s.Layers, s.MaxLayers)
+		}
+		s.Epoch, s.Restarts = e.Epoch(), st.Epochs
+		s.State = "connecting"
+		if s.ServerConnected {
+			s.State = "waiting for stream"
+			// Playing: a segment with its base layer was played out within
+			// the last few segment durations.
+			for i := len(st.PlayedAt) - 1; i >= 0 && i >= len(st.PlayedAt)-4; i-- {
+				if r := st.PlayedAt[i]; r.Layers > 0 && time.Since(r.At) < 5*time.Second {
+					s.State = "playing"
+					break
+				}
+			}
+		}
 		s.Started, s.StartupDelayMs = st.Started, st.StartupDelay.Milliseconds()
 		s.Due, s.BaseOnTime, s.Continuity, s.Quality = st.Due, st.BaseOnTime, st.Continuity(), st.Quality()
 		s.Offload, s.FromServer, s.FromPeers = st.Offload(), st.UsefulFromServer, st.UsefulFromPeers
@@ -210,11 +244,7 @@ func snapshot(n *tcpnode.Node, out *playout.Playout, stream string) Snapshot {
 }
 
 func statusLine(s Snapshot) string {
-	server := "server: connected"
-	if !s.ServerConnected {
-		server = "server: reconnecting"
-	}
 	return fmt.Sprintf("%s | %s | partners %d | layers %d/%d | continuity %.3f (%d/%d) | from peers %.0f%% | up %.0f kB/s | players %d",
-		s.Stream, server, s.Partners, s.Layers, s.MaxLayers, s.Continuity, s.BaseOnTime, s.Due,
+		s.Stream, s.State, s.Partners, s.Layers, s.MaxLayers, s.Continuity, s.BaseOnTime, s.Due,
 		100*s.Offload, s.UploadRate/1000, s.Playout.Clients)
 }
