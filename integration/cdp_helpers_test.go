@@ -361,4 +361,3 @@ func (b *browser) requireVideoPlays(t *testing.T, startTimeout, window time.Dura
 	require.Greater(t, last.Frames-first.Frames, int(window.Seconds()*5), "decoded video frames grow")
 	return first, last
 }
-

@@ -13,7 +13,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func (o *originProc) hlsURL(key string) string { return "http://" + o.hls + "/live/" + key + "/index.m3u8" }
+func (o *originProc) hlsURL(key string) string {
+	return "http://" + o.hls + "/live/" + key + "/index.m3u8"
+}
 
 // probeHLS lists the codec names ffprobe finds in an HLS playlist, sorted
 // and once each (ffprobe lists HLS streams again under their program).
