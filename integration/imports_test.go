@@ -59,6 +59,12 @@ var importRules = []importRule{
 		},
 	},
 	{
+		// Vendored browser files shared by the origin and coop-peer: a
+		// leaf that either side may import.
+		prefix:    module + "/webassets",
+		forbidden: []string{module + "/origin", module + "/peer", module + "/peerproto", module + "/plugin", module + "/segment"},
+	},
+	{
 		prefix:    module + "/segment",
 		forbidden: []string{module + "/origin", module + "/peerproto", module + "/plugin"},
 	},

@@ -95,7 +95,7 @@ func rtmpListenUpstream(t *testing.T, addr string, d time.Duration) *proc {
 // an RTSP reader and, through the real plugin, to a real coop-peer.
 func TestPullRTSPUpstreamServedOverRTSPAndP2P(t *testing.T) {
 	requireTool(t, "ffmpeg", "ffprobe")
-	up := startOrigin(t, "COOP_HLS_ADDRESS="+freeAddr(t))
+	up := startOrigin(t)
 	publishRTMP(t, up.rtmpURL("cam"), 60*time.Second, "320x240", "-preset", "ultrafast", "-g", "30", "-bf", "2")
 	up.waitPublishing(t, "live/cam")
 

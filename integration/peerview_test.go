@@ -1,0 +1,88 @@
+package integration
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var peerRTSPURL = regexp.MustCompile(`rtsp=(rtsp://\S+)`)
+
+// rtspURL waits for the peer to log its local RTSP address.
+func (p *peerProc) rtspURL(t *testing.T) string {
+	t.Helper()
+	var url string
+	waitFor(t, 10*time.Second, "coop-peer's local RTSP address", func() bool {
+		if m := peerRTSPURL.FindStringSubmatch(p.out.String()); m != nil {
+			url = m[1]
+			return true
+		}
+		return false
+	})
+	return url
+}
+
+// gstPlay plays url with GStreamer (rtspsrc ! decodebin ! fakesink) until
+// n video buffers were decoded, and returns the error lines it printed.
+func gstPlay(ctx context.Context, url string, n int) (string, error) {
+	pipeline := "rtspsrc location=" + url + " protocols=tcp latency=500 name=s " +
+		"s. ! application/x-rtp,media=video ! decodebin ! identity eos-after=" + strconv.Itoa(n) + " ! fakesink sync=false " +
+		"s. ! application/x-rtp,media=audio ! decodebin ! fakesink sync=false"
+	cmd := exec.CommandContext(ctx, "gst-launch-1.0", append([]string{"-e"}, strings.Fields(pipeline)...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestPeerServesLocalRTSPHLSAndPage: origin + real plugin + a real
+// coop-peer; ffmpeg and GStreamer play the peer's local RTSP, ffmpeg
+// decodes its local HLS, and headless Chromium plays its page.
+func TestPeerServesLocalRTSPHLSAndPage(t *testing.T) {
+	requireTool(t, "ffmpeg", "ffprobe", "gst-launch-1.0")
+	o, peerAddr := startP2POrigin(t)
+	publishRTMP(t, o.rtmpURL("view"), 90*time.Second, "320x240", "-preset", "ultrafast", "-g", "30", "-bf", "2")
+	o.waitPublishing(t, "live/view")
+	peer := startPeer(t, peerAddr, "live/view", "-rtsp", "127.0.0.1:0")
+	rtsp := peer.rtspURL(t)
+	require.True(t, strings.HasSuffix(rtsp, "/live/view"), rtsp)
+	waitFor(t, 30*time.Second, "coop-peer playing", func() bool { return peer.playing(4) })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	t.Run("ffmpeg plays the local RTSP", func(t *testing.T) {
+		res := play(ctx, rtsp, "tcp", 8*time.Second)
+		require.NoError(t, res.err, "ffmpeg: %v", res.errors)
+		require.Empty(t, res.errors, "decode errors on the peer's RTSP")
+		require.GreaterOrEqual(t, res.frames, 200, "8 s at 30 fps")
+	})
+	t.Run("GStreamer plays the local RTSP", func(t *testing.T) {
+		gctx, gcancel := context.WithTimeout(ctx, 40*time.Second)
+		defer gcancel()
+		out, err := gstPlay(gctx, rtsp, 150)
+		require.NoError(t, err, out)
+		require.NotContains(t, out, "ERROR", out)
+		require.Contains(t, out, "EOS", "150 decoded video buffers reached the sink:\n"+out)
+	})
+	t.Run("ffmpeg decodes the local HLS", func(t *testing.T) {
+		res := play(ctx, "http://"+peer.http+"/live/view/index.m3u8", "", 8*time.Second)
+		require.NoError(t, res.err, "ffmpeg: %v", res.errors)
+		require.Empty(t, res.errors, "decode errors on the peer's HLS")
+		require.GreaterOrEqual(t, res.frames, 200, "8 s at 30 fps")
+	})
+	t.Run("Chromium plays the peer's page", func(t *testing.T) {
+		chromiumBinary(t)
+		b := startBrowser(t)
+		b.navigate("http://" + peer.http + "/")
+		b.requireVideoPlays(t, 40*time.Second, 5*time.Second)
+		var server string
+		require.NoError(t, b.eval(`document.getElementById("server").textContent`, &server))
+		require.Equal(t, "connected", server, "the page shows the peer's live stats")
+		b.screenshot(filepath.Join(artifactDir(t), "peer-page.png"))
+	})
+}
