@@ -40,6 +40,7 @@ type streamMuxer struct {
 	dropped   uint64
 	bytesSent uint64
 	closeOnce sync.Once
+	stopOnce  sync.Once
 	errLog    rateLimit
 }
 
@@ -247,10 +248,15 @@ func nonEmpty(nalus [][]byte) [][]byte {
 // return.
 func (sm *streamMuxer) close() {
 	sm.closeOnce.Do(func() {
-		close(sm.done)
-		<-sm.exited
+		sm.stopFeeding()
 		sm.hls.Close()
 	})
+}
+
+// stopFeeding ends the goroutine that feeds the muxer and waits for it.
+func (sm *streamMuxer) stopFeeding() {
+	sm.stopOnce.Do(func() { close(sm.done) })
+	<-sm.exited
 }
 
 func (sm *streamMuxer) addSent(n int) {
