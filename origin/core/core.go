@@ -52,6 +52,9 @@ type Origin struct {
 	// Pull pulls the paths configured with an upstream source.
 	Pull *pull.Manager
 
+	// history samples the figures once a second (live figures, plots).
+	history *httpapi.History
+
 	closeOnce sync.Once
 }
 
@@ -141,10 +144,17 @@ func (o *Origin) Initialize() error {
 	ln = &netguard.Listener{Listener: ln, Name: "http", MaxConns: c.HTTP.MaxConnections, Log: o.Log.With("component", "http"),
 		OnReject: func(reason string) { metrics.Reject("http", reason) }}
 	o.httpLn = ln
-	var api http.Handler = httpapi.Handler(httpapi.Sources{
+	sources := httpapi.Sources{
 		Streams: o.Streams.Snapshot, Readers: o.RTSP.Readers, Gatherer: o.Registry,
 		Extra: map[string]func() any{"p2p": o.p2pStatus, "sources": o.sourcesStatus},
-	}, o.Log)
+	}
+	if o.HLS != nil {
+		sources.HLS, sources.HLSAddress = o.HLS.Stats, c.HLS.Address
+	}
+	o.history = &httpapi.History{Sources: sources}
+	o.history.Start()
+	sources.History = o.history
+	var api http.Handler = httpapi.Handler(sources, o.Log)
 	if c.HTTP.Pprof {
 		api = httpapi.WithPprof(api)
 		o.Log.Warn("pprof is served at /debug/pprof/ on the API port (http.pprof): keep that port private")
@@ -191,6 +201,9 @@ func (o *Origin) p2pStatus() any {
 func (o *Origin) Close() { o.closeOnce.Do(o.close) }
 
 func (o *Origin) close() {
+	if o.history != nil {
+		o.history.Close()
+	}
 	if o.Pull != nil {
 		o.Pull.Close()
 	}
