@@ -47,7 +47,7 @@ func chaosAttacks() []attack {
 			a.CloseMaxS = max(a.CloseMaxS, b.CloseMaxS)
 			return a
 		}},
-		{"peer no-Hello holders (300 at 50/s) + a joiner", attackHandshakeHolders},
+		{"peer no-Hello holders (50/s for 12 s) + a joiner", attackHandshakeHolders},
 		{"peer garbage (100)", func(ctx context.Context, env *chaosEnv) attackReport {
 			garbage := make([]byte, 4096)
 			_, _ = rand.Read(garbage)
@@ -408,7 +408,7 @@ func attackHandshakeHolders(ctx context.Context, env *chaosEnv) attackReport {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		rep = holdConns(ctx, env.peerAddr, 300, 50, nil, nil)
+		rep = holdConns(ctx, env.peerAddr, 600, 50, nil, nil)
 	}()
 	// Let the holders fill the slots, then join.
 	select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
@@ -67,6 +68,7 @@ type chaosResult struct {
 	PluginPeakRSSMiB  float64 `json:"pluginPeakRssMiB"`
 	OriginPeakFDs     int     `json:"originPeakFds"`
 	PluginPeakFDs     int     `json:"pluginPeakFds"`
+	PluginPeakHeapMiB float64 `json:"pluginPeakHeapMiB"` // Go heap (RSS misses untouched allocations)
 	Conns             int     `json:"conns,omitempty"`
 	ClosedIn2xTimeout int     `json:"closedIn2xTimeout,omitempty"`
 	CloseMaxS         float64 `json:"closeMaxS,omitempty"`
@@ -157,8 +159,8 @@ func runAttack(t *testing.T, env *chaosEnv, a attack, window time.Duration) chao
 	}()
 	var peaks struct {
 		sync.Mutex
-		oRSS, pRSS float64
-		oFD, pFD   int
+		oRSS, pRSS, pHeap float64
+		oFD, pFD          int
 	}
 	sampleCtx, stopSampling := context.WithCancel(context.Background())
 	wg.Add(1)
@@ -173,9 +175,11 @@ func runAttack(t *testing.T, env *chaosEnv, a attack, window time.Duration) chao
 		for {
 			rss, fds := procUsage(o.cmd.Process.Pid)
 			prss, pfds := procUsage(pluginPID)
+			heap := metricValue(metricsText(env.o.httpAddr), "coop_plugin_heap_bytes") / (1 << 20)
 			peaks.Lock()
 			peaks.oRSS, peaks.oFD = math.Max(peaks.oRSS, rss), max(peaks.oFD, fds)
 			peaks.pRSS, peaks.pFD = math.Max(peaks.pRSS, prss), max(peaks.pFD, pfds)
+			peaks.pHeap = math.Max(peaks.pHeap, heap)
 			peaks.Unlock()
 			select {
 			case <-sampleCtx.Done():
@@ -214,6 +218,7 @@ func runAttack(t *testing.T, env *chaosEnv, a attack, window time.Duration) chao
 	peaks.Lock()
 	res.OriginPeakRSSMiB, res.PluginPeakRSSMiB = peaks.oRSS, peaks.pRSS
 	res.OriginPeakFDs, res.PluginPeakFDs = peaks.oFD, peaks.pFD
+	res.PluginPeakHeapMiB = peaks.pHeap
 	peaks.Unlock()
 	if !env.publishing() {
 		res.Notes = strings.TrimPrefix(res.Notes+"; STREAM ENDED", "; ")
@@ -286,16 +291,16 @@ func writeChaosReport(t *testing.T, results []chaosResult) {
 	var md strings.Builder
 	md.WriteString("# Hostile-load harness (`make chaos`)\n\n")
 	md.WriteString("Each attack against a fresh origin + real plugin on loopback, RTMP publisher 640x360 x264 `-bf 3` 800 kbit/s + AAC, 3 canary coop-peers, 1 canary RTSP/TCP reader; `timeout` 3 s; each attack runs 15 s, measured over the attack + 7 s (the playout delay).\n\n")
-	md.WriteString("| attack | canary continuity (min) | canaries playing | RTSP frames | decode errors | origin alive | plugin restarts | peak RSS origin / plugin (MiB) | peak fds origin / plugin | conns closed ≤ 2×timeout | slowest close (s) | notes |\n")
-	md.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	md.WriteString("| attack | canary continuity (min) | canaries playing | RTSP frames | decode errors | origin alive | plugin restarts | peak RSS origin / plugin (MiB) | plugin peak Go heap (MiB) | peak fds origin / plugin | conns closed ≤ 2×timeout | slowest close (s) | notes |\n")
+	md.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
 		closed := ""
 		if r.Conns > 0 {
 			closed = fmt.Sprintf("%d / %d", r.ClosedIn2xTimeout, r.Conns)
 		}
-		fmt.Fprintf(&md, "| %s | %.3f | %d/3 | %d | %d | %v | %d | %.0f / %.0f | %d / %d | %s | %.1f | %s |\n",
+		fmt.Fprintf(&md, "| %s | %.3f | %d/3 | %d | %d | %v | %d | %.0f / %.0f | %.0f | %d / %d | %s | %.1f | %s |\n",
 			r.Attack, r.CanaryContinuity, r.CanaryPlaying, r.RTSPFrames, r.RTSPDecodeErrors, r.OriginAlive, r.PluginRestarts,
-			r.OriginPeakRSSMiB, r.PluginPeakRSSMiB, r.OriginPeakFDs, r.PluginPeakFDs, closed, r.CloseMaxS, r.Notes)
+			r.OriginPeakRSSMiB, r.PluginPeakRSSMiB, r.PluginPeakHeapMiB, r.OriginPeakFDs, r.PluginPeakFDs, closed, r.CloseMaxS, r.Notes)
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "chaos.md"), []byte(md.String()), 0o644))
 	t.Logf("chaos report:\n%s", md.String())
@@ -313,4 +318,16 @@ func tryGetJSON(url string, v any) error {
 		return fmt.Errorf("%s: %s", url, resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// metricsText reads the origin's /metrics ("" when unreachable).
+func metricsText(httpAddr string) string {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
