@@ -29,7 +29,7 @@ func TestRTMPPublishPlaysOverRTSPWithZeroDecodeErrors(t *testing.T) {
 		transport  string
 		wantLayers int
 	}{
-		{"x264 with three B-frames gives three layers (TCP)", "1280x720", []string{"-bf", "3", "-g", "60"}, "tcp", 3},
+		{"x264 with three B-frames gives three layers (TCP)", "640x360", []string{"-bf", "3", "-g", "60"}, "tcp", 3},
 		{"zerolatency has no droppable frames and one layer (UDP)", "640x360", []string{"-tune", "zerolatency", "-g", "60"}, "udp", 1},
 	}
 	for _, c := range cases {
@@ -39,7 +39,8 @@ func TestRTMPPublishPlaysOverRTSPWithZeroDecodeErrors(t *testing.T) {
 			o.waitPublishing(t, "live/cam")
 			require.Equal(t, []string{"h264", "aac"}, probeCodecs(t, o.rtspURL("cam")))
 
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			// A safety bound only: the reader stops after its -t of media.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			requireCleanPlay(t, play(ctx, o.rtspURL("cam"), c.transport, 10*time.Second), 250)
 
@@ -61,20 +62,21 @@ func TestRTSPPublishH264AndH265PlayBack(t *testing.T) {
 		want        []string
 	}{
 		{"H.264 and AAC", "h264", []string{"-c:v", "libx264", "-bf", "2", "-g", "30"}, []string{"h264", "aac"}},
-		{"H.265 with temporal layers", "hevc", []string{"-c:v", "libx265", "-x265-params", "temporal-layers=1:log-level=error", "-g", "30"}, []string{"hevc", "aac"}},
+		{"H.265 with temporal layers", "hevc", []string{"-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "temporal-layers=1:log-level=error", "-g", "30"}, []string{"hevc", "aac"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			o := startOrigin(t)
 			args := []string{"-hide_banner", "-nostats", "-loglevel", "warning", "-re",
-				"-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-f", "lavfi", "-i", "sine",
+				"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine",
 				"-pix_fmt", "yuv420p"}
 			args = append(args, c.video...)
 			args = append(args, "-c:a", "aac", "-t", "25", "-f", "rtsp", "-rtsp_transport", "tcp", o.rtspURL("rtsp"))
 			startProcess(t, nil, "ffmpeg", args...)
 			s := o.waitPublishing(t, "live/rtsp")
 			require.Equal(t, c.want, probeCodecs(t, o.rtspURL("rtsp")))
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			// A safety bound only: the reader stops after its -t of media.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			requireCleanPlay(t, play(ctx, o.rtspURL("rtsp"), "tcp", 8*time.Second), 200)
 			s = o.waitPublishing(t, "live/rtsp")

@@ -164,6 +164,26 @@ func (s *Server) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
 	}
 }
 
+// OnDecodeError implements gortsplib.ServerHandlerOnDecodeError: bad RTP
+// or RTCP from a remote party is counted and logged at a bounded rate
+// (without a handler, gortsplib writes one stdlib log line per packet).
+func (s *Server) OnDecodeError(ctx *gortsplib.ServerHandlerOnDecodeErrorCtx) {
+	s.Metrics.Reject("rtsp", "decode_error")
+	s.warn.Warn(s.Log, "RTSP packet not decoded", "err", ctx.Error)
+}
+
+// OnPacketsLost implements gortsplib.ServerHandlerOnPacketsLost (a
+// publisher's RTP lost on the way), logged at a bounded rate.
+func (s *Server) OnPacketsLost(ctx *gortsplib.ServerHandlerOnPacketsLostCtx) {
+	s.warn.Warn(s.Log, "RTSP publisher's RTP packets lost", "lost", ctx.Lost)
+}
+
+// OnStreamWriteError implements gortsplib.ServerHandlerOnStreamWriteError,
+// logged at a bounded rate.
+func (s *Server) OnStreamWriteError(ctx *gortsplib.ServerHandlerOnStreamWriteErrorCtx) {
+	s.warn.Warn(s.Log, "RTSP write to a reader failed", "err", ctx.Error)
+}
+
 // Start listens.
 func (s *Server) Start() error {
 	if err := s.srv.Start(); err != nil {

@@ -1,7 +1,7 @@
 // Package stream is the origin's registry of live streams: it accepts
-// publications from any ingest, fans each stream out to RTSP readers through
-// gortsplib (one bounded queue per reader: a slow reader loses packets, the
-// publisher never waits), feeds the segmenter, keeps readers attached across
+// publications from any ingest, fans each stream out to RTSP readers (one
+// bounded queue of whole units and one sender per reader: a slow reader
+// loses whole units alone, the publisher never waits), feeds the segmenter, keeps readers attached across
 // a publisher's reconnect within a grace period, and reports statistics.
 package stream
 
@@ -15,7 +15,6 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/pion/rtp"
 
 	"github.com/coopstreaming/coop/origin/media"
 	"github.com/coopstreaming/coop/origin/segmenter"
@@ -221,25 +220,6 @@ type Stream struct {
 	stats streamStats
 }
 
-// reader is a playing RTSP session. Its packets are written to it alone,
-// starting at a key frame, so a player never decodes a partial GOP: a
-// reader that joins mid-GOP, or whose queue overflowed, waits for the next
-// key frame.
-type reader struct {
-	session *gortsplib.ServerSession
-	// medias is what the session set up (fixed once it plays): a reader
-	// that took only some tracks gets only those.
-	medias map[*description.Media]struct{}
-	// hasVideo tells whether the reader set up a video track, so it starts
-	// at a video key frame; an audio-only reader starts at once.
-	hasVideo bool
-	started  bool
-	// skipRASL is set when the reader started at an H.265 CRA: the RASL
-	// pictures that follow it reference pictures the reader never got.
-	skipRASL bool
-	dropped  uint64
-}
-
 type streamStats struct {
 	bytesIn      uint64
 	units        uint64
@@ -282,7 +262,7 @@ func (s *Stream) startLocked(tracks []segment.Track) error {
 	}
 	if s.ss != nil {
 		s.m.Log.Info("publisher changed codecs, readers ended", "path", s.path)
-		s.readers = nil
+		s.stopReadersLocked()
 		s.ss.Close()
 		s.ss = nil
 	}
@@ -384,6 +364,9 @@ func (s *Stream) writeLocked(u *media.Unit) error {
 		if _, ok := r.medias[o.medi]; !ok {
 			continue // the reader did not set this track up
 		}
+		if r.resync.Swap(false) && r.hasVideo {
+			r.started = false // its sender lost part of a unit
+		}
 		if !r.started {
 			if (isVideo && !u.Key) || (!isVideo && r.hasVideo) {
 				continue
@@ -396,19 +379,13 @@ func (s *Stream) writeLocked(u *media.Unit) error {
 			}
 			r.skipRASL = false
 		}
-		for _, p := range pkts {
-			if err := writeRTP(r.session, o.medi, p); err != nil {
-				r.dropped++
-				s.m.Metrics.readerDrop(s.path)
-				if isVideo {
-					r.started = false // resume at the next key frame
-				}
-				break // the rest of this unit is useless to the reader
+		if !r.offer(readerUnit{medi: o.medi, pkts: pkts}) {
+			r.dropped++
+			s.m.Metrics.readerDrop(s.path)
+			if isVideo {
+				r.started = false // resume at the next key frame
 			}
 		}
-	}
-	if s.m.Tap != nil {
-		s.m.Tap.TapUnit(s.path, u)
 	}
 	s.seg.Push(u)
 	return nil
@@ -434,29 +411,16 @@ func (m *Manager) AddReader(path string, session *gortsplib.ServerSession) error
 	if s.readers == nil {
 		s.readers = make(map[*gortsplib.ServerSession]*reader)
 	}
-	r := &reader{session: session, medias: make(map[*description.Media]struct{})}
-	for _, medi := range session.SetuppedMedias() {
-		r.medias[medi] = struct{}{}
-		r.hasVideo = r.hasVideo || medi.Type == description.MediaTypeVideo
-	}
+	r := newReader(session)
 	if len(r.medias) == 0 {
 		return fmt.Errorf("stream: %s: the session set up no track", path)
 	}
+	if old := s.readers[session]; old != nil {
+		old.stop()
+	}
 	s.readers[session] = r
+	r.start()
 	return nil
-}
-
-// writeRTP writes one packet to one reader. Whatever goes wrong there —
-// a full queue, a closed session, a fault inside the RTSP library — is
-// that reader's loss alone: it is returned as an error, never a panic that
-// would reach the publisher's goroutine.
-func writeRTP(session *gortsplib.ServerSession, medi *description.Media, p *rtp.Packet) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = fmt.Errorf("stream: writing to a reader: %v", v)
-		}
-	}()
-	return session.WritePacketRTP(medi, p)
 }
 
 // RemoveReader stops sending to a session and returns the packets it lost.
@@ -472,6 +436,7 @@ func (m *Manager) RemoveReader(path string, session *gortsplib.ServerSession) ui
 		return 0
 	}
 	delete(s.readers, session)
+	r.stop()
 	return r.dropped
 }
 
@@ -489,6 +454,14 @@ func (m *Manager) ReaderDropped(path string, session *gortsplib.ServerSession) u
 	return 0
 }
 
+// stopReadersLocked ends every reader's sender and forgets the readers.
+func (s *Stream) stopReadersLocked() {
+	for _, r := range s.readers {
+		r.stop()
+	}
+	s.readers = nil
+}
+
 // end closes the readers' stream and forgets the path.
 func (s *Stream) end() {
 	s.mu.Lock()
@@ -497,7 +470,7 @@ func (s *Stream) end() {
 		return
 	}
 	s.ended = true
-	s.readers = nil
+	s.stopReadersLocked()
 	if s.ss != nil {
 		s.ss.Close()
 		s.ss = nil
