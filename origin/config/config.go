@@ -17,6 +17,8 @@ import (
 	"time"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/coopstreaming/coop/plugin/pluginapi"
 )
 
 // EnvPrefix prefixes every environment override.
@@ -106,6 +108,11 @@ type Plugin struct {
 	KeyFile string `yaml:"keyFile"`
 	// TokenSecret enables HMAC join tokens ("": joining is open).
 	TokenSecret string `yaml:"tokenSecret"`
+	// HandshakeTimeout bounds the wait for a new peer connection's Hello.
+	HandshakeTimeout Duration `yaml:"handshakeTimeout"`
+	// MaxPeerConnections caps the peer connections the plugin admits,
+	// all streams together.
+	MaxPeerConnections int `yaml:"maxPeerConnections"`
 }
 
 // RTMP configures RTMP ingest.
@@ -169,9 +176,13 @@ func Default() Config {
 		HTTP:     HTTP{Address: ":9997", MaxConnections: 128},
 		Segment:  Segment{Duration: Duration(500 * time.Millisecond), Layers: 3},
 		Publish:  Publish{Keys: []string{}, GracePeriod: Duration(10 * time.Second), MaxStreams: 64},
-		Plugin:   Plugin{Enabled: true, Address: ":7070", Seeds: 2, Partners: 6, KeyFile: "coop-stream.key"},
+		Plugin: Plugin{Enabled: true, Address: ":7070", Seeds: 2, Partners: 6, KeyFile: "coop-stream.key",
+			HandshakeTimeout:   Duration(pluginapi.DefaultHandshakeTimeout),
+			MaxPeerConnections: pluginapi.DefaultMaxPeerConnections},
 		HLS: HLS{Enabled: true, Address: ":8888", Variant: "lowLatency", SegmentCount: 7,
 			SegmentDuration: Duration(time.Second), PartDuration: Duration(200 * time.Millisecond), QueueSize: 512},
+
+		Paths: map[string]Path{}, // coop.yml's "paths: {}"
 
 		// The budget behind this default is in README "Security".
 		MemoryLimit: "512MiB",
@@ -267,6 +278,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Plugin.Partners < 1 || c.Plugin.Partners > 64 {
 		return fmt.Errorf("config: plugin.partners: %d is outside 1..64", c.Plugin.Partners)
+	}
+	if d := time.Duration(c.Plugin.HandshakeTimeout); d < 100*time.Millisecond || d > time.Minute {
+		return fmt.Errorf("config: plugin.handshakeTimeout: %v is outside 100ms..1m", d)
+	}
+	if n := c.Plugin.MaxPeerConnections; n < 1 || n > 1<<20 {
+		return fmt.Errorf("config: plugin.maxPeerConnections: %d is outside 1..1048576", n)
 	}
 	for name, p := range c.Paths {
 		if name == "" || strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") || strings.ContainsAny(name, "?#") {

@@ -83,3 +83,24 @@ func TestHardeningKeysFromTheEnvironment(t *testing.T) {
 	_, err = Load("", []string{"COOP_RTSP_MAXCONNECTIONS=-1"})
 	require.ErrorContains(t, err, "rtsp.maxConnections")
 }
+
+func TestPluginAdmissionKeys(t *testing.T) {
+	c, err := Load("", nil)
+	require.NoError(t, err)
+	require.Equal(t, Duration(3*time.Second), c.Plugin.HandshakeTimeout)
+	require.Equal(t, 2048, c.Plugin.MaxPeerConnections)
+	c, err = Load("", []string{"COOP_PLUGIN_HANDSHAKETIMEOUT=5s", "COOP_PLUGIN_MAXPEERCONNECTIONS=100"})
+	require.NoError(t, err)
+	require.Equal(t, Duration(5*time.Second), c.Plugin.HandshakeTimeout)
+	require.Equal(t, 100, c.Plugin.MaxPeerConnections)
+	for env, key := range map[string]string{
+		"COOP_PLUGIN_HANDSHAKETIMEOUT=0s":    "plugin.handshakeTimeout",
+		"COOP_PLUGIN_HANDSHAKETIMEOUT=soon":  "plugin.handshakeTimeout",
+		"COOP_PLUGIN_MAXPEERCONNECTIONS=0":   "plugin.maxPeerConnections",
+		"COOP_PLUGIN_MAXPEERCONNECTIONS=-5":  "plugin.maxPeerConnections",
+		"COOP_PLUGIN_MAXPEERCONNECTIONS=lot": "plugin.maxPeerConnections",
+	} {
+		_, err := Load("", []string{env})
+		require.ErrorContains(t, err, key, env)
+	}
+}

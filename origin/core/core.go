@@ -85,6 +85,7 @@ func (o *Origin) Initialize() error {
 				PeerAddress: c.Plugin.Address, UploadCap: uint64(c.Plugin.UploadKbps) * 1000 / 8,
 				Seeds: c.Plugin.Seeds, Partners: c.Plugin.Partners, KeyFile: c.Plugin.KeyFile,
 				TokenSecret: c.Plugin.TokenSecret, LogLevel: c.LogLevel,
+				HandshakeTimeout: time.Duration(c.Plugin.HandshakeTimeout), MaxPeerConnections: c.Plugin.MaxPeerConnections,
 			},
 		}, o.Log.With("component", "pluginhost"))
 		if err != nil {

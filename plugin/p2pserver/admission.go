@@ -16,9 +16,9 @@ import (
 // Admission defaults (Settings override the first two).
 const (
 	// defaultHelloTimeout bounds the wait for a new connection's Hello.
-	defaultHelloTimeout = 3 * time.Second
+	defaultHelloTimeout = pluginapi.DefaultHandshakeTimeout
 	// defaultMaxConns bounds the admitted peer connections, all streams.
-	defaultMaxConns = 2048
+	defaultMaxConns = pluginapi.DefaultMaxPeerConnections
 	// maxPending bounds connections waiting for their Hello.
 	maxPending = 256
 	// maxPendingPerIP bounds one address's share of maxPending, so a

@@ -46,6 +46,17 @@ const (
 	MaxStreamName = 255
 )
 
+// Admission defaults of the plugin's peer port, used when a Settings
+// field is zero (the origin's config defaults are these too).
+const (
+	// DefaultHandshakeTimeout bounds the wait for a new peer
+	// connection's Hello.
+	DefaultHandshakeTimeout = 3 * time.Second
+	// DefaultMaxPeerConnections bounds the admitted peer connections,
+	// all streams together.
+	DefaultMaxPeerConnections = 2048
+)
+
 // Errors of the contract.
 var (
 	// ErrInvalid marks a request that breaks the contract's limits.
@@ -71,10 +82,10 @@ type Settings struct {
 	// LogLevel is debug, info, warn or error.
 	LogLevel string
 	// HandshakeTimeout bounds the wait for a new peer connection's Hello
-	// (0: the plugin's default, 3 s).
+	// (0: DefaultHandshakeTimeout).
 	HandshakeTimeout time.Duration
 	// MaxPeerConnections bounds the peer connections the plugin admits
-	// (0: the plugin's default, 2048).
+	// (0: DefaultMaxPeerConnections).
 	MaxPeerConnections int
 }
 
