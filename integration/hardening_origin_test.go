@@ -409,3 +409,45 @@ func TestAUDPReaderEndsWithItsControlConnection(t *testing.T) {
 	})
 	waitFor(t, 10*time.Second, "the reader to be gone from the API", func() bool { return o.readerCount(t) == 0 })
 }
+
+// Bounded state (issue 12): connections beyond rtsp.maxConnections are
+// closed on accept and counted, paths beyond publish.maxStreams are
+// refused and counted, and the origin serves normally once they are gone.
+func TestConnectionAndStreamCapsRefuseTheExcessOnly(t *testing.T) {
+	requireTool(t, "ffmpeg", "ffprobe")
+	const maxConns = 4
+	o := startOrigin(t, fmt.Sprintf("COOP_RTSP_MAXCONNECTIONS=%d", maxConns), "COOP_PUBLISH_MAXSTREAMS=1")
+	publishRTMP(t, o.rtmpURL("one"), 30*time.Second, "320x240", "-preset", "ultrafast", "-g", "30")
+	o.waitPublishing(t, "live/one")
+	second := publishRTMP(t, o.rtmpURL("two"), 20*time.Second, "320x240", "-preset", "ultrafast")
+	require.Error(t, second.wait(t, 30*time.Second), "a path beyond publish.maxStreams is refused")
+	require.Contains(t, o.metrics(t), `coop_origin_rejected_total{protocol="rtmp",reason="stream_limit"}`)
+
+	var conns []net.Conn
+	for i := 0; i < 2*maxConns; i++ {
+		c, err := net.Dial("tcp", o.rtsp)
+		require.NoError(t, err)
+		conns = append(conns, c)
+	}
+	closed := 0
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err != nil {
+			if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+				closed++
+			}
+		}
+	}
+	require.Equal(t, maxConns, closed, "exactly the connections over the cap are closed")
+	require.Contains(t, o.metrics(t), `coop_origin_rejected_total{protocol="rtsp",reason="conn_limit"}`)
+	for _, c := range conns {
+		c.Close()
+	}
+	waitFor(t, 20*time.Second, "a reader to be served again", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "ffprobe", "-v", "error", "-rtsp_transport", "tcp",
+			"-show_entries", "stream=codec_name", "-of", "csv=p=0", o.rtspURL("one")).CombinedOutput()
+		return err == nil && strings.Contains(string(out), "h264")
+	})
+}
