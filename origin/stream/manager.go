@@ -387,6 +387,9 @@ func (s *Stream) writeLocked(u *media.Unit) error {
 			}
 		}
 	}
+	if s.m.Tap != nil {
+		s.m.Tap.TapUnit(s.path, u)
+	}
 	s.seg.Push(u)
 	return nil
 }
