@@ -194,6 +194,9 @@ func TestPullUnreachableUpstream(t *testing.T) {
 		require.Contains(t, s.LastError, "connection refused", "%+v", s)
 		require.Zero(t, s.Sessions)
 	}
+	metrics := edge.metrics(t)
+	require.Contains(t, metrics, `coop_origin_source_up{path="live/gone"} 0`)
+	require.Contains(t, metrics, `coop_origin_source_failures_total{path="live/gone2"}`)
 	logs := edge.out.String()
 	for _, path := range []string{"live/gone ", "live/gone2 "} {
 		n := 0

@@ -180,6 +180,7 @@ func (o *Origin) Initialize() error {
 		o.Close()
 		return err
 	}
+	o.Registry.MustRegister(o.Pull)
 	return nil
 }
 

@@ -324,6 +324,6 @@ func redact(raw string) string {
 	if err != nil || u.User == nil {
 		return raw
 	}
-	u.User = url.User("***")
-	return u.String()
+	u.User = nil
+	return strings.Replace(u.String(), "://", "://***@", 1)
 }
