@@ -12,7 +12,7 @@ PROFILE   ?= quick
 # topologies run on one goroutine (no shared state to race on); the race
 # detector only makes them 5-10x slower, so `make test` runs them without it.
 # The engine they drive is raced in peerproto/engine and peerproto/tcpnode.
-LAB_PKGS  := /peerproto/(sim|swarm|baseline|topology)
+LAB_PKGS  := /lab/
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help build run peer proto play-peer sim sim-speed test test-short lint fuzz bench chaos deps publish play
@@ -62,7 +62,7 @@ bench: deps ## benchmarks → bench/results/: swarm (emulated), real processes v
 	mkdir -p bench/results
 	set -o pipefail; COOP_BENCH=1 COOP_BENCH_PROFILE=$(PROFILE) $(GO) test -count=1 -timeout 60m -run 'TestBench' -v ./integration/ \
 		| grep -E '^(---|ok|FAIL)|bench_|^\s+\|'
-	$(GO) test -run XXX -bench . -benchmem -count=3 ./segment/... ./origin/... ./peerproto/... | tee bench/results/micro.txt
+	$(GO) test -run XXX -bench . -benchmem -count=3 ./segment/... ./origin/... ./peerproto/... ./lab/... | tee bench/results/micro.txt
 
 chaos: deps ## hostile-load harness: attacks on a live origin + plugin with canary peers and readers → bench/results/chaos.{md,json} (COOP_CHAOS_ONLY=substring to pick attacks)
 	mkdir -p bench/results

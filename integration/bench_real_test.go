@@ -15,7 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/coopstreaming/coop/peerproto/swarm"
+	"github.com/coopstreaming/coop/lab/swarm"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 

@@ -16,8 +16,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/coopstreaming/coop/peerproto/swarm"
-	"github.com/coopstreaming/coop/peerproto/topology"
+	"github.com/coopstreaming/coop/lab/swarm"
+	"github.com/coopstreaming/coop/lab/topology"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 

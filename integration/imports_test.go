@@ -30,6 +30,16 @@ var importRules = []importRule{
 	{
 		prefix: module + "/peerproto",
 		forbidden: append([]string{
+			module + "/origin", module + "/plugin", module + "/segment", module + "/lab",
+			"github.com/hashicorp/go-plugin", "google.golang.org/grpc",
+		}, mediaLibs...),
+	},
+	{
+		// The evaluation lab (simulated network, swarm scenarios,
+		// baselines, topologies) builds on the P2P core; the core never
+		// imports it (rule above), and the lab is no media server either.
+		prefix: module + "/lab",
+		forbidden: append([]string{
 			module + "/origin", module + "/plugin", module + "/segment",
 			"github.com/hashicorp/go-plugin", "google.golang.org/grpc",
 		}, mediaLibs...),
@@ -114,6 +124,7 @@ func TestImportRuleCheckerCatchesAViolation(t *testing.T) {
 	require.True(t, violates(module+"/origin/stream", rule))
 	require.True(t, violates("github.com/bluenviron/gortsplib/v4", rule))
 	require.False(t, violates("golang.org/x/time/rate", rule))
-	require.False(t, violates(module+"/plugin/pluginapi", importRules[3]))
-	require.True(t, violates(module+"/plugin/server", importRules[3]))
+	require.True(t, violates(module+"/lab/swarm", rule), "peerproto never imports lab")
+	require.False(t, violates(module+"/plugin/pluginapi", importRules[4]))
+	require.True(t, violates(module+"/plugin/server", importRules[4]))
 }

@@ -11,7 +11,7 @@ import (
 
 	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/manifest"
-	"github.com/coopstreaming/coop/peerproto/sim"
+	"github.com/coopstreaming/coop/lab/sim"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 

@@ -38,7 +38,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/coopstreaming/coop/peerproto/baseline"
+	"github.com/coopstreaming/coop/lab/baseline"
 	"github.com/coopstreaming/coop/peerproto/buffermap"
 	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/wire"

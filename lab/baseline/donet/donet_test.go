@@ -6,10 +6,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/coopstreaming/coop/peerproto/baseline"
-	"github.com/coopstreaming/coop/peerproto/baseline/donet"
+	"github.com/coopstreaming/coop/lab/baseline"
+	"github.com/coopstreaming/coop/lab/baseline/donet"
 	"github.com/coopstreaming/coop/peerproto/engine"
-	"github.com/coopstreaming/coop/peerproto/swarm"
+	"github.com/coopstreaming/coop/lab/swarm"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
