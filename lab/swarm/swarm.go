@@ -13,9 +13,9 @@ import (
 	"sort"
 	"time"
 
+	"github.com/coopstreaming/coop/lab/sim"
 	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/manifest"
-	"github.com/coopstreaming/coop/lab/sim"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 

@@ -9,9 +9,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/coopstreaming/coop/lab/sim"
 	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/manifest"
-	"github.com/coopstreaming/coop/lab/sim"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 

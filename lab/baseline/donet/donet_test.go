@@ -8,8 +8,8 @@ import (
 
 	"github.com/coopstreaming/coop/lab/baseline"
 	"github.com/coopstreaming/coop/lab/baseline/donet"
-	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/lab/swarm"
+	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
