@@ -6,9 +6,11 @@
 //
 // It attaches to the plugin's peer port (the server partner and tracker),
 // gets partners from it, exchanges buffer maps and segments with them, and
-// plays the stream out as HTTP MPEG-TS. A status line shows partners,
-// layers, continuity and the share of media from peers; GET /stats returns
-// the full counters as JSON.
+// plays the stream out as HTTP MPEG-TS, local RTSP (--rtsp, default
+// rtsp://127.0.0.1:8555/STREAM), local HLS (/STREAM/index.m3u8) and a web
+// page with a player and live stats (/; --open launches a browser). A
+// status line shows partners, layers, continuity and the share of media
+// from peers; GET /stats returns the full counters as JSON.
 package main
 
 import (
