@@ -17,9 +17,9 @@ import (
 	"github.com/coopstreaming/coop/lab/baseline"
 	"github.com/coopstreaming/coop/lab/baseline/donet"
 	"github.com/coopstreaming/coop/lab/baseline/tree"
-	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/lab/swarm"
 	"github.com/coopstreaming/coop/lab/topology"
+	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
