@@ -53,11 +53,11 @@ func startEdge(t *testing.T, p2p bool, paths map[string]string) (*originProc, st
 	cfg := filepath.Join(t.TempDir(), "coop.yml")
 	require.NoError(t, os.WriteFile(cfg, []byte(yml.String()), 0o600))
 	rtp, rtcp := freeUDPPair(t)
-	o := &originProc{rtmp: freeAddr(t), rtsp: freeAddr(t), httpAddr: freeAddr(t)}
+	o := &originProc{rtmp: freeAddr(t), rtsp: freeAddr(t), httpAddr: freeAddr(t), hls: freeAddr(t)}
 	env := []string{
 		"COOP_RTMP_ADDRESS=" + o.rtmp, "COOP_RTSP_ADDRESS=" + o.rtsp, "COOP_HTTP_ADDRESS=" + o.httpAddr,
 		"COOP_RTSP_UDPRTPADDRESS=" + rtp, "COOP_RTSP_UDPRTCPADDRESS=" + rtcp,
-		"COOP_HLS_ADDRESS=" + freeAddr(t), "COOP_PLUGIN_ENABLED=false",
+		"COOP_HLS_ADDRESS=" + o.hls, "COOP_PLUGIN_ENABLED=false",
 	}
 	peerAddr := ""
 	if p2p {
@@ -92,7 +92,8 @@ func rtmpListenUpstream(t *testing.T, addr string, d time.Duration) *proc {
 
 // TestPullRTSPUpstreamServedOverRTSPAndP2P: an edge origin pulls an RTSP
 // upstream (a second coop-origin that ffmpeg pushes to) and serves it to
-// an RTSP reader and, through the real plugin, to a real coop-peer.
+// an RTSP reader, over LL-HLS and, through the real plugin, to a real
+// coop-peer.
 func TestPullRTSPUpstreamServedOverRTSPAndP2P(t *testing.T) {
 	requireTool(t, "ffmpeg", "ffprobe")
 	up := startOrigin(t)
@@ -111,6 +112,11 @@ func TestPullRTSPUpstreamServedOverRTSPAndP2P(t *testing.T) {
 	require.NoError(t, res.err, "ffmpeg on the edge's RTSP: %v", res.errors)
 	require.Empty(t, res.errors, "decode errors on the edge's RTSP")
 	require.GreaterOrEqual(t, res.frames, 150, "6 s at 30 fps from the edge")
+
+	res = play(ctx, "http://"+edge.hls+"/live/edge/index.m3u8", "", 6*time.Second)
+	require.NoError(t, res.err, "ffmpeg on the edge's HLS: %v", res.errors)
+	require.Empty(t, res.errors, "decode errors on the edge's HLS")
+	require.GreaterOrEqual(t, res.frames, 150, "6 s at 30 fps from the edge's HLS")
 
 	peer := startPeer(t, peerAddr, "live/edge")
 	waitFor(t, 30*time.Second, "coop-peer playing the pulled stream", func() bool { return peer.playing(6) })
