@@ -167,9 +167,15 @@ func (b *browser) eval(expr string, out any) error {
 	return json.Unmarshal(r.Result.Value, out)
 }
 
-// screenshot writes a PNG of the page to path.
+// screenshot writes a PNG of the whole page (beyond the viewport) to path.
 func (b *browser) screenshot(path string) {
-	res, err := b.call("Page.captureScreenshot", map[string]any{"format": "png"})
+	var size struct {
+		W float64 `json:"w"`
+		H float64 `json:"h"`
+	}
+	require.NoError(b.t, b.eval(`({w:Math.max(document.documentElement.scrollWidth,1280),h:Math.max(document.documentElement.scrollHeight,600)})`, &size))
+	res, err := b.call("Page.captureScreenshot", map[string]any{"format": "png", "captureBeyondViewport": true,
+		"clip": map[string]any{"x": 0, "y": 0, "width": size.W, "height": min(size.H, 4000), "scale": 1}})
 	require.NoError(b.t, err)
 	var r struct {
 		Data string `json:"data"`

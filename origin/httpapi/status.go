@@ -117,7 +117,7 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 <noscript><meta http-equiv="refresh" content="5"></noscript>
 <style>
 body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin-bottom:1em}
-td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,th:first-child{text-align:left}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}
 th{background:#f4f4f4}small{color:#777}.plots{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0 24px}
 .plot{border:1px solid #ddd;padding:4px 6px}.plot b{font-size:12px}.plot svg{display:block}
 </style></head>
