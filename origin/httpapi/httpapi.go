@@ -66,4 +66,3 @@ func Handler(src Sources, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /{$}", src.serveStatus)
 	return mux
 }
-
