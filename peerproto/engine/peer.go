@@ -1,0 +1,571 @@
+package engine
+
+import (
+	"crypto/ed25519"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/coopstreaming/coop/peerproto/manifest"
+	"github.com/coopstreaming/coop/peerproto/scheduler"
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+// This file is the peer: it follows the server's live edge, plays on
+// the playback clock, stores and verifies data, schedules requests and
+// hedges late ones at the server, and manages its partners.
+
+// noteServerSegment records that the server holds segment seq.
+func (e *Engine) noteServerSegment(seq uint64, now time.Time, seed bool) {
+	s := e.segs[seq]
+	if s == nil && seq >= e.have.Base() {
+		s = &seg{}
+		e.segs[seq] = s
+	}
+	if s != nil {
+		if s.firstSeen.IsZero() {
+			s.firstSeen = now
+		}
+		s.seed = s.seed || seed
+	}
+}
+
+// serverHoldings records when fresh segments appeared at the server.
+func (e *Engine) serverHoldings(p *partner, now time.Time) {
+	for i := 0; i < p.bm.Window(); i++ {
+		s := p.bm.Base() + uint64(i)
+		if p.bm.Has(s, 0) {
+			e.noteLiveEdge(s, now, false)
+			if e.segs[s] == nil && s >= e.have.Base() {
+				e.segs[s] = &seg{firstSeen: now}
+			}
+		}
+	}
+}
+
+// noteLiveEdge follows the newest segment at the server and anchors the
+// playback clock on it: segment c is due PlayoutDelay after it reached
+// the server. The anchor only moves later, so playback never outruns
+// production.
+func (e *Engine) noteLiveEdge(seq uint64, now time.Time, welcome bool) {
+	if !e.haveEdge || seq > e.liveEdge {
+		e.liveEdge = seq
+		e.haveEdge = true
+	} else if !welcome {
+		return
+	}
+	if e.IsServer() {
+		return
+	}
+	if !e.anchored {
+		e.anchorSeq, e.anchorAt, e.anchored = seq, now, true
+		e.chooseStart(now)
+		return
+	}
+	predicted := e.anchorAt.Add(time.Duration(int64(seq)-int64(e.anchorSeq)) * e.segDur)
+	if now.After(predicted) {
+		e.anchorAt = e.anchorAt.Add(now.Sub(predicted))
+	}
+}
+
+// availableAt is when segment seq reached (or will reach) the server.
+func (e *Engine) availableAt(seq uint64) time.Time {
+	return e.anchorAt.Add(time.Duration(int64(seq)-int64(e.anchorSeq)) * e.segDur)
+}
+
+// Deadline is the playback deadline of a segment.
+func (e *Engine) Deadline(seq uint64) time.Time {
+	return e.availableAt(seq).Add(e.cfg.PlayoutDelay)
+}
+
+func (e *Engine) chooseStart(now time.Time) {
+	s := e.anchorSeq
+	// Start at the oldest segment still due at least MinStartSlack ahead.
+	for s > 0 && e.Deadline(s-1).Sub(now) >= e.cfg.MinStartSlack && e.anchorSeq-(s-1) < uint64(e.cfg.Window/2) {
+		s--
+	}
+	for e.Deadline(s).Sub(now) < e.cfg.MinStartSlack {
+		s++
+	}
+	e.startSeq, e.playhead, e.playing = s, s, true
+	e.have.Advance(e.windowBase())
+}
+
+func (e *Engine) windowBase() uint64 {
+	if e.playhead > uint64(e.cfg.KeepBehind) {
+		return e.playhead - uint64(e.cfg.KeepBehind)
+	}
+	return 0
+}
+
+func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
+	k := chunkKey{m.Seq, int(m.Layer)}
+	req := p.inflight[k]
+	if req != nil {
+		delete(p.inflight, k)
+		p.inBytes -= req.size
+		start := req.at
+		if p.lastArrival.After(start) {
+			start = p.lastArrival
+		}
+		if svc := now.Sub(start); svc > 0 {
+			est := float64(len(m.Payload)) / svc.Seconds()
+			if p.tput == 0 {
+				p.tput = est
+			} else {
+				p.tput = 0.7*p.tput + 0.3*est
+			}
+		}
+	}
+	p.lastArrival = now
+	// Capacity sample: this chunk's bytes over the time since the link
+	// last delivered or became busy, whichever is later. Small chunks say
+	// more about latency than capacity and are not counted.
+	if req != nil && len(m.Payload) >= 8<<10 {
+		start := e.busySince
+		if e.lastArrival.After(start) {
+			start = e.lastArrival
+		}
+		if dt := now.Sub(start); dt > 0 {
+			// Capacity is the peak of recent samples: a sample is at
+			// most what the link carries, often less (a slow partner).
+			e.capRing[e.capSamples%len(e.capRing)] = float64(len(m.Payload)) / dt.Seconds()
+			e.capSamples++
+			e.downCap = 0
+			for _, v := range e.capRing {
+				e.downCap = max(e.downCap, v)
+			}
+		}
+	}
+	e.lastArrival = now
+	if e.inflightCount() == 0 {
+		e.busySince = time.Time{}
+	}
+	p.recv.Add(now, len(m.Payload))
+	e.down.Add(now, len(m.Payload))
+	if e.IsServer() {
+		e.checkProbe(p, m, now)
+		return
+	}
+	s := e.segs[m.Seq]
+	if s == nil {
+		s = &seg{}
+		e.segs[m.Seq] = s
+	}
+	if !e.cfg.SkipVerify {
+		if s.man == nil {
+			if len(m.Manifest) == 0 {
+				e.stats.Unverifiable++
+				return
+			}
+			if len(e.cfg.StreamKey) != ed25519.PublicKeySize {
+				e.stats.Unverifiable++ // no key yet: store nothing
+				return
+			}
+			man, err := manifest.Verify(e.cfg.StreamKey, m.Manifest)
+			if err != nil || man.Seq != m.Seq || man.Stream != e.cfg.Stream {
+				e.ban(p, fmt.Errorf("bad manifest for segment %d: %v", m.Seq, err))
+				return
+			}
+			if e.epochKnown && man.Epoch != e.epoch {
+				e.stats.StaleEpoch++ // signed, but for another instance of the stream
+				return
+			}
+			s.man, s.rawManifest, s.layers = man, m.Manifest, man.Layers()
+		}
+		if err := s.man.Check(int(m.Layer), m.Payload); err != nil {
+			e.ban(p, err)
+			return
+		}
+	} else if len(m.Manifest) > 0 && s.rawManifest == nil {
+		s.rawManifest = m.Manifest
+	}
+	if e.have.Has(m.Seq, int(m.Layer)) {
+		e.stats.DuplicateBytes += uint64(len(m.Payload))
+		return
+	}
+	if e.playing && (m.Seq < e.playhead || (m.Seq == e.playhead && !now.Before(e.Deadline(m.Seq)))) {
+		e.stats.LateBytes += uint64(len(m.Payload))
+		if p.server {
+			e.stats.LateFromServer++
+		} else {
+			e.stats.LateFromPeers++
+		}
+		if req != nil {
+			e.stats.LateReqAge += now.Sub(req.at)
+			e.stats.LateReqSlack += e.Deadline(m.Seq).Sub(req.at)
+		} else {
+			e.stats.LateUnrequested++
+		}
+		return
+	}
+	if !e.have.Set(m.Seq, int(m.Layer)) {
+		e.stats.LateBytes += uint64(len(m.Payload))
+		return
+	}
+	for len(s.chunks) <= int(m.Layer) {
+		s.chunks = append(s.chunks, nil)
+	}
+	s.chunks[m.Layer] = m.Payload
+	if !e.seenLayer[m.Layer] {
+		e.seenLayer[m.Layer] = true
+		e.chunkSizes[m.Layer] = float64(len(m.Payload))
+	} else {
+		e.chunkSizes[m.Layer] = 0.9*e.chunkSizes[m.Layer] + 0.1*float64(len(m.Payload))
+	}
+	if p.server {
+		e.stats.UsefulFromServer += uint64(len(m.Payload))
+	} else {
+		e.stats.UsefulFromPeers += uint64(len(m.Payload))
+	}
+	e.pendingHaves = append(e.pendingHaves, wire.HaveEntry{Seq: m.Seq, Layer: m.Layer})
+}
+
+// playback plays every segment whose deadline has come.
+func (e *Engine) playback(now time.Time) {
+	if !e.playing {
+		return
+	}
+	for !now.Before(e.Deadline(e.playhead)) {
+		seq := e.playhead
+		s := e.segs[seq]
+		subscribed := e.qos.Layers()
+		segLayers := subscribed
+		if s != nil && s.layers > 0 {
+			segLayers = min(s.layers, subscribed)
+		}
+		present := 0
+		for l := 0; l < segLayers && e.have.Has(seq, l); l++ {
+			present++
+		}
+		due, missed := segLayers, 0
+		for l := 0; l < segLayers; l++ {
+			if !e.have.Has(seq, l) {
+				missed++
+			}
+		}
+		if present == 0 && e.started {
+			e.diagnoseMiss(seq)
+		}
+		e.stats.record(seq, present, segLayers, subscribed, e.cfg.Layers)
+		if present > 0 && !e.started {
+			e.started = true
+			e.stats.StartupDelay = now.Sub(e.joinedAt)
+			e.stats.Started = true
+		}
+		if e.started && !e.cfg.DisableQoS {
+			// A layer comes back only if the measured download capacity
+			// carries it with 15% to spare: no probing that hurts the base.
+			need, cur := 0.0, 0.0
+			for l := 0; l <= subscribed && l < e.cfg.Layers; l++ {
+				if e.seenLayer[l] {
+					need += e.chunkSizes[l] / e.segDur.Seconds()
+				}
+				if l < subscribed {
+					cur = need
+				}
+			}
+			measured := e.capSamples >= 10
+			e.qos.SetHeadroom(!measured || e.downCap >= 1.15*need)
+			// A link measured well below the current layers' rate is
+			// congestion even before misses show.
+			e.qos.SetOverloaded(measured && e.downCap < 0.9*cur)
+			if _, changed := e.qos.Observe(now, due, missed); changed {
+				e.stats.LayerSwitches++
+			}
+		}
+		if e.cfg.OnPlay != nil {
+			var layers [][]byte
+			if s != nil {
+				for l := 0; l < present && l < len(s.chunks); l++ {
+					layers = append(layers, s.chunks[l])
+				}
+			}
+			e.cfg.OnPlay(seq, layers)
+		}
+		e.stats.PlayedAt = append(e.stats.PlayedAt, PlayRecord{Seq: seq, At: now, Layers: present, Subscribed: subscribed, SegLayers: segLayers})
+		if len(e.stats.PlayedAt) > 4096 {
+			e.stats.PlayedAt = e.stats.PlayedAt[2048:]
+		}
+		e.playhead++
+		base := e.windowBase()
+		e.have.Advance(base)
+		for s := range e.segs {
+			if s < base {
+				delete(e.segs, s)
+			}
+		}
+	}
+}
+
+func (e *Engine) expireRequests(now time.Time) {
+	for _, p := range e.list() {
+		var expired []chunkKey
+		for k, r := range p.inflight {
+			if now.After(r.expires) {
+				expired = append(expired, k)
+			}
+		}
+		slices.SortFunc(expired, cmpChunk)
+		for _, k := range expired {
+			p.inBytes -= p.inflight[k].size
+			delete(p.inflight, k)
+			e.stats.Timeouts++
+			e.send(p.id, &wire.Cancel{Seq: k.seq, Layer: uint8(k.layer)})
+		}
+	}
+}
+
+func (e *Engine) streamRate() float64 {
+	var sum float64
+	for l := 0; l < e.cfg.Layers; l++ {
+		sum += e.chunkSizes[l]
+	}
+	return sum / e.segDur.Seconds()
+}
+
+func (e *Engine) schedule(now time.Time) {
+	e.lastSchedule = now
+	if !e.playing || e.serverID == 0 && e.peerPartners() == 0 {
+		return
+	}
+	e.views, e.viewIDs = e.views[:0], e.viewIDs[:0]
+	inflight := 0
+	for _, p := range e.list() {
+		id := p.id
+		e.views = append(e.views, scheduler.Partner{
+			Map: p.bm, Rate: p.tput, RTT: p.rtt.Smoothed(100 * time.Millisecond),
+			InFlight: len(p.inflight), InFlightBytes: p.inBytes, Server: p.server,
+			Unavailable: now.Before(p.busyUntil),
+		})
+		e.viewIDs = append(e.viewIDs, id)
+		inflight += p.inBytes
+	}
+	to := e.liveEdge
+	if limit := e.playhead + uint64(e.cfg.Window-e.cfg.KeepBehind) - 1; to > limit {
+		to = limit
+	}
+	held := e.have.Count(0)
+	downRate := e.down.Rate(now)
+	// Outstanding requests are bounded by what the download link
+	// delivered lately, so far-ahead enhancement chunks do not queue in
+	// front of the next base chunks on a narrow link.
+	maxInFlight := 0
+	if downRate > 0 && now.Sub(e.joinedAt) > 5*time.Second {
+		maxInFlight = int(max(downRate*2, 2*e.streamRate()))
+		if e.capSamples >= 10 {
+			// Never queue more than ~1.5 s of the measured link.
+			maxInFlight = min(maxInFlight, int(max(1.5*e.downCap, 2*e.chunkSizes[0])))
+		}
+	}
+	in := &scheduler.Input{
+		Now: now, Have: e.have, From: e.playhead, To: to, Layers: e.qos.Layers(),
+		Deadline: e.Deadline,
+		Pending: func(c scheduler.Chunk) bool {
+			k := chunkKey{c.Seq, c.Layer}
+			for _, p := range e.list() {
+				if p.inflight[k] != nil {
+					return true
+				}
+			}
+			return false
+		},
+		ChunkSize: func(l int) int { return int(e.chunkSizes[l]) },
+		// A chunk only the server holds is fetched from it at once only by
+		// the seeds it announced the segment to first; the others wait
+		// for partners unless the chunk becomes urgent.
+		ServerAllowed: func(c scheduler.Chunk) bool {
+			s := e.segs[c.Seq]
+			return s != nil && s.seed
+		},
+		Urgent:           e.cfg.Urgent,
+		Partners:         e.views,
+		RandomFirst:      !e.cfg.DisableRandomFirst && held < 4,
+		StrictServer:     e.cfg.DisableServerFallback,
+		MaxInFlightBytes: maxInFlight,
+		InFlightBytes:    inflight,
+		Rand:             e.env.Rand(),
+	}
+	if e.cfg.DisableRarestFirst {
+		in.Urgent = time.Duration(math.MaxInt64 / 4)
+	}
+	e.assigns = e.sched.Schedule(in, e.assigns[:0])
+	for _, a := range e.assigns {
+		e.request(e.partners[e.viewIDs[a.Partner]], a.Seq, a.Layer, now)
+	}
+	e.hedge(now)
+}
+
+// request sends one request and records it in flight.
+func (e *Engine) request(p *partner, seq uint64, layer int, now time.Time) {
+	k := chunkKey{seq, layer}
+	if e.busySince.IsZero() || e.inflightCount() == 0 {
+		e.busySince = now
+	}
+	if p.inflight[k] == nil {
+		size := int(e.chunkSizes[layer])
+		rateEst := max(p.tput, 32<<10)
+		timeout := p.rtt.Smoothed(100*time.Millisecond)*2 + time.Duration(float64(p.inBytes+size)/rateEst*2*float64(time.Second)) + time.Second
+		timeout = min(max(timeout, 1500*time.Millisecond), 6*time.Second)
+		p.inflight[k] = &request{at: now, expires: now.Add(timeout), size: size}
+		p.inBytes += size
+	}
+	var flags uint8
+	if s := e.segs[seq]; s == nil || (s.man == nil && !e.cfg.SkipVerify) || (e.cfg.SkipVerify && s.rawManifest == nil) {
+		flags |= wire.RequestManifest
+	}
+	if e.Deadline(seq).Sub(now) < e.cfg.Urgent {
+		flags |= wire.RequestUrgent
+	}
+	e.send(p.id, &wire.Request{Seq: seq, Layer: uint8(layer), Flags: flags})
+}
+
+// hedge asks the server for a base-layer chunk that a peer partner is
+// late to deliver and whose deadline is near: the server partner is the
+// fallback that keeps continuity.
+func (e *Engine) hedge(now time.Time) {
+	srv := e.partners[e.serverID]
+	if srv == nil || now.Before(srv.busyUntil) || len(srv.inflight) >= 6 || e.cfg.DisableServerFallback {
+		return
+	}
+	for _, p := range e.list() {
+		if p.server {
+			continue
+		}
+		// In chunk order: the loop stops at six hedges, and map order
+		// would make the choice differ from run to run.
+		for _, k := range slices.SortedFunc(maps.Keys(p.inflight), cmpChunk) {
+			r := p.inflight[k]
+			if k.layer != 0 || srv.inflight[k] != nil || srv.bm == nil || !srv.bm.Has(k.seq, 0) {
+				continue
+			}
+			slack := e.Deadline(k.seq).Sub(now)
+			expected := p.rtt.Smoothed(100*time.Millisecond) + time.Duration(float64(r.size)/max(p.tput, 32<<10)*float64(time.Second))
+			if slack < e.cfg.Urgent/2 && now.Sub(r.at) > expected+200*time.Millisecond {
+				e.stats.Hedges++
+				e.request(srv, k.seq, 0, now)
+				if len(srv.inflight) >= 6 {
+					return
+				}
+			}
+		}
+	}
+}
+
+// diagnoseMiss classifies a base-layer miss for the statistics.
+func (e *Engine) diagnoseMiss(seq uint64) {
+	k := chunkKey{seq, 0}
+	holders, serverOnly := 0, true
+	for _, p := range e.list() {
+		if r := p.inflight[k]; r != nil {
+			if p.server {
+				e.stats.MissInFlightServer++
+			} else {
+				e.stats.MissInFlightPeer++
+			}
+			return
+		}
+		if p.bm != nil && p.bm.Has(seq, 0) {
+			holders++
+			if !p.server {
+				serverOnly = false
+			}
+		}
+	}
+	switch {
+	case holders == 0:
+		e.stats.MissNoHolder++
+	case serverOnly:
+		e.stats.MissServerOnly++
+	default:
+		e.stats.MissNotRequested++
+	}
+}
+
+// managePartners replaces departed and under-delivering partners and
+// refills the list from candidates (server and partners' gossip).
+func (e *Engine) managePartners(now time.Time) {
+	peers := make([]*partner, 0, len(e.partners))
+	for _, p := range e.list() {
+		if !p.server {
+			peers = append(peers, p)
+		}
+	}
+	// Evict the worst partner when full and it under-delivers: it has
+	// been a partner for a while, gives far less than the median and
+	// takes nothing either.
+	if len(peers) >= e.cfg.Partners {
+		sort.Slice(peers, func(i, j int) bool { return e.partnerScore(peers[i], now) < e.partnerScore(peers[j], now) })
+		worst := peers[0]
+		median := e.partnerScore(peers[len(peers)/2], now)
+		if now.Sub(worst.since) > 20*time.Second && e.partnerScore(worst, now) < 0.2*median && len(e.candidates) > 0 {
+			e.send(worst.id, &wire.Goodbye{Reason: "replaced"})
+			e.env.Disconnect(worst.id)
+			e.stats.Evictions++
+			peers = peers[1:]
+		}
+	}
+	for id, at := range e.dialing {
+		if now.Sub(at) > 5*time.Second {
+			delete(e.dialing, id)
+		}
+	}
+	want := e.cfg.Partners - len(peers) - len(e.dialing)
+	if want <= 0 {
+		return
+	}
+	if len(e.candidates) < want && now.Sub(e.lastAsked) > time.Second {
+		e.lastAsked = now
+		if e.serverID != 0 {
+			e.send(e.serverID, &wire.GetCandidates{Max: 16})
+		}
+		if len(peers) > 0 {
+			e.send(peers[e.env.Rand().IntN(len(peers))].id, &wire.GetCandidates{Max: 8})
+		}
+	}
+	cands := make([]wire.Candidate, 0, len(e.candidates))
+	for _, c := range e.candidates {
+		if _, busy := e.dialing[c.Peer]; !busy && e.partners[c.Peer] == nil {
+			cands = append(cands, c)
+		}
+	}
+	slices.SortFunc(cands, func(a, b wire.Candidate) int { return cmpID(a.Peer, b.Peer) })
+	// Prefer high upload and small RTT, with some randomness so the mesh
+	// does not collapse onto the same few peers.
+	rnd := e.env.Rand()
+	keys := make([]float64, len(cands))
+	for i, c := range cands {
+		keys[i] = candidateScore(c) * (0.5 + rnd.Float64())
+	}
+	idx := make([]int, len(cands))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return keys[idx[a]] > keys[idx[b]] })
+	for _, i := range idx {
+		if want == 0 {
+			break
+		}
+		c := cands[i]
+		e.dialing[c.Peer] = now
+		delete(e.candidates, c.Peer)
+		e.env.Dial(c)
+		want--
+	}
+}
+
+func candidateScore(c wire.Candidate) float64 {
+	up := float64(c.UploadRate) + 1
+	rtt := float64(c.RTTMicros)/1000 + 10 // ms
+	return up / rtt
+}
+
+// partnerScore ranks partners: what they deliver to us, what they take
+// from us (a partner we feed is useful to the swarm), and their RTT.
+func (e *Engine) partnerScore(p *partner, now time.Time) float64 {
+	s := p.recv.Rate(now) + 0.5*p.sent.Rate(now)
+	return s / (1 + p.rtt.Smoothed(100*time.Millisecond).Seconds())
+}

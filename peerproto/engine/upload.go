@@ -1,0 +1,159 @@
+package engine
+
+import (
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+// This file is upload control: admission of requests into the queue,
+// its order (seeds, urgent fallbacks, newcomers, base layer, contribution)
+// and serving it within the upload cap and the transport's backlog.
+
+type servReq struct {
+	from  wire.PeerID
+	seq   uint64
+	layer int
+	flags uint8
+	at    time.Time
+}
+
+func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
+	s := e.segs[m.Seq]
+	if s == nil || int(m.Layer) >= len(s.chunks) || s.chunks[m.Layer] == nil {
+		e.send(p.id, &wire.Reject{Seq: m.Seq, Layer: m.Layer, Reason: wire.RejectNotFound})
+		return
+	}
+	limit := 32
+	perPeer, queued := 0, 0
+	for _, r := range e.queue {
+		if r.from == p.id {
+			perPeer++
+		}
+		if rs := e.segs[r.seq]; rs != nil && r.layer < len(rs.chunks) {
+			queued += len(rs.chunks[r.layer])
+		}
+	}
+	full := len(e.queue) >= limit
+	if !e.IsServer() && e.cfg.UploadCap > 0 && float64(queued+len(s.chunks[m.Layer])) > e.cfg.UploadCap {
+		full = true // more than a second of upload queued: go elsewhere
+	}
+	if e.IsServer() {
+		// The server keeps its queue short (what it sends in half a
+		// second) so a fallback request is served in time or refused at
+		// once; seeds are never refused: they feed everyone else.
+		full = len(e.queue) >= e.cfg.ServerQueue
+		if e.cfg.UploadCap > 0 {
+			full = float64(queued+len(s.chunks[m.Layer])) > e.cfg.UploadCap/2
+		}
+		if e.seeds[p.id] {
+			full = false
+		} else if m.Flags&wire.RequestUrgent != 0 && float64(queued) < e.cfg.UploadCap {
+			full = false // a fallback that keeps a peer playing
+		} else if now.Sub(p.since) < 5*time.Second && float64(queued) < e.cfg.UploadCap {
+			full = false // a newcomer's first segments: its startup delay
+		}
+	}
+	if full || perPeer >= 8 {
+		e.stats.RejectedBusy++
+		e.send(p.id, &wire.Reject{Seq: m.Seq, Layer: m.Layer, Reason: wire.RejectBusy})
+		return
+	}
+	e.queue = append(e.queue, servReq{from: p.id, seq: m.Seq, layer: int(m.Layer), flags: m.Flags, at: now})
+	e.serve(now)
+}
+
+// serve answers queued requests within the upload cap and the transport's
+// backlog: base layer first, then partners that contribute most, with
+// newcomers treated as contributors (optimistic slots); the base layer is
+// never starved by enhancement layers.
+func (e *Engine) serve(now time.Time) {
+	// Expire stale requests: the requester has timed out by now.
+	e.queue = slices.DeleteFunc(e.queue, func(r servReq) bool {
+		if now.Sub(r.at) > requestTTL {
+			e.send(r.from, &wire.Reject{Seq: r.seq, Layer: uint8(r.layer), Reason: wire.RejectBusy})
+			return true
+		}
+		return false
+	})
+	if len(e.queue) == 0 {
+		return
+	}
+	score := func(id wire.PeerID) float64 {
+		p := e.partners[id]
+		if p == nil {
+			return 0
+		}
+		s := p.recv.Rate(now)
+		if now.Sub(p.since) < 10*time.Second {
+			s += 1 << 20 // optimistic slot for newcomers
+		}
+		if e.IsServer() {
+			s = float64(p.hello.UploadCap) // the server seeds high-upload peers first
+		}
+		return s
+	}
+	sort.SliceStable(e.queue, func(i, j int) bool {
+		a, b := e.queue[i], e.queue[j]
+		if sa, sb := e.seeds[a.from], e.seeds[b.from]; sa != sb {
+			return sa // the server feeds its seeds first
+		}
+		if e.IsServer() {
+			if ua, ub := a.flags&wire.RequestUrgent != 0, b.flags&wire.RequestUrgent != 0; ua != ub {
+				return ua // then urgent fallbacks
+			}
+			if na, nb := e.isNew(a.from, now), e.isNew(b.from, now); na != nb {
+				return na // then newcomers, so they start fast
+			}
+		}
+		if a.layer != b.layer {
+			return a.layer < b.layer
+		}
+		return score(a.from) > score(b.from)
+	})
+	// With per-connection backlogs a partner whose queue is full is
+	// skipped (its requests wait or expire) and the others are served.
+	perConn, _ := e.env.(ConnBacklog)
+	kept, stop := e.queue[:0], false
+	for _, r := range e.queue {
+		if stop || perConn == nil && e.env.UploadBacklog() >= e.cfg.MaxBacklog {
+			stop = true
+			kept = append(kept, r)
+			continue
+		}
+		if perConn != nil && perConn.Backlog(r.from) >= e.cfg.MaxBacklog {
+			e.stats.SkippedBacklog++
+			kept = append(kept, r)
+			continue
+		}
+		s := e.segs[r.seq]
+		if s == nil || r.layer >= len(s.chunks) || s.chunks[r.layer] == nil {
+			e.send(r.from, &wire.Reject{Seq: r.seq, Layer: uint8(r.layer), Reason: wire.RejectNotFound})
+			continue
+		}
+		chunk := s.chunks[r.layer]
+		if e.limiter != nil && !e.limiter.AllowN(now, len(chunk)) {
+			stop = true
+			kept = append(kept, r)
+			continue
+		}
+		d := &wire.Data{Seq: r.seq, Layer: uint8(r.layer), Payload: chunk}
+		if r.flags&wire.RequestManifest != 0 {
+			d.Manifest = s.rawManifest
+		}
+		e.send(r.from, d)
+		if p := e.partners[r.from]; p != nil {
+			p.sent.Add(now, len(chunk))
+		}
+		e.up.Add(now, len(chunk))
+		e.stats.ServedChunks++
+	}
+	e.queue = kept
+}
+
+func (e *Engine) isNew(id wire.PeerID, now time.Time) bool {
+	p := e.partners[id]
+	return p != nil && now.Sub(p.since) < 5*time.Second
+}
