@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coopstreaming/coop/peerproto/engine"
+	"github.com/coopstreaming/coop/peerproto/playback"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
@@ -64,11 +65,11 @@ type Node struct {
 	// the first segment received.
 	pushOnly bool
 
-	joined              time.Time
-	anchored, playing   bool
-	anchorSeq, playhead uint64
-	anchorAt            time.Time
-	stats               engine.Stats
+	joined   time.Time
+	clock    playback.Clock
+	playing  bool
+	playhead uint64
+	stats    engine.Stats
 	// Diagnose, when set, explains a missed segment: it returns which
 	// miss counter of the stats to bump.
 	Diagnose func(seq uint64, st *engine.Stats)
@@ -79,6 +80,7 @@ type Node struct {
 func NewNode(cfg Config, env engine.Env, pushOnly bool) *Node {
 	cfg.Defaults()
 	return &Node{Cfg: cfg, Env: env, Segs: map[uint64][]byte{}, joined: env.Now(), pushOnly: pushOnly,
+		clock: playback.Clock{SegmentDuration: cfg.SegmentDuration, PlayoutDelay: cfg.PlayoutDelay},
 		stats: engine.Stats{Layers: 1}}
 }
 
@@ -129,10 +131,10 @@ func (n *Node) Hello() *wire.Hello {
 // Anchor places the playback clock: the server holds liveEdge now. Only
 // the first call counts (as a player, the clock never jumps).
 func (n *Node) Anchor(liveEdge uint64, now time.Time) {
-	if n.anchored || n.Cfg.Server {
+	if n.clock.Anchored() || n.Cfg.Server {
 		return
 	}
-	n.anchored, n.anchorSeq, n.anchorAt = true, liveEdge, now
+	n.clock.Anchor(liveEdge, now)
 	if n.pushOnly {
 		return
 	}
@@ -140,18 +142,11 @@ func (n *Node) Anchor(liveEdge uint64, now time.Time) {
 }
 
 // Anchored tells whether the playback clock is placed.
-func (n *Node) Anchored() bool { return n.anchored }
+func (n *Node) Anchored() bool { return n.clock.Anchored() }
 
 func (n *Node) chooseStart(now time.Time) uint64 {
-	s := n.anchorSeq
 	back := uint64(2 * n.Cfg.PlayoutDelay / n.Cfg.SegmentDuration)
-	for s > 0 && n.Deadline(s-1).Sub(now) >= n.Cfg.MinStartSlack && n.anchorSeq-(s-1) < back {
-		s--
-	}
-	for n.Deadline(s).Sub(now) < n.Cfg.MinStartSlack {
-		s++
-	}
-	return s
+	return n.clock.Start(now, n.Cfg.MinStartSlack, back)
 }
 
 func (n *Node) startAt(seq uint64) {
@@ -159,9 +154,7 @@ func (n *Node) startAt(seq uint64) {
 }
 
 // Deadline is the playback deadline of seq.
-func (n *Node) Deadline(seq uint64) time.Time {
-	return n.anchorAt.Add(time.Duration(int64(seq)-int64(n.anchorSeq))*n.Cfg.SegmentDuration + n.Cfg.PlayoutDelay)
-}
+func (n *Node) Deadline(seq uint64) time.Time { return n.clock.Deadline(seq) }
 
 // Playhead is the next segment to play (valid once playing).
 func (n *Node) Playhead() (uint64, bool) { return n.playhead, n.playing }
@@ -174,7 +167,7 @@ func (n *Node) Store(seq uint64, payload []byte, fromServer bool) bool {
 		return false
 	}
 	now := n.Env.Now()
-	if n.pushOnly && !n.playing && n.anchored && !n.Deadline(seq).Before(now) {
+	if n.pushOnly && !n.playing && n.clock.Anchored() && !n.Deadline(seq).Before(now) {
 		n.startAt(seq)
 	}
 	if n.playing && seq < n.playhead && !n.Cfg.Server {
@@ -215,17 +208,9 @@ func (n *Node) Play(now time.Time) {
 		if _, ok := n.Segs[seq]; ok {
 			present = 1
 		}
-		if present > 0 || n.stats.Started {
-			n.stats.Due++
-			n.stats.LayerDue[0]++
-			if present == 0 && n.Diagnose != nil {
-				n.Diagnose(seq, &n.stats)
-			}
-			if present > 0 {
-				n.stats.BaseOnTime++
-				n.stats.LayerOnTime[0]++
-				n.stats.QualitySum++
-			}
+		n.stats.RecordDeadline(present, 1, 1)
+		if present == 0 && n.stats.Started && n.Diagnose != nil {
+			n.Diagnose(seq, &n.stats)
 		}
 		if present > 0 && !n.stats.Started {
 			n.stats.Started = true

@@ -11,6 +11,7 @@ import (
 	"github.com/coopstreaming/coop/peerproto/buffermap"
 	"github.com/coopstreaming/coop/peerproto/manifest"
 	"github.com/coopstreaming/coop/peerproto/monitor"
+	"github.com/coopstreaming/coop/peerproto/playback"
 	"github.com/coopstreaming/coop/peerproto/qos"
 	"github.com/coopstreaming/coop/peerproto/scheduler"
 	"github.com/coopstreaming/coop/peerproto/wire"
@@ -109,9 +110,7 @@ type Engine struct {
 
 	// playback (peers)
 	joinedAt   time.Time
-	anchorSeq  uint64
-	anchorAt   time.Time
-	anchored   bool
+	clock      playback.Clock
 	playing    bool
 	started    bool // first segment played
 	startSeq   uint64
@@ -174,6 +173,7 @@ func New(cfg Config, env Env) *Engine {
 		tracker:    make(map[wire.PeerID]*partner),
 		seeds:      make(map[wire.PeerID]bool),
 		segDur:     cfg.SegmentDuration,
+		clock:      playback.Clock{SegmentDuration: cfg.SegmentDuration, PlayoutDelay: cfg.PlayoutDelay},
 		qos:        qos.New(withSlowStart(cfg.QoS), cfg.Layers),
 		joinedAt:   env.Now(),
 		down:       monitor.NewMeter(10*time.Second, 20),
@@ -336,6 +336,7 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 			}
 			if m.SegmentDurationMs > 0 {
 				e.segDur = time.Duration(m.SegmentDurationMs) * time.Millisecond
+				e.clock.SegmentDuration = e.segDur
 			}
 			e.noteLiveEdge(m.LiveEdge, now, true)
 		}

@@ -96,9 +96,9 @@ func (e *Engine) resetStream(now time.Time) {
 	e.segs = make(map[uint64]*seg)
 	e.have = buffermap.New(0, e.cfg.Window, e.cfg.Layers)
 	e.liveEdge, e.haveEdge = 0, false
-	e.anchored, e.playing, e.started = false, false, false
-	e.anchorSeq, e.startSeq, e.playhead = 0, 0, 0
-	e.anchorAt = time.Time{}
+	e.clock.Reset()
+	e.playing, e.started = false, false
+	e.startSeq, e.playhead = 0, 0
 	e.qos = qos.New(withSlowStart(e.cfg.QoS), e.cfg.Layers)
 	e.pendingHaves, e.queue = nil, nil
 	e.seenLayer = [wire.MaxLayers]bool{}

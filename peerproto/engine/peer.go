@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/coopstreaming/coop/peerproto/manifest"
+	"github.com/coopstreaming/coop/peerproto/playback"
 	"github.com/coopstreaming/coop/peerproto/scheduler"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
@@ -60,36 +61,21 @@ func (e *Engine) noteLiveEdge(seq uint64, now time.Time, welcome bool) {
 	if e.IsServer() {
 		return
 	}
-	if !e.anchored {
-		e.anchorSeq, e.anchorAt, e.anchored = seq, now, true
+	if !e.clock.Anchored() {
+		e.clock.Anchor(seq, now)
 		e.chooseStart(now)
 		return
 	}
-	predicted := e.anchorAt.Add(time.Duration(int64(seq)-int64(e.anchorSeq)) * e.segDur)
-	if now.After(predicted) {
-		e.anchorAt = e.anchorAt.Add(now.Sub(predicted))
-	}
-}
-
-// availableAt is when segment seq reached (or will reach) the server.
-func (e *Engine) availableAt(seq uint64) time.Time {
-	return e.anchorAt.Add(time.Duration(int64(seq)-int64(e.anchorSeq)) * e.segDur)
+	e.clock.Follow(seq, now)
 }
 
 // Deadline is the playback deadline of a segment.
-func (e *Engine) Deadline(seq uint64) time.Time {
-	return e.availableAt(seq).Add(e.cfg.PlayoutDelay)
-}
+func (e *Engine) Deadline(seq uint64) time.Time { return e.clock.Deadline(seq) }
 
 func (e *Engine) chooseStart(now time.Time) {
-	s := e.anchorSeq
-	// Start at the oldest segment still due at least MinStartSlack ahead.
-	for s > 0 && e.Deadline(s-1).Sub(now) >= e.cfg.MinStartSlack && e.anchorSeq-(s-1) < uint64(e.cfg.Window/2) {
-		s--
-	}
-	for e.Deadline(s).Sub(now) < e.cfg.MinStartSlack {
-		s++
-	}
+	// Start at the oldest segment still due at least MinStartSlack ahead,
+	// at most half a window behind the live edge.
+	s := e.clock.Start(now, e.cfg.MinStartSlack, uint64(e.cfg.Window/2))
 	e.startSeq, e.playhead, e.playing = s, s, true
 	e.have.Advance(e.windowBase())
 }
@@ -237,20 +223,12 @@ func (e *Engine) playback(now time.Time) {
 		if s != nil && s.layers > 0 {
 			segLayers = min(s.layers, subscribed)
 		}
-		present := 0
-		for l := 0; l < segLayers && e.have.Has(seq, l); l++ {
-			present++
-		}
-		due, missed := segLayers, 0
-		for l := 0; l < segLayers; l++ {
-			if !e.have.Has(seq, l) {
-				missed++
-			}
-		}
+		due := segLayers
+		present, missed := playback.Present(due, func(l int) bool { return e.have.Has(seq, l) })
 		if present == 0 && e.started {
 			e.diagnoseMiss(seq)
 		}
-		e.stats.record(seq, present, segLayers, subscribed, e.cfg.Layers)
+		e.stats.RecordDeadline(present, segLayers, e.cfg.Layers)
 		if present > 0 && !e.started {
 			e.started = true
 			e.stats.StartupDelay = now.Sub(e.joinedAt)

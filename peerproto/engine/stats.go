@@ -1,6 +1,10 @@
 package engine
 
-import "time"
+import (
+	"time"
+
+	"github.com/coopstreaming/coop/peerproto/playback"
+)
 
 // PlayRecord is one segment reaching its playback deadline.
 type PlayRecord struct {
@@ -25,7 +29,7 @@ type Stats struct {
 	// whose base layer arrived by the deadline.
 	Due, BaseOnTime uint64
 	// LayerDue and LayerOnTime count subscribed chunks per layer.
-	LayerDue, LayerOnTime [8]uint64
+	LayerDue, LayerOnTime [playback.MaxLayers]uint64
 	// QualitySum is the sum over played segments of layers played ÷ L.
 	QualitySum float64
 	// Useful bytes by source, and wasted bytes.
@@ -67,43 +71,36 @@ type Stats struct {
 	PlayedAt []PlayRecord
 }
 
-func (s *Stats) record(seq uint64, present, segLayers, subscribed, total int) {
-	if !s.Started && present == 0 {
-		return
-	}
-	_ = seq
-	s.Due++
-	if present > 0 {
-		s.BaseOnTime++
-	}
-	for l := 0; l < segLayers && l < len(s.LayerDue); l++ {
-		s.LayerDue[l]++
-		if l < present {
-			s.LayerOnTime[l]++
-		}
-	}
-	denom := segLayers
-	if denom == 0 {
-		denom = total
-	}
-	_ = subscribed
-	s.QualitySum += float64(present) / float64(max(denom, 1))
+// RecordDeadline counts a segment's playback deadline with
+// playback.Tally (the one definition of continuity and quality, shared
+// with the lab's baselines): present contiguous layers of segLayers due,
+// total the stream's layer count.
+func (s *Stats) RecordDeadline(present, segLayers, total int) {
+	t := s.tally()
+	t.Record(present, segLayers, total)
+	s.setTally(t)
+}
+
+func (s *Stats) tally() playback.Tally {
+	return playback.Tally{Started: s.Started, Due: s.Due, BaseOnTime: s.BaseOnTime,
+		LayerDue: s.LayerDue, LayerOnTime: s.LayerOnTime, QualitySum: s.QualitySum}
+}
+
+func (s *Stats) setTally(t playback.Tally) {
+	s.Due, s.BaseOnTime, s.QualitySum = t.Due, t.BaseOnTime, t.QualitySum
+	s.LayerDue, s.LayerOnTime = t.LayerDue, t.LayerOnTime
 }
 
 // Continuity is the base-layer continuity index.
 func (s *Stats) Continuity() float64 {
-	if s.Due == 0 {
-		return 0
-	}
-	return float64(s.BaseOnTime) / float64(s.Due)
+	t := s.tally()
+	return t.Continuity()
 }
 
 // Quality is the mean share of layers played.
 func (s *Stats) Quality() float64 {
-	if s.Due == 0 {
-		return 0
-	}
-	return s.QualitySum / float64(s.Due)
+	t := s.tally()
+	return t.Quality()
 }
 
 // Offload is the share of useful media bytes that came from peers.
