@@ -37,12 +37,16 @@ func TestErrorsNameTheKey(t *testing.T) {
 	for name, tc := range map[string]struct {
 		yaml, env, want string
 	}{
-		"unknown key":    {yaml: "rtmp:\n  adress: x\n", want: "adress"},
-		"bad duration":   {yaml: "timeout: soon\n", want: "soon"},
-		"bad layers":     {yaml: "segment:\n  layers: 9\n", want: "segment.layers"},
-		"bad address":    {env: "COOP_RTSP_ADDRESS=nope", want: "rtsp.address"},
-		"bad env int":    {env: "COOP_SEGMENT_LAYERS=three", want: "segment.layers"},
-		"half read auth": {yaml: "read:\n  user: u\n", want: "read.user"},
+		"unknown key":                {yaml: "rtmp:\n  adress: x\n", want: "adress"},
+		"bad duration":               {yaml: "timeout: soon\n", want: "soon"},
+		"bad layers":                 {yaml: "segment:\n  layers: 9\n", want: "segment.layers"},
+		"bad address":                {env: "COOP_RTSP_ADDRESS=nope", want: "rtsp.address"},
+		"bad env int":                {env: "COOP_SEGMENT_LAYERS=three", want: "segment.layers"},
+		"half read auth":             {yaml: "read:\n  user: u\n", want: "read.user"},
+		"bad hls variant":            {env: "COOP_HLS_VARIANT=dash", want: "hls.variant"},
+		"too few LL-HLS segments":    {yaml: "hls:\n  segmentCount: 3\n", want: "hls.segmentCount"},
+		"parts longer than segments": {yaml: "hls:\n  partDuration: 2s\n", want: "hls.partDuration"},
+		"bad hls address":            {env: "COOP_HLS_ADDRESS=nope", want: "hls.address"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "coop.yml")
