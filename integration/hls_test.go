@@ -124,3 +124,51 @@ func TestHLSNeedsTheReadCredentials(t *testing.T) {
 	require.Contains(t, string(out), "401")
 	require.Equal(t, []string{"aac", "h264"}, probeHLS(t, "http://viewer:secret@"+o.hls+"/live/private/index.m3u8"))
 }
+
+// mediaPlaylistPrefix returns the muxer's file prefix from the LL-HLS video
+// playlist (it changes when a new muxer replaces the old one).
+func mediaPlaylistPrefix(t *testing.T, o *originProc, key string) string {
+	t.Helper()
+	status, body := httpGet(t, "http://"+o.hls+"/live/"+key+"/video1_stream.m3u8")
+	require.Equal(t, http.StatusOK, status, body)
+	for _, line := range strings.Split(body, "\n") {
+		if rest, ok := strings.CutPrefix(line, `#EXT-X-MAP:URI="`); ok {
+			if i := strings.Index(rest, "_"); i > 0 {
+				return rest[:i]
+			}
+		}
+	}
+	t.Fatalf("no init section in %s", body)
+	return ""
+}
+
+// TestHLSContinuesAcrossAPublisherReconnect: a publisher that drops and
+// comes back within the grace period with the same codecs continues the
+// same playlist (same muxer, the timeline goes on), and an ffmpeg reader
+// that plays across the gap decodes without errors.
+func TestHLSContinuesAcrossAPublisherReconnect(t *testing.T) {
+	requireTool(t, "ffmpeg")
+	o := startOrigin(t, "COOP_PUBLISH_GRACEPERIOD=15s")
+	first := publishRTMP(t, o.rtmpURL("again"), 8*time.Second, "320x240", "-preset", "ultrafast", "-g", "30")
+	o.waitPublishing(t, "live/again")
+	prefix := mediaPlaylistPrefix(t, o, "again")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	res := make(chan playResult, 1)
+	go func() { res <- playWith(ctx, o.hlsURL("again"), 14*time.Second, nil) }()
+
+	require.NoError(t, first.wait(t, 30*time.Second))
+	publishRTMP(t, o.rtmpURL("again"), 30*time.Second, "320x240", "-preset", "ultrafast", "-g", "30")
+	waitFor(t, 15*time.Second, "the publisher back", func() bool {
+		for _, s := range o.streams(t) {
+			if s.Path == "live/again" && s.Publishing && s.Resumes == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	require.Equal(t, prefix, mediaPlaylistPrefix(t, o, "again"), "the same muxer goes on")
+	r := <-res
+	requireCleanPlay(t, r, 250)
+}
