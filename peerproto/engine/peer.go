@@ -6,10 +6,10 @@ import (
 	"maps"
 	"math"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/coopstreaming/coop/peerproto/manifest"
+	"github.com/coopstreaming/coop/peerproto/partners"
 	"github.com/coopstreaming/coop/peerproto/playback"
 	"github.com/coopstreaming/coop/peerproto/scheduler"
 	"github.com/coopstreaming/coop/peerproto/wire"
@@ -476,10 +476,15 @@ func (e *Engine) managePartners(now time.Time) {
 	// been a partner for a while, gives far less than the median and
 	// takes nothing either.
 	if len(peers) >= e.cfg.Partners {
-		sort.Slice(peers, func(i, j int) bool { return e.partnerScore(peers[i], now) < e.partnerScore(peers[j], now) })
-		worst := peers[0]
-		median := e.partnerScore(peers[len(peers)/2], now)
-		if now.Sub(worst.since) > 20*time.Second && e.partnerScore(worst, now) < 0.2*median && len(e.candidates) > 0 {
+		members := make([]partners.Member, len(peers))
+		for i, p := range peers {
+			members[i] = partners.Member{ID: p.id, Score: e.partnerScore(p, now), Age: now.Sub(p.since)}
+		}
+		evict := partners.Evict(members, e.cfg.Partners, len(e.candidates))
+		for i, m := range members { // the policy's order, worst first
+			peers[i] = e.partners[m.ID]
+		}
+		if worst := peers[0]; evict {
 			e.send(worst.id, &wire.Goodbye{Reason: "replaced"})
 			e.env.Disconnect(worst.id)
 			e.stats.Evictions++
@@ -487,11 +492,11 @@ func (e *Engine) managePartners(now time.Time) {
 		}
 	}
 	for id, at := range e.dialing {
-		if now.Sub(at) > 5*time.Second {
+		if now.Sub(at) > partners.DialTimeout {
 			delete(e.dialing, id)
 		}
 	}
-	want := e.cfg.Partners - len(peers) - len(e.dialing)
+	want := partners.Want(e.cfg.Partners, len(peers), len(e.dialing))
 	if want <= 0 {
 		return
 	}
@@ -513,17 +518,7 @@ func (e *Engine) managePartners(now time.Time) {
 	slices.SortFunc(cands, func(a, b wire.Candidate) int { return cmpID(a.Peer, b.Peer) })
 	// Prefer high upload and small RTT, with some randomness so the mesh
 	// does not collapse onto the same few peers.
-	rnd := e.env.Rand()
-	keys := make([]float64, len(cands))
-	for i, c := range cands {
-		keys[i] = candidateScore(c) * (0.5 + rnd.Float64())
-	}
-	idx := make([]int, len(cands))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.Slice(idx, func(a, b int) bool { return keys[idx[a]] > keys[idx[b]] })
-	for _, i := range idx {
+	for _, i := range partners.Rank(cands, e.env.Rand()) {
 		if want == 0 {
 			break
 		}
@@ -535,15 +530,8 @@ func (e *Engine) managePartners(now time.Time) {
 	}
 }
 
-func candidateScore(c wire.Candidate) float64 {
-	up := float64(c.UploadRate) + 1
-	rtt := float64(c.RTTMicros)/1000 + 10 // ms
-	return up / rtt
-}
-
 // partnerScore ranks partners: what they deliver to us, what they take
 // from us (a partner we feed is useful to the swarm), and their RTT.
 func (e *Engine) partnerScore(p *partner, now time.Time) float64 {
-	s := p.recv.Rate(now) + 0.5*p.sent.Rate(now)
-	return s / (1 + p.rtt.Smoothed(100*time.Millisecond).Seconds())
+	return partners.Score(p.recv.Rate(now), p.sent.Rate(now), p.rtt.Smoothed(100*time.Millisecond))
 }

@@ -1,0 +1,89 @@
+// Package partners is the partner-management policy of a peer: how a
+// connected partner is scored, which partner a full list evicts, how many
+// partners to refill and in what order candidates are dialled. The server
+// partner is protected: it is never a Member here (the engine keeps it
+// apart), so it is never scored, evicted or counted against the target.
+// The package is pure: the engine measures, this decides.
+package partners
+
+import (
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+// Policy constants.
+const (
+	// MinAgeToEvict is how long a partner is kept before it may be
+	// evicted for under-delivering.
+	MinAgeToEvict = 20 * time.Second
+	// EvictBelow evicts the worst partner when its score is under this
+	// share of the median partner's.
+	EvictBelow = 0.2
+	// DialTimeout forgets a dial that has not connected after this long.
+	DialTimeout = 5 * time.Second
+)
+
+// Score ranks a connected partner: what it delivers to us (recv, bytes/s),
+// half of what it takes from us (sent: a partner we feed is useful to the
+// swarm), over 1 + its RTT in seconds.
+func Score(recv, sent float64, rtt time.Duration) float64 {
+	s := recv + 0.5*sent
+	return s / (1 + rtt.Seconds())
+}
+
+// CandidateScore ranks a candidate for dialling: its upload over its RTT
+// (in ms, plus 10).
+func CandidateScore(c wire.Candidate) float64 {
+	up := float64(c.UploadRate) + 1
+	rtt := float64(c.RTTMicros)/1000 + 10 // ms
+	return up / rtt
+}
+
+// Member is a peer partner as the eviction policy sees it.
+type Member struct {
+	ID wire.PeerID
+	// Score is the partner's Score now.
+	Score float64
+	// Age is how long it has been a partner.
+	Age time.Duration
+}
+
+// Evict sorts a full list of members by score, worst first (in place, so
+// the caller sees the same order; a list under target is left as it is),
+// and tells whether the worst is to be evicted: the
+// list is full (at least target members), the worst has been a partner
+// longer than MinAgeToEvict, scores under EvictBelow of the median and
+// there is a candidate to replace it.
+func Evict(members []Member, target, candidates int) bool {
+	if len(members) < target || len(members) == 0 {
+		return false
+	}
+	sort.Slice(members, func(i, j int) bool { return members[i].Score < members[j].Score })
+	worst, median := members[0], members[len(members)/2].Score
+	return worst.Age > MinAgeToEvict && worst.Score < EvictBelow*median && candidates > 0
+}
+
+// Want is how many partners to dial: the target minus the peer partners
+// held and the dials under way (never negative).
+func Want(target, held, dialing int) int { return max(target-held-dialing, 0) }
+
+// Rank orders candidates for dialling: high upload and small RTT first,
+// each score times a random factor in [0.5, 1.5) so the mesh does not
+// collapse onto the same few peers. cands should be in a deterministic
+// order (the engine sorts them by ID); Rank draws one number from rnd per
+// candidate, in that order, and returns indexes into cands.
+func Rank(cands []wire.Candidate, rnd *rand.Rand) []int {
+	keys := make([]float64, len(cands))
+	for i, c := range cands {
+		keys[i] = CandidateScore(c) * (0.5 + rnd.Float64())
+	}
+	idx := make([]int, len(cands))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return keys[idx[a]] > keys[idx[b]] })
+	return idx
+}

@@ -1,0 +1,92 @@
+package partners
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+func TestScoreWeighsDeliveryTakingAndRTT(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		recv, sent float64
+		rtt        time.Duration
+		want       float64
+	}{
+		{"delivery alone at zero RTT", 1000, 0, 0, 1000},
+		{"what we feed counts half", 0, 1000, 0, 500},
+		{"one second of RTT halves the score", 1000, 1000, time.Second, 750},
+		{"an idle partner scores zero", 0, 0, 50 * time.Millisecond, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.InDelta(t, tc.want, Score(tc.recv, tc.sent, tc.rtt), 1e-9)
+		})
+	}
+}
+
+func TestCandidateScorePrefersUploadAndSmallRTT(t *testing.T) {
+	near := wire.Candidate{UploadRate: 100_000, RTTMicros: 10_000}
+	far := wire.Candidate{UploadRate: 100_000, RTTMicros: 200_000}
+	slow := wire.Candidate{UploadRate: 10_000, RTTMicros: 10_000}
+	require.Greater(t, CandidateScore(near), CandidateScore(far))
+	require.Greater(t, CandidateScore(near), CandidateScore(slow))
+	require.InDelta(t, 1.0/10, CandidateScore(wire.Candidate{}), 1e-12, "no upload, no RTT: (0+1)/(0+10)")
+}
+
+func TestEvictTheWorstOnlyWhenFullOldPoorAndReplaceable(t *testing.T) {
+	old, young := MinAgeToEvict+time.Second, MinAgeToEvict-time.Second
+	full := func(worstScore float64, worstAge time.Duration) []Member {
+		return []Member{{ID: 2, Score: 100, Age: old}, {ID: 3, Score: 90, Age: old},
+			{ID: 4, Score: worstScore, Age: worstAge}, {ID: 5, Score: 110, Age: old}}
+	}
+	for _, tc := range []struct {
+		name       string
+		members    []Member
+		target     int
+		candidates int
+		evict      bool
+	}{
+		{"full, old, far under the median, a candidate: evicted", full(5, old), 4, 3, true},
+		{"not full: kept", full(5, old), 5, 3, false},
+		{"too young: kept", full(5, young), 4, 3, false},
+		{"no candidate to replace it: kept", full(5, old), 4, 0, false},
+		{"above a fifth of the median: kept", full(30, old), 4, 3, false},
+		{"empty list", nil, 0, 3, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.evict, Evict(tc.members, tc.target, tc.candidates))
+			for i := 1; len(tc.members) >= tc.target && i < len(tc.members); i++ {
+				require.LessOrEqual(t, tc.members[i-1].Score, tc.members[i].Score, "sorted worst first")
+			}
+		})
+	}
+}
+
+func TestWantNeverNegative(t *testing.T) {
+	for _, tc := range []struct{ target, held, dialing, want int }{
+		{6, 0, 0, 6}, {6, 4, 1, 1}, {6, 6, 0, 0}, {6, 5, 3, 0},
+	} {
+		require.Equal(t, tc.want, Want(tc.target, tc.held, tc.dialing), "%+v", tc)
+	}
+}
+
+func TestRankIsDeterministicPerSeedAndFavoursStrongCandidates(t *testing.T) {
+	cands := []wire.Candidate{
+		{Peer: 2, UploadRate: 1_000, RTTMicros: 100_000},
+		{Peer: 3, UploadRate: 1_000_000, RTTMicros: 5_000},
+		{Peer: 4, UploadRate: 50_000, RTTMicros: 20_000},
+	}
+	a := Rank(cands, rand.New(rand.NewPCG(7, 9)))
+	b := Rank(cands, rand.New(rand.NewPCG(7, 9)))
+	require.Equal(t, a, b, "same seed, same order")
+	require.ElementsMatch(t, []int{0, 1, 2}, a)
+	// A candidate 1000x stronger outranks the weakest whatever the draw
+	// (the random factor is within [0.5, 1.5)).
+	require.Equal(t, 1, a[0])
+	require.Equal(t, 0, a[2])
+	require.Empty(t, Rank(nil, rand.New(rand.NewPCG(1, 1))))
+}
