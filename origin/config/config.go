@@ -89,6 +89,8 @@ type HLS struct {
 	PartDuration Duration `yaml:"partDuration"`
 	// QueueSize is the units queued per stream before the muxer drops.
 	QueueSize int `yaml:"queueSize"`
+	// MaxConnections caps open HLS connections (0: no cap).
+	MaxConnections int `yaml:"maxConnections"`
 }
 
 // Plugin configures the P2P plugin the origin launches.
@@ -180,7 +182,8 @@ func Default() Config {
 			HandshakeTimeout:   Duration(pluginapi.DefaultHandshakeTimeout),
 			MaxPeerConnections: pluginapi.DefaultMaxPeerConnections},
 		HLS: HLS{Enabled: true, Address: ":8888", Variant: "lowLatency", SegmentCount: 7,
-			SegmentDuration: Duration(time.Second), PartDuration: Duration(200 * time.Millisecond), QueueSize: 512},
+			SegmentDuration: Duration(time.Second), PartDuration: Duration(200 * time.Millisecond), QueueSize: 512,
+			MaxConnections: 1024},
 
 		Paths: map[string]Path{}, // coop.yml's "paths: {}"
 
@@ -334,6 +337,9 @@ func (h *HLS) validate() error {
 	}
 	if h.QueueSize < 16 || h.QueueSize > 1<<16 {
 		return fmt.Errorf("config: hls.queueSize: %d is outside 16..65536", h.QueueSize)
+	}
+	if h.MaxConnections < 0 {
+		return errors.New("config: hls.maxConnections: must not be negative")
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/coopstreaming/coop/origin/media"
+	"github.com/coopstreaming/coop/origin/netguard"
 	"github.com/coopstreaming/coop/segment"
 )
 
@@ -45,6 +46,7 @@ const (
 	DefaultPartDuration    = 200 * time.Millisecond
 	DefaultQueueSize       = 512
 	DefaultMaxRequests     = 512
+	DefaultTimeout         = 10 * time.Second
 )
 
 // PageFunc writes the player page of a stream path ("live/KEY").
@@ -70,6 +72,14 @@ type Server struct {
 	// it requests get 503. LL-HLS playlist requests may wait for the next
 	// part, so this bounds waiting goroutines.
 	MaxRequests int
+	// MaxConns caps open connections (0: no cap; a browser opens up to
+	// six); more are closed as soon as they are accepted.
+	MaxConns int
+	// Timeout bounds reading a request's headers, writing a response and
+	// an idle keep-alive connection (default 10s).
+	Timeout time.Duration
+	// OnReject is called for every connection refused by the cap (optional).
+	OnReject func(reason string)
 	// ReadUser and ReadPass, when set, require HTTP basic auth (the RTSP
 	// read credentials).
 	ReadUser, ReadPass string
@@ -109,6 +119,9 @@ func (s *Server) Initialize() error {
 	if s.MaxRequests <= 0 {
 		s.MaxRequests = DefaultMaxRequests
 	}
+	if s.Timeout <= 0 {
+		s.Timeout = DefaultTimeout
+	}
 	if s.Log == nil {
 		s.Log = slog.Default()
 	}
@@ -136,14 +149,17 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("hls listen on %s: %w", s.Address, err)
 	}
-	s.ln = ln
+	s.ln = &netguard.Listener{Listener: ln, Name: "hls", MaxConns: s.MaxConns, Log: s.Log, OnReject: s.OnReject}
 	s.http = &http.Server{
 		Handler:           s,
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		ReadHeaderTimeout: s.Timeout,
+		WriteTimeout:      s.Timeout,
+		IdleTimeout:       s.Timeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.Log.Handler(), slog.LevelDebug),
 	}
 	go func() {
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.Log.Error("HLS server", "err", err)
 		}
 	}()
