@@ -177,6 +177,5 @@ const (
 	manageInterval    = 2 * time.Second
 	reportInterval    = 5 * time.Second
 	idleTimeout       = 12 * time.Second
-	requestTTL        = 4 * time.Second
 	busyBackoff       = 300 * time.Millisecond
 )

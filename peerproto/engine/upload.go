@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/coopstreaming/coop/peerproto/upload"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
@@ -26,7 +27,6 @@ func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
 		e.send(p.id, &wire.Reject{Seq: m.Seq, Layer: m.Layer, Reason: wire.RejectNotFound})
 		return
 	}
-	limit := 32
 	perPeer, queued := 0, 0
 	for _, r := range e.queue {
 		if r.from == p.id {
@@ -36,27 +36,12 @@ func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
 			queued += len(rs.chunks[r.layer])
 		}
 	}
-	full := len(e.queue) >= limit
-	if !e.IsServer() && e.cfg.UploadCap > 0 && float64(queued+len(s.chunks[m.Layer])) > e.cfg.UploadCap {
-		full = true // more than a second of upload queued: go elsewhere
-	}
-	if e.IsServer() {
-		// The server keeps its queue short (what it sends in half a
-		// second) so a fallback request is served in time or refused at
-		// once; seeds are never refused: they feed everyone else.
-		full = len(e.queue) >= e.cfg.ServerQueue
-		if e.cfg.UploadCap > 0 {
-			full = float64(queued+len(s.chunks[m.Layer])) > e.cfg.UploadCap/2
-		}
-		if e.seeds[p.id] {
-			full = false
-		} else if m.Flags&wire.RequestUrgent != 0 && float64(queued) < e.cfg.UploadCap {
-			full = false // a fallback that keeps a peer playing
-		} else if now.Sub(p.since) < 5*time.Second && float64(queued) < e.cfg.UploadCap {
-			full = false // a newcomer's first segments: its startup delay
-		}
-	}
-	if full || perPeer >= 8 {
+	admit := upload.Admit(upload.Request{
+		Server: e.IsServer(), UploadCap: e.cfg.UploadCap, ServerQueue: e.cfg.ServerQueue,
+		QueueLen: len(e.queue), QueuedBytes: queued, PerPartner: perPeer, ChunkSize: len(s.chunks[m.Layer]),
+		Seed: e.seeds[p.id], Urgent: m.Flags&wire.RequestUrgent != 0, Newcomer: now.Sub(p.since) < upload.NewcomerAge,
+	})
+	if !admit {
 		e.stats.RejectedBusy++
 		e.send(p.id, &wire.Reject{Seq: m.Seq, Layer: m.Layer, Reason: wire.RejectBusy})
 		return
@@ -72,7 +57,7 @@ func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
 func (e *Engine) serve(now time.Time) {
 	// Expire stale requests: the requester has timed out by now.
 	e.queue = slices.DeleteFunc(e.queue, func(r servReq) bool {
-		if now.Sub(r.at) > requestTTL {
+		if now.Sub(r.at) > upload.RequestTTL {
 			e.send(r.from, &wire.Reject{Seq: r.seq, Layer: uint8(r.layer), Reason: wire.RejectBusy})
 			return true
 		}
@@ -81,38 +66,22 @@ func (e *Engine) serve(now time.Time) {
 	if len(e.queue) == 0 {
 		return
 	}
-	score := func(id wire.PeerID) float64 {
-		p := e.partners[id]
-		if p == nil {
-			return 0
-		}
-		s := p.recv.Rate(now)
-		if now.Sub(p.since) < 10*time.Second {
-			s += 1 << 20 // optimistic slot for newcomers
-		}
-		if e.IsServer() {
-			s = float64(p.hello.UploadCap) // the server seeds high-upload peers first
-		}
-		return s
+	order := upload.Order{
+		Server:   e.IsServer(),
+		Seed:     func(id wire.PeerID) bool { return e.seeds[id] },
+		Newcomer: func(id wire.PeerID) bool { return e.isNew(id, now) },
+		Score: func(id wire.PeerID) float64 {
+			p := e.partners[id]
+			if p == nil {
+				return 0
+			}
+			return upload.Contribution(p.recv.Rate(now), now.Sub(p.since), e.IsServer(), p.hello.UploadCap)
+		},
 	}
-	sort.SliceStable(e.queue, func(i, j int) bool {
-		a, b := e.queue[i], e.queue[j]
-		if sa, sb := e.seeds[a.from], e.seeds[b.from]; sa != sb {
-			return sa // the server feeds its seeds first
-		}
-		if e.IsServer() {
-			if ua, ub := a.flags&wire.RequestUrgent != 0, b.flags&wire.RequestUrgent != 0; ua != ub {
-				return ua // then urgent fallbacks
-			}
-			if na, nb := e.isNew(a.from, now), e.isNew(b.from, now); na != nb {
-				return na // then newcomers, so they start fast
-			}
-		}
-		if a.layer != b.layer {
-			return a.layer < b.layer
-		}
-		return score(a.from) > score(b.from)
-	})
+	key := func(r servReq) upload.Queued {
+		return upload.Queued{From: r.from, Layer: r.layer, Urgent: r.flags&wire.RequestUrgent != 0}
+	}
+	sort.SliceStable(e.queue, func(i, j int) bool { return order.Less(key(e.queue[i]), key(e.queue[j])) })
 	// With per-connection backlogs a partner whose queue is full is
 	// skipped (its requests wait or expire) and the others are served.
 	perConn, _ := e.env.(ConnBacklog)
@@ -155,5 +124,5 @@ func (e *Engine) serve(now time.Time) {
 
 func (e *Engine) isNew(id wire.PeerID, now time.Time) bool {
 	p := e.partners[id]
-	return p != nil && now.Sub(p.since) < 5*time.Second
+	return p != nil && now.Sub(p.since) < upload.NewcomerAge
 }
