@@ -2,7 +2,9 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os/exec"
 	"slices"
@@ -171,4 +173,44 @@ func TestHLSContinuesAcrossAPublisherReconnect(t *testing.T) {
 	require.Equal(t, prefix, mediaPlaylistPrefix(t, o, "again"), "the same muxer goes on")
 	r := <-res
 	requireCleanPlay(t, r, 250)
+}
+
+// TestHLSHostileConnectionsAreCappedAndTimedOut: raw sockets that fill the
+// HLS connection cap with half-sent requests (slowloris) are refused above
+// the cap and closed after the timeout; meanwhile RTSP is untouched and,
+// once they are gone, HLS serves again.
+func TestHLSHostileConnectionsAreCappedAndTimedOut(t *testing.T) {
+	requireTool(t, "ffmpeg", "ffprobe")
+	o := startOrigin(t, "COOP_HLS_MAXCONNECTIONS=16", "COOP_TIMEOUT=3s")
+	publishRTMP(t, o.rtmpURL("busy"), 40*time.Second, "320x240", "-preset", "ultrafast", "-g", "30")
+	o.waitPublishing(t, "live/busy")
+
+	var conns []net.Conn
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	for range 40 {
+		c, err := net.DialTimeout("tcp", o.hls, 5*time.Second)
+		require.NoError(t, err)
+		_, _ = c.Write([]byte("GET /live/busy/index.m3u8 HTTP/1.1\r\nHost: x\r\nX-Slow: ")) // never finished
+		conns = append(conns, c)
+	}
+	// Every hostile connection ends: refused at once above the cap, or
+	// closed by the header timeout.
+	start := time.Now()
+	for _, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := io.Copy(io.Discard, c)
+		var ne net.Error
+		require.False(t, errors.As(err, &ne) && ne.Timeout(), "the origin closed the connection (EOF or reset), not our read deadline: %v", err)
+	}
+	t.Logf("all 40 hostile connections closed after %v", time.Since(start).Round(time.Millisecond))
+	require.Contains(t, o.metrics(t), `coop_origin_rejected_total{protocol="hls",reason="conn_limit"}`)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	requireCleanPlay(t, play(ctx, o.rtspURL("busy"), "tcp", 3*time.Second), 60)
+	require.Equal(t, []string{"aac", "h264"}, probeHLS(t, o.hlsURL("busy")))
 }
