@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,7 +88,17 @@ type event struct {
 	kind   eventKind
 	stream string
 	header []byte
+	epoch  uint64
 	seg    pluginapi.Segment
+}
+
+// liveStream is what the host knows of a live stream to (re-)announce it.
+type liveStream struct {
+	header []byte
+	// epoch names this instance of the stream: kept across re-announces
+	// (publisher back within grace, plugin restart) so peers carry on, new
+	// after StreamEnded, when segment numbers start again.
+	epoch uint64
 }
 
 // Host supervises the plugin process. It implements stream.Sink.
@@ -101,7 +112,7 @@ type Host struct {
 	done   chan struct{}
 
 	mu   sync.Mutex
-	live map[string][]byte // stream → header, for re-announcing
+	live map[string]liveStream // for re-announcing
 	// recent keeps each live stream's last segments, re-pushed to a
 	// restarted plugin so peers miss nothing across the restart.
 	recent map[string][]pluginapi.Segment
@@ -145,7 +156,7 @@ func New(cfg Config, log *slog.Logger) (*Host, error) {
 	}
 	c.Path = path
 	h.queue = make(chan event, c.QueueSize)
-	h.live = make(map[string][]byte)
+	h.live = make(map[string]liveStream)
 	h.recent = make(map[string][]pluginapi.Segment)
 	h.totals = make(map[string]*cumulative)
 	h.status = Status{Enabled: true, Path: path}
@@ -218,9 +229,14 @@ func (h *Host) Status() Status {
 // StreamStarted implements stream.Sink.
 func (h *Host) StreamStarted(path string, header []byte) {
 	h.mu.Lock()
-	h.live[path] = header
+	ls, ok := h.live[path]
+	if !ok {
+		ls.epoch = rand.Uint64() | 1 // a new instance: segments number from zero
+	}
+	ls.header = header
+	h.live[path] = ls
 	h.mu.Unlock()
-	h.enqueue(event{kind: evAnnounce, stream: path, header: header}, false)
+	h.enqueue(event{kind: evAnnounce, stream: path, header: header, epoch: ls.epoch}, false)
 }
 
 // SegmentReady implements stream.Sink.
@@ -410,7 +426,7 @@ func (h *Host) connect(client *plugin.Client) (*session, error) {
 	for _, c := range h.totals {
 		c.last = pluginapi.StreamStats{} // a new process counts from zero
 	}
-	live := make(map[string][]byte, len(h.live))
+	live := make(map[string]liveStream, len(h.live))
 	replay := make(map[string][]pluginapi.Segment, len(h.live))
 	for k, v := range h.live {
 		live[k] = v
@@ -419,8 +435,8 @@ func (h *Host) connect(client *plugin.Client) (*session, error) {
 	h.mu.Unlock()
 	h.Log.Info("plugin up", "pid", conf.PID, "peer_address", conf.PeerAddress)
 	s := &session{client: client, rpc: rpc, p2p: p2p, pushed: make(map[string]uint64)}
-	for name, header := range live {
-		if err := h.announce(s, name, header); err != nil {
+	for name, ls := range live {
+		if err := h.announce(s, name, ls); err != nil {
 			return nil, err
 		}
 		for _, seg := range replay[name] {
@@ -452,11 +468,11 @@ func (h *Host) push(s *session, seg pluginapi.Segment) error {
 	return nil
 }
 
-func (h *Host) announce(s *session, name string, header []byte) error {
+func (h *Host) announce(s *session, name string, ls liveStream) error {
 	ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
 	defer cancel()
 	return s.p2p.AnnounceStream(ctx, pluginapi.StreamInfo{
-		Name: name, Header: header, Layers: h.Config.Layers,
+		Name: name, Header: ls.header, Layers: h.Config.Layers, Epoch: ls.epoch,
 		SegmentDurationMs: uint32(max(h.Config.SegmentDuration/time.Millisecond, 1)),
 	})
 }
@@ -492,7 +508,7 @@ func (h *Host) handle(s *session, ev event) error {
 	var err error
 	switch ev.kind {
 	case evAnnounce:
-		err = h.announce(s, ev.stream, ev.header)
+		err = h.announce(s, ev.stream, liveStream{header: ev.header, epoch: ev.epoch})
 		delete(s.pushed, ev.stream) // a new publish may number from zero
 	case evClose:
 		ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
@@ -545,17 +561,17 @@ func (h *Host) check(s *session) error {
 		known[st.Stream] = true
 	}
 	h.mu.Lock()
-	missing := map[string][]byte{}
-	for name, header := range h.live {
+	missing := map[string]liveStream{}
+	for name, ls := range h.live {
 		if !known[name] {
-			missing[name] = header
+			missing[name] = ls
 		}
 	}
 	h.status.Streams = h.accumulate(stats)
 	h.status.Process = h.accumulateProcess(s.p2p.Process())
 	h.mu.Unlock()
-	for name, header := range missing {
-		if err := h.announce(s, name, header); err != nil {
+	for name, ls := range missing {
+		if err := h.announce(s, name, ls); err != nil {
 			h.Log.Warn("re-announce", "stream", name, "err", err)
 		}
 	}

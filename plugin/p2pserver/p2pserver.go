@@ -198,17 +198,25 @@ func (s *Service) AnnounceStream(_ context.Context, info pluginapi.StreamInfo) e
 		s.mu.Unlock()
 		return errors.New("announce before configure")
 	}
+	if info.Epoch == 0 { // a host that names no instance: every announce is a new one
+		info.Epoch = newEpoch()
+	}
 	old := s.streams[info.Name]
 	if old != nil && old.info.Layers == info.Layers && old.info.SegmentDurationMs == info.SegmentDurationMs {
-		// A new publish of a stream whose swarm lives on: its segments
-		// number from zero again, so it is a new instance (epoch); the
-		// connected peers follow it without reconnecting.
 		old.info = info
-		epoch := newEpoch()
-		old.epoch.Store(epoch)
+		if old.epoch.Load() == info.Epoch {
+			// The same instance announced again (publisher back within
+			// grace, a header change): segments go on numbering.
+			s.mu.Unlock()
+			return old.node.Do(func(e *engine.Engine) { e.SetHeader(info.Header) })
+		}
+		// A new instance of a stream whose swarm lives on: its segments
+		// number from zero again; the connected peers follow the new
+		// epoch without reconnecting.
+		old.epoch.Store(info.Epoch)
 		s.mu.Unlock()
-		s.Log.Info("stream restarted", "stream", info.Name, "epoch", epoch)
-		return old.node.Do(func(e *engine.Engine) { e.SetHeader(info.Header); e.Restart(epoch) })
+		s.Log.Info("stream restarted", "stream", info.Name, "epoch", info.Epoch)
+		return old.node.Do(func(e *engine.Engine) { e.SetHeader(info.Header); e.Restart(info.Epoch) })
 	}
 	delete(s.streams, info.Name)
 	sw, err := s.newSwarm(info)
@@ -231,7 +239,7 @@ func (s *Service) newSwarm(info pluginapi.StreamInfo) (*swarm, error) {
 	st := s.settings
 	secret := []byte(st.TokenSecret)
 	sw := &swarm{name: info.Name, info: info}
-	sw.epoch.Store(newEpoch())
+	sw.epoch.Store(info.Epoch)
 	node := &tcpnode.Node{
 		Advertise: s.ln.Addr().String(),
 		Log:       s.Log.With("stream", info.Name),

@@ -76,7 +76,7 @@ func (c *Client) AnnounceStream(ctx context.Context, info StreamInfo) error {
 		return err
 	}
 	_, err := c.rpc.AnnounceStream(ctx, &pluginv1.AnnounceStreamRequest{
-		Stream: info.Name, Header: info.Header, SegmentDurationMs: info.SegmentDurationMs, Layers: uint32(info.Layers),
+		Stream: info.Name, Header: info.Header, SegmentDurationMs: info.SegmentDurationMs, Layers: uint32(info.Layers), Epoch: info.Epoch,
 	})
 	if err != nil {
 		return fmt.Errorf("plugin announce %s: %w", info.Name, fromStatus(err))
@@ -221,7 +221,7 @@ func (s *grpcServer) Configure(ctx context.Context, r *pluginv1.ConfigureRequest
 }
 
 func (s *grpcServer) AnnounceStream(ctx context.Context, r *pluginv1.AnnounceStreamRequest) (*pluginv1.AnnounceStreamResponse, error) {
-	info := StreamInfo{Name: r.Stream, Header: r.Header, SegmentDurationMs: r.SegmentDurationMs, Layers: int(r.Layers)}
+	info := StreamInfo{Name: r.Stream, Header: r.Header, SegmentDurationMs: r.SegmentDurationMs, Layers: int(r.Layers), Epoch: r.Epoch}
 	if err := info.Validate(); err != nil {
 		return nil, toStatus(err)
 	}

@@ -127,6 +127,11 @@ type StreamInfo struct {
 	SegmentDurationMs uint32
 	// Layers is the most layers a segment has.
 	Layers int
+	// Epoch names the stream instance: the origin keeps it for every
+	// announce of one instance (publisher back within grace, plugin
+	// restart) and picks a new one when segment numbers start again, so
+	// peers reset only for a real restart. 0: the plugin picks one.
+	Epoch uint64
 }
 
 // Segment is one numbered segment of a stream, as layer chunks.

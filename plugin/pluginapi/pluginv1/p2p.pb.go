@@ -217,7 +217,12 @@ type AnnounceStreamRequest struct {
 	// Nominal segment duration in milliseconds.
 	SegmentDurationMs uint32 `protobuf:"varint,3,opt,name=segment_duration_ms,json=segmentDurationMs,proto3" json:"segment_duration_ms,omitempty"`
 	// Maximum number of layers per segment.
-	Layers        uint32 `protobuf:"varint,4,opt,name=layers,proto3" json:"layers,omitempty"`
+	Layers uint32 `protobuf:"varint,4,opt,name=layers,proto3" json:"layers,omitempty"`
+	// Stream instance (epoch) chosen by the origin: the same for every
+	// announce of one instance (a publisher back within the grace period, a
+	// plugin restart), new when segment numbers start again. 0: the plugin
+	// picks one.
+	Epoch         uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -276,6 +281,13 @@ func (x *AnnounceStreamRequest) GetSegmentDurationMs() uint32 {
 func (x *AnnounceStreamRequest) GetLayers() uint32 {
 	if x != nil {
 		return x.Layers
+	}
+	return 0
+}
+
+func (x *AnnounceStreamRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
 	}
 	return 0
 }
@@ -887,12 +899,13 @@ const file_pluginv1_p2p_proto_rawDesc = "" +
 	"\x11ConfigureResponse\x12!\n" +
 	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12*\n" +
 	"\x11stream_public_key\x18\x02 \x01(\fR\x0fstreamPublicKey\x12\x10\n" +
-	"\x03pid\x18\x03 \x01(\x03R\x03pid\"\x8f\x01\n" +
+	"\x03pid\x18\x03 \x01(\x03R\x03pid\"\xa5\x01\n" +
 	"\x15AnnounceStreamRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x16\n" +
 	"\x06header\x18\x02 \x01(\fR\x06header\x12.\n" +
 	"\x13segment_duration_ms\x18\x03 \x01(\rR\x11segmentDurationMs\x12\x16\n" +
-	"\x06layers\x18\x04 \x01(\rR\x06layers\"\x18\n" +
+	"\x06layers\x18\x04 \x01(\rR\x06layers\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"\x18\n" +
 	"\x16AnnounceStreamResponse\"\xff\x01\n" +
 	"\vSegmentPart\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x10\n" +
