@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -282,7 +283,7 @@ func writeChaosReport(t *testing.T, results []chaosResult) {
 	b, err := json.MarshalIndent(map[string]any{
 		"parameters": map[string]any{
 			"stream": "640x360 x264 -bf 3 800 kbit/s + AAC over RTMP", "canaryPeers": 3, "canaryRTSPReaders": 1,
-			"attackWindowS": 15, "settleS": 7, "timeoutS": chaosTimeout.Seconds(), "date": time.Now().UTC().Format(time.RFC3339),
+			"attackWindowS": 15, "settleS": 7, "timeoutS": chaosTimeout.Seconds(), "date": time.Now().UTC().Format(time.RFC3339), "commit": gitHead(),
 		},
 		"results": results,
 	}, "", "  ")
@@ -291,6 +292,7 @@ func writeChaosReport(t *testing.T, results []chaosResult) {
 	var md strings.Builder
 	md.WriteString("# Hostile-load harness (`make chaos`)\n\n")
 	md.WriteString("Each attack against a fresh origin + real plugin on loopback, RTMP publisher 640x360 x264 `-bf 3` 800 kbit/s + AAC, 3 canary coop-peers, 1 canary RTSP/TCP reader; `timeout` 3 s; each attack runs 15 s, measured over the attack + 7 s (the playout delay).\n\n")
+	md.WriteString("RTSP frames are video frames decoded by the canary reader (and, in the notes, by the attacking readers: an audio-only reader decodes none). Plugin heap from `coop_plugin_heap_bytes`. Commit: " + gitHead() + "\n\n")
 	md.WriteString("| attack | canary continuity (min) | canaries playing | RTSP frames | decode errors | origin alive | plugin restarts | peak RSS origin / plugin (MiB) | plugin peak Go heap (MiB) | peak fds origin / plugin | conns closed ≤ 2×timeout | slowest close (s) | notes |\n")
 	md.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range results {
@@ -330,4 +332,13 @@ func metricsText(httpAddr string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// gitHead names the commit measured ("" outside a git checkout).
+func gitHead() string {
+	out, err := exec.Command("git", "describe", "--always", "--dirty").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }
