@@ -96,6 +96,10 @@ type Config struct {
 	// Urgent is the slack under which a chunk may come from the server
 	// even if no partner holds it [1.5s].
 	Urgent time.Duration
+	// Tracker is the server's directory of its swarm, asked for the
+	// candidates handed to peers (server) [nil: the server ranks its own
+	// partners, which are every peer it serves].
+	Tracker Tracker
 	// ServerQueue bounds the requests the server holds before answering
 	// Busy [64].
 	ServerQueue int

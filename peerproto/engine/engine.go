@@ -134,11 +134,10 @@ type Engine struct {
 	dialing    map[wire.PeerID]time.Time
 	lastAsked  time.Time
 
-	tracker      map[wire.PeerID]*partner // server: every peer seen
-	departed     wire.Report              // server: byte totals of departed peers
-	seeds        map[wire.PeerID]bool     // server: peers told of fresh segments first
-	delayed      []delayedHave            // server: announcements to non-seeds
-	segRate      float64                  // server: measured stream rate, bytes/s
+	departed     wire.Report          // server: byte totals of departed peers
+	seeds        map[wire.PeerID]bool // server: peers told of fresh segments first
+	delayed      []delayedHave        // server: announcements to non-seeds
+	segRate      float64              // server: measured stream rate, bytes/s
 	lastSeedPick time.Time
 
 	lastBM, lastPing, lastManage, lastReport time.Time
@@ -170,7 +169,6 @@ func New(cfg Config, env Env) *Engine {
 		have:       buffermap.New(0, cfg.Window, cfg.Layers),
 		candidates: make(map[wire.PeerID]wire.Candidate),
 		dialing:    make(map[wire.PeerID]time.Time),
-		tracker:    make(map[wire.PeerID]*partner),
 		seeds:      make(map[wire.PeerID]bool),
 		segDur:     cfg.SegmentDuration,
 		clock:      playback.Clock{SegmentDuration: cfg.SegmentDuration, PlayoutDelay: cfg.PlayoutDelay},
@@ -263,7 +261,9 @@ func (e *Engine) Connected(h *wire.Hello, outbound bool) {
 		e.serverID = h.Peer
 	}
 	if e.IsServer() {
-		e.tracker[h.Peer] = p
+		if e.cfg.Tracker != nil {
+			e.cfg.Tracker.Join(h.Peer, known{p, e})
+		}
 		e.welcome(p)
 	} else if !outbound {
 		e.send(h.Peer, &wire.Welcome{Peer: e.cfg.ID, SegmentDurationMs: uint32(e.segDur / time.Millisecond),
@@ -291,7 +291,9 @@ func (e *Engine) Disconnected(id wire.PeerID) {
 		e.departed.FromServer += p.reported.FromServer
 		e.departed.FromPeers += p.reported.FromPeers
 	}
-	delete(e.tracker, id)
+	if e.IsServer() && e.cfg.Tracker != nil {
+		e.cfg.Tracker.Leave(id)
+	}
 	if id == e.serverID {
 		e.serverID = 0
 	}

@@ -3,7 +3,6 @@ package engine
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"time"
 
@@ -174,58 +173,4 @@ func (e *Engine) SetHeader(h []byte) {
 		id := p.id
 		e.send(id, &wire.StreamHeader{Header: h})
 	}
-}
-
-// candidatesFor answers GetCandidates: the server ranks every peer it knows
-// by reported upload and closeness (similar RTT to the server); a peer
-// shares its own partners.
-func (e *Engine) candidatesFor(asker *partner, n int) []wire.Candidate {
-	n = min(n, wire.MaxCandidates)
-	pool := e.partners
-	if e.IsServer() {
-		pool = e.tracker
-	}
-	type scored struct {
-		c wire.Candidate
-		s float64
-	}
-	now := e.env.Now()
-	askerRTT := asker.rtt.Smoothed(50 * time.Millisecond)
-	var list []scored
-	ids := make([]wire.PeerID, 0, len(pool))
-	for id := range pool {
-		ids = append(ids, id)
-	}
-	slices.SortFunc(ids, cmpID)
-	for _, id := range ids {
-		p := pool[id]
-		if id == asker.id || p.server || p.hello.ListenAddr == "" {
-			continue
-		}
-		up := float64(p.reported.UploadRate)
-		if up == 0 {
-			up = float64(p.hello.UploadCap)
-		}
-		if up == 0 {
-			up = p.sent.Rate(now)
-		}
-		rtt := p.rtt.Smoothed(50 * time.Millisecond)
-		d := (rtt - askerRTT).Seconds()
-		if d < 0 {
-			d = -d
-		}
-		c := wire.Candidate{Peer: id, Addr: p.hello.ListenAddr, UploadRate: uint64(up), RTTMicros: uint32(rtt / time.Microsecond)}
-		score := (up + 1) / (1 + d*20) * (0.5 + e.env.Rand().Float64())
-		// A peer whose partner list is full will refuse: rank it last.
-		if int(p.reported.Partners) >= e.cfg.MaxPartners {
-			score /= 100
-		}
-		list = append(list, scored{c, score})
-	}
-	sort.Slice(list, func(i, j int) bool { return list[i].s > list[j].s })
-	out := make([]wire.Candidate, 0, n)
-	for i := 0; i < len(list) && i < n; i++ {
-		out = append(out, list[i].c)
-	}
-	return out
 }

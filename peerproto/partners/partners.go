@@ -87,3 +87,71 @@ func Rank(cands []wire.Candidate, rnd *rand.Rand) []int {
 	sort.Slice(idx, func(a, b int) bool { return keys[idx[a]] > keys[idx[b]] })
 	return idx
 }
+
+// Known is a peer a candidate list may name, as its server or a partner
+// sees it. Upload is read only when the peer is eligible (it may touch a
+// rate meter).
+type Known interface {
+	// Addr is where partners reach it ("": it takes no inbound
+	// connections and is never a candidate).
+	Addr() string
+	// Upload is its upload in bytes/s: reported, else declared, else
+	// measured.
+	Upload() float64
+	// RTT is its smoothed round-trip time to the one who ranks.
+	RTT() time.Duration
+	// Partners is how many partners it reported.
+	Partners() int
+}
+
+// Query is a request for candidates.
+type Query struct {
+	// Asker is the peer asking; AskerRTT its RTT to the one who ranks.
+	Asker    wire.PeerID
+	AskerRTT time.Duration
+	// N is how many candidates to return (at most wire.MaxCandidates).
+	N int
+	// MaxPartners: a peer reporting this many partners will refuse, and
+	// ranks last.
+	MaxPartners int
+	// Rand draws the random factor of each score.
+	Rand *rand.Rand
+}
+
+// Candidates ranks the known peers for an asker: high upload and an RTT
+// close to the asker's (a proxy for nearby), times a random factor in
+// [0.5, 1.5); a peer whose partner list is full ranks last. ids must be
+// sorted (the draws from q.Rand follow their order); the asker and peers
+// without an address are skipped.
+func Candidates(ids []wire.PeerID, known func(wire.PeerID) Known, q Query) []wire.Candidate {
+	n := min(q.N, wire.MaxCandidates)
+	type scored struct {
+		c wire.Candidate
+		s float64
+	}
+	var list []scored
+	for _, id := range ids {
+		p := known(id)
+		if id == q.Asker || p.Addr() == "" {
+			continue
+		}
+		up := p.Upload()
+		rtt := p.RTT()
+		d := (rtt - q.AskerRTT).Seconds()
+		if d < 0 {
+			d = -d
+		}
+		c := wire.Candidate{Peer: id, Addr: p.Addr(), UploadRate: uint64(up), RTTMicros: uint32(rtt / time.Microsecond)}
+		score := (up + 1) / (1 + d*20) * (0.5 + q.Rand.Float64())
+		if p.Partners() >= q.MaxPartners {
+			score /= 100
+		}
+		list = append(list, scored{c, score})
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].s > list[j].s })
+	out := make([]wire.Candidate, 0, n)
+	for i := 0; i < len(list) && i < n; i++ {
+		out = append(out, list[i].c)
+	}
+	return out
+}

@@ -90,3 +90,57 @@ func TestRankIsDeterministicPerSeedAndFavoursStrongCandidates(t *testing.T) {
 	require.Equal(t, 0, a[2])
 	require.Empty(t, Rank(nil, rand.New(rand.NewPCG(1, 1))))
 }
+
+type known struct {
+	addr     string
+	up       float64
+	rtt      time.Duration
+	partners int
+}
+
+func (k known) Addr() string       { return k.addr }
+func (k known) Upload() float64    { return k.up }
+func (k known) RTT() time.Duration { return k.rtt }
+func (k known) Partners() int      { return k.partners }
+
+func TestCandidatesRankUploadClosenessAndRoom(t *testing.T) {
+	pool := map[wire.PeerID]known{
+		2: {"h:2", 100_000, 30 * time.Millisecond, 2},
+		3: {"h:3", 100_000, 530 * time.Millisecond, 2}, // far from the asker's RTT: 1/11 the score
+		4: {"h:4", 10_000_000, 30 * time.Millisecond, 10},
+		5: {"", 10_000_000, 30 * time.Millisecond, 2}, // not dialable
+		6: {"h:6", 10_000_000, 30 * time.Millisecond, 2},
+	}
+	ids := []wire.PeerID{2, 3, 4, 5, 6}
+	get := func(id wire.PeerID) Known { return pool[id] }
+	q := func(asker wire.PeerID, n int) Query {
+		return Query{Asker: asker, AskerRTT: 30 * time.Millisecond, N: n, MaxPartners: 10, Rand: rand.New(rand.NewPCG(3, 4))}
+	}
+	peersOf := func(cs []wire.Candidate) []wire.PeerID {
+		var out []wire.PeerID
+		for _, c := range cs {
+			out = append(out, c.Peer)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name  string
+		asker wire.PeerID
+		n     int
+		want  []wire.PeerID
+	}{
+		{"strong, near and with room first; a full one (4) scores a hundredth; a far one (3) last", 2, 16, []wire.PeerID{6, 4, 3}},
+		{"the asker is never its own candidate", 6, 16, []wire.PeerID{4, 2, 3}},
+		{"bounded by N", 2, 1, []wire.PeerID{6}},
+		{"bounded by wire.MaxCandidates", 2, 1 << 20, []wire.PeerID{6, 4, 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs := Candidates(ids, get, q(tc.asker, tc.n))
+			require.Equal(t, tc.want, peersOf(cs))
+			for _, c := range cs {
+				require.Equal(t, pool[c.Peer].addr, c.Addr)
+				require.Equal(t, uint64(pool[c.Peer].up), c.UploadRate)
+			}
+		})
+	}
+}

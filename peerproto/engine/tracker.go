@@ -1,0 +1,74 @@
+package engine
+
+import (
+	"slices"
+	"time"
+
+	"github.com/coopstreaming/coop/peerproto/partners"
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+// Tracker is the server partner's directory of its swarm: who is in it
+// and which peers to hand a newcomer as candidates. It is server policy,
+// so its backends live with the server (plugin/tracker: in memory; later
+// one shared by several origins). The engine tells it who joined and
+// left and asks it for candidates; calls come from the engine's driver
+// goroutine, one at a time.
+type Tracker interface {
+	// Join records a peer that connected; view reads its live state (valid
+	// until Leave).
+	Join(id wire.PeerID, view partners.Known)
+	// Leave forgets a peer.
+	Leave(id wire.PeerID)
+	// Candidates answers a peer's GetCandidates.
+	Candidates(q partners.Query) []wire.Candidate
+}
+
+// known is a partner as candidate ranking sees it.
+type known struct {
+	p *partner
+	e *Engine
+}
+
+func (k known) Addr() string { return k.p.hello.ListenAddr }
+
+// Upload is what the peer reported, else what it declared in its Hello,
+// else what we measured sending to it.
+func (k known) Upload() float64 {
+	up := float64(k.p.reported.UploadRate)
+	if up == 0 {
+		up = float64(k.p.hello.UploadCap)
+	}
+	if up == 0 {
+		up = k.p.sent.Rate(k.e.env.Now())
+	}
+	return up
+}
+
+func (k known) RTT() time.Duration { return k.p.rtt.Smoothed(candidateRTTDefault) }
+
+func (k known) Partners() int { return int(k.p.reported.Partners) }
+
+// candidateRTTDefault is the RTT assumed for a partner not yet measured
+// when ranking candidates.
+const candidateRTTDefault = 50 * time.Millisecond
+
+// candidatesFor answers GetCandidates: the server asks its Tracker (by
+// default it ranks its own partners — every peer it serves — by reported
+// upload and closeness: similar RTT to the server); a peer shares its own
+// partners, ranked the same way.
+func (e *Engine) candidatesFor(asker *partner, n int) []wire.Candidate {
+	q := partners.Query{Asker: asker.id, AskerRTT: asker.rtt.Smoothed(candidateRTTDefault), N: n,
+		MaxPartners: e.cfg.MaxPartners, Rand: e.env.Rand()}
+	if e.IsServer() && e.cfg.Tracker != nil {
+		return e.cfg.Tracker.Candidates(q)
+	}
+	ids := make([]wire.PeerID, 0, len(e.partners))
+	for id, p := range e.partners {
+		if !p.server { // the server partner is never a candidate
+			ids = append(ids, id)
+		}
+	}
+	slices.SortFunc(ids, cmpID)
+	return partners.Candidates(ids, func(id wire.PeerID) partners.Known { return known{e.partners[id], e} }, q)
+}
