@@ -24,6 +24,7 @@ import (
 	"github.com/coopstreaming/coop/plugin/jointoken"
 	"github.com/coopstreaming/coop/plugin/pluginapi"
 	"github.com/coopstreaming/coop/plugin/signkey"
+	"github.com/coopstreaming/coop/plugin/tracker"
 )
 
 // ServerID is the peer id of the server partner of every stream.
@@ -247,6 +248,7 @@ func (s *Service) newSwarm(info pluginapi.StreamInfo) (*swarm, error) {
 			Role: wire.RoleServer, ID: ServerID, Stream: info.Name, SignKey: s.key, Epoch: sw.epoch.Load(),
 			SegmentDuration: time.Duration(info.SegmentDurationMs) * time.Millisecond, Layers: info.Layers,
 			Partners: st.Partners, UploadCap: float64(st.UploadCap), Seeds: st.Seeds,
+			Tracker: tracker.NewMemory(), // one per swarm: this origin's directory of it
 			CheckToken: func(stream, token string) bool {
 				return jointoken.Check(secret, stream, token, time.Now()) == nil
 			},
