@@ -109,8 +109,8 @@ func (o *Origin) Initialize() error {
 			SegmentDuration: time.Duration(c.HLS.SegmentDuration), PartDuration: time.Duration(c.HLS.PartDuration),
 			QueueSize: c.HLS.QueueSize, ReadUser: c.Read.User, ReadPass: c.Read.Pass,
 			MaxConns: c.HLS.MaxConnections, Timeout: time.Duration(c.Timeout),
-			OnReject: func(reason string) { metrics.Reject("hls", reason) },
 			Page: webui.Player, Assets: webui.Assets(), Log: o.Log.With("component", "hls"),
+			OnReject: func(reason string) { metrics.Reject("hls", reason) },
 		}
 		if err := o.HLS.Initialize(); err != nil {
 			return err
