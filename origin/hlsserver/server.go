@@ -307,6 +307,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.StripPrefix("/_coop", s.Assets).ServeHTTP(w, r)
 		return
 	}
+	if p == "favicon.ico" {
+		w.WriteHeader(http.StatusNoContent) // browsers ask; no stream has that name
+		return
+	}
 	dir, file := path.Split(p)
 	if !isMediaFile(file) {
 		if s.Page == nil || p == "" || p == "." {
