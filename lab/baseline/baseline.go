@@ -31,10 +31,10 @@ type Config struct {
 	// SegmentDuration is δ [500ms].
 	SegmentDuration time.Duration
 	// PlayoutDelay is how long after reaching the server a segment is due
-	// [5s, as the engine].
+	// [playback.DefaultPlayoutDelay, as the engine].
 	PlayoutDelay time.Duration
 	// MinStartSlack is the least time a newcomer allows itself to fetch
-	// its first segment [3s, as the engine].
+	// its first segment [playback.DefaultMinStartSlack, as the engine].
 	MinStartSlack time.Duration
 }
 
@@ -44,10 +44,10 @@ func (c *Config) Defaults() {
 		c.SegmentDuration = 500 * time.Millisecond
 	}
 	if c.PlayoutDelay <= 0 {
-		c.PlayoutDelay = 5 * time.Second
+		c.PlayoutDelay = playback.DefaultPlayoutDelay
 	}
 	if c.MinStartSlack <= 0 {
-		c.MinStartSlack = 3 * time.Second
+		c.MinStartSlack = playback.DefaultMinStartSlack
 	}
 }
 

@@ -11,7 +11,9 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/coopstreaming/coop/peerproto/playback"
 	"github.com/coopstreaming/coop/peerproto/qos"
+	"github.com/coopstreaming/coop/peerproto/scheduler"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
@@ -68,10 +70,10 @@ type Config struct {
 	// KeepBehind is how many played segments a peer keeps for others [16].
 	KeepBehind int
 	// PlayoutDelay is the target delay between a segment reaching the
-	// server and its playback deadline [5s].
+	// server and its playback deadline [playback.DefaultPlayoutDelay, 5s].
 	PlayoutDelay time.Duration
 	// MinStartSlack is the least time a newcomer allows itself to fetch
-	// its first segment [3s]: shorter starts faster but misses more in the
+	// its first segment [playback.DefaultMinStartSlack, 3s]: shorter starts faster but misses more in the
 	// first seconds, when the newcomer has few partners.
 	MinStartSlack time.Duration
 	// UploadCap bounds the node's media upload in bytes/s (0: none).
@@ -94,7 +96,7 @@ type Config struct {
 	// peers. Negative: no cap.
 	ControlShare float64
 	// Urgent is the slack under which a chunk may come from the server
-	// even if no partner holds it [1.5s].
+	// even if no partner holds it [scheduler.DefaultUrgent, 1.5s].
 	Urgent time.Duration
 	// Tracker is the server's directory of its swarm, asked for the
 	// candidates handed to peers (server) [nil: the server ranks its own
@@ -151,10 +153,10 @@ func (c Config) withDefaults() Config {
 		c.KeepBehind = 16
 	}
 	if c.PlayoutDelay <= 0 {
-		c.PlayoutDelay = 5 * time.Second
+		c.PlayoutDelay = playback.DefaultPlayoutDelay
 	}
 	if c.MinStartSlack <= 0 {
-		c.MinStartSlack = 3 * time.Second
+		c.MinStartSlack = playback.DefaultMinStartSlack
 	}
 	if c.MaxBacklog <= 0 {
 		c.MaxBacklog = max(16<<10, int(c.UploadCap/10))
@@ -166,7 +168,7 @@ func (c Config) withDefaults() Config {
 		c.ControlShare = 0.2
 	}
 	if c.Urgent <= 0 {
-		c.Urgent = 1500 * time.Millisecond
+		c.Urgent = scheduler.DefaultUrgent
 	}
 	if c.ServerQueue <= 0 {
 		c.ServerQueue = 64

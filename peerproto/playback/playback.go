@@ -8,6 +8,18 @@ package playback
 
 import "time"
 
+// Defaults of a viewer's playback (the one home of each: the engine, the
+// lab's baselines and coop-peer's flags take them from here; the
+// simulator's figures were measured with these values).
+const (
+	// DefaultPlayoutDelay is the time between a segment reaching the
+	// server and its playback deadline.
+	DefaultPlayoutDelay = 5 * time.Second
+	// DefaultMinStartSlack is the least time a newcomer allows itself to
+	// fetch its first segment.
+	DefaultMinStartSlack = 3 * time.Second
+)
+
 // Clock maps segment numbers to deadlines. The zero value is unanchored;
 // set SegmentDuration and PlayoutDelay before use.
 type Clock struct {
