@@ -10,6 +10,7 @@ package segment
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Version is the current version of the segment format.
@@ -18,6 +19,18 @@ const Version = 1
 // Timebase is the clock rate, in ticks per second, of every timestamp in
 // the format (the MPEG-TS 90 kHz clock).
 const Timebase = 90000
+
+// Defaults of a stream's segmentation: the one home of each on the
+// origin's side (config, stream manager, segmenter). The P2P core may not
+// import this package and has its own copies (playback.
+// DefaultSegmentDuration, engine.DefaultLayers), which
+// integration/defaults_test.go keeps equal to these.
+const (
+	// DefaultDuration is the target segment duration δ.
+	DefaultDuration = 500 * time.Millisecond
+	// DefaultLayers is the number of layers a stream is cut into.
+	DefaultLayers = 3
+)
 
 // Size limits enforced by every decoder of this package.
 const (

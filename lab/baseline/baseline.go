@@ -28,7 +28,7 @@ type Config struct {
 	Upload float64
 	// StreamRate is the stream's rate in bytes/s.
 	StreamRate float64
-	// SegmentDuration is δ [500ms].
+	// SegmentDuration is δ [playback.DefaultSegmentDuration].
 	SegmentDuration time.Duration
 	// PlayoutDelay is how long after reaching the server a segment is due
 	// [playback.DefaultPlayoutDelay, as the engine].
@@ -41,7 +41,7 @@ type Config struct {
 // Defaults fills zero fields.
 func (c *Config) Defaults() {
 	if c.SegmentDuration <= 0 {
-		c.SegmentDuration = 500 * time.Millisecond
+		c.SegmentDuration = playback.DefaultSegmentDuration
 	}
 	if c.PlayoutDelay <= 0 {
 		c.PlayoutDelay = playback.DefaultPlayoutDelay

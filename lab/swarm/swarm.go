@@ -16,6 +16,7 @@ import (
 	"github.com/coopstreaming/coop/lab/sim"
 	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/manifest"
+	"github.com/coopstreaming/coop/peerproto/playback"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
@@ -35,7 +36,7 @@ type Scenario struct {
 	StreamRate float64
 	// LayerShares splits the stream rate into layers [0.5, 0.25, 0.25].
 	LayerShares []float64
-	// SegmentDuration is δ [500ms].
+	// SegmentDuration is δ [playback.DefaultSegmentDuration].
 	SegmentDuration time.Duration
 	// ServerUpload is the server's upload cap ÷ stream rate [4].
 	ServerUpload float64
@@ -115,7 +116,7 @@ func (sc *Scenario) defaults() {
 		sc.LayerShares = []float64{0.5, 0.25, 0.25}
 	}
 	if sc.SegmentDuration == 0 {
-		sc.SegmentDuration = 500 * time.Millisecond
+		sc.SegmentDuration = playback.DefaultSegmentDuration
 	}
 	if sc.ServerUpload == 0 {
 		sc.ServerUpload = 4

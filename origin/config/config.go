@@ -19,6 +19,7 @@ import (
 	yaml "go.yaml.in/yaml/v3"
 
 	"github.com/coopstreaming/coop/plugin/pluginapi"
+	"github.com/coopstreaming/coop/segment"
 )
 
 // EnvPrefix prefixes every environment override.
@@ -176,7 +177,7 @@ func Default() Config {
 		RTMP:     RTMP{Enabled: true, Address: ":1935", MaxMessageSize: 8 << 20, MaxConnections: 32},
 		RTSP:     RTSP{Address: ":8554", UDPRTPAddress: ":8000", UDPRTCPAddress: ":8001", WriteQueueSize: 512, MaxConnections: 256},
 		HTTP:     HTTP{Address: ":9997", MaxConnections: 128},
-		Segment:  Segment{Duration: Duration(500 * time.Millisecond), Layers: 3},
+		Segment:  Segment{Duration: Duration(segment.DefaultDuration), Layers: segment.DefaultLayers},
 		Publish:  Publish{Keys: []string{}, GracePeriod: Duration(10 * time.Second), MaxStreams: 64},
 		Plugin: Plugin{Enabled: true, Address: ":7070", Seeds: 2, Partners: 6, KeyFile: "coop-stream.key",
 			HandshakeTimeout:   Duration(pluginapi.DefaultHandshakeTimeout),

@@ -14,11 +14,12 @@ import (
 type Segmenter struct {
 	// Tracks describes the stream's tracks, by unit Track index.
 	Tracks []segment.Track
-	// Target is the target segment duration (default 1s). A segment is cut
-	// before the first video unit at or past Target, or before a key frame
-	// past half of Target, so segments tend to start with key frames.
+	// Target is the target segment duration [segment.DefaultDuration]. A
+	// segment is cut before the first video unit at or past Target, or
+	// before a key frame past half of Target, so segments tend to start
+	// with key frames.
 	Target time.Duration
-	// Layers is the maximum number of layers (default 3).
+	// Layers is the maximum number of layers [segment.DefaultLayers].
 	Layers int
 	// FirstSeq is the number of the first segment.
 	FirstSeq uint64
@@ -37,10 +38,10 @@ type Segmenter struct {
 
 func (s *Segmenter) init() {
 	if s.Target <= 0 {
-		s.Target = time.Second
+		s.Target = segment.DefaultDuration
 	}
 	if s.Layers <= 0 {
-		s.Layers = 3
+		s.Layers = segment.DefaultLayers
 	}
 	s.Layers = min(s.Layers, segment.MaxLayers)
 	s.layerer.Layers = s.Layers

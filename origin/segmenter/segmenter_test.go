@@ -63,7 +63,7 @@ func TestSegmentsAreNumberedTimedAndLayered(t *testing.T) {
 
 func TestOneLayerWhenNothingIsDroppable(t *testing.T) {
 	var segs []*segment.Segment
-	s := &Segmenter{Tracks: tracks[:1], OnSegment: func(x *segment.Segment) { segs = append(segs, x) }}
+	s := &Segmenter{Tracks: tracks[:1], Target: time.Second, OnSegment: func(x *segment.Segment) { segs = append(segs, x) }}
 	for i := 0; i < 90; i++ {
 		d := time.Duration(i) * time.Second / 30
 		s.Push(&media.Unit{Track: 0, NALUs: [][]byte{{0x41}}, Key: i == 0, PTS: d, DTS: d})

@@ -55,9 +55,10 @@ type Sink interface {
 
 // Config holds the stream behaviour settings.
 type Config struct {
-	// SegmentDuration is the target segment duration (default 1s).
+	// SegmentDuration is the target segment duration
+	// [segment.DefaultDuration].
 	SegmentDuration time.Duration
-	// Layers is the maximum number of layers per segment (default 3).
+	// Layers is the maximum number of layers per segment [segment.DefaultLayers].
 	Layers int
 	// GracePeriod is how long readers wait for a lost publisher to come
 	// back (default 10s).
@@ -106,10 +107,10 @@ func (m *Manager) init() {
 	if m.streams == nil {
 		m.streams = make(map[string]*Stream)
 		if m.SegmentDuration <= 0 {
-			m.SegmentDuration = time.Second
+			m.SegmentDuration = segment.DefaultDuration
 		}
 		if m.Layers <= 0 {
-			m.Layers = 3
+			m.Layers = segment.DefaultLayers
 		}
 		if m.GracePeriod <= 0 {
 			m.GracePeriod = 10 * time.Second

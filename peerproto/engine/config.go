@@ -57,9 +57,10 @@ type Config struct {
 	// Epoch names the stream instance the server serves (in its Welcome
 	// and in the manifests its driver signs) [0]; Restart changes it.
 	Epoch uint64
-	// SegmentDuration is the nominal segment duration (server) [1s].
+	// SegmentDuration is the nominal segment duration (server; a peer
+	// takes the server's from its Welcome) [playback.DefaultSegmentDuration].
 	SegmentDuration time.Duration
-	// Layers is the number of layers of the stream [3].
+	// Layers is the number of layers of the stream [DefaultLayers].
 	Layers int
 	// Partners is the target number of peer partners M [6].
 	Partners int
@@ -135,10 +136,10 @@ func (c Config) withDefaults() Config {
 		c.Role = wire.RolePeer
 	}
 	if c.SegmentDuration <= 0 {
-		c.SegmentDuration = time.Second
+		c.SegmentDuration = playback.DefaultSegmentDuration
 	}
 	if c.Layers <= 0 {
-		c.Layers = 3
+		c.Layers = DefaultLayers
 	}
 	if c.Partners <= 0 {
 		c.Partners = 6
@@ -175,6 +176,11 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// DefaultLayers is the layer count of a stream when none is configured.
+// The origin's segmenter uses segment.DefaultLayers, which peerproto may
+// not import; integration/defaults_test.go keeps the two equal.
+const DefaultLayers = 3
 
 // Intervals of periodic work.
 const (

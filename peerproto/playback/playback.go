@@ -18,6 +18,11 @@ const (
 	// DefaultMinStartSlack is the least time a newcomer allows itself to
 	// fetch its first segment.
 	DefaultMinStartSlack = 3 * time.Second
+	// DefaultSegmentDuration is δ, the nominal segment duration, where the
+	// P2P side needs one before the server says (engine, lab). The
+	// origin's segmenter cuts at segment.DefaultDuration, which peerproto
+	// may not import; integration/defaults_test.go keeps the two equal.
+	DefaultSegmentDuration = 500 * time.Millisecond
 )
 
 // Clock maps segment numbers to deadlines. The zero value is unanchored;
