@@ -147,12 +147,10 @@ type Engine struct {
 	stats Stats
 	down  *monitor.Meter
 	up    *monitor.Meter
-	// downCap estimates the download capacity: bytes over inter-arrival
-	// time of media that arrived while other requests were outstanding
-	// (the link was busy).
-	downCap     float64
-	capRing     [16]float64
-	capSamples  int
+	// downCap estimates the download capacity: the peak of recent
+	// samples of bytes over inter-arrival time of media that arrived
+	// while other requests were outstanding (the link was busy).
+	downCap     monitor.Peak
 	lastArrival time.Time
 	busySince   time.Time
 	seenLayer   [wire.MaxLayers]bool

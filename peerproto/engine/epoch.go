@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/coopstreaming/coop/peerproto/buffermap"
+	"github.com/coopstreaming/coop/peerproto/monitor"
 	"github.com/coopstreaming/coop/peerproto/qos"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
@@ -105,7 +106,7 @@ func (e *Engine) resetStream(now time.Time) {
 	for l := range e.chunkSizes {
 		e.chunkSizes[l] = 40 << 10
 	}
-	e.capRing, e.capSamples, e.downCap = [16]float64{}, 0, 0
+	e.downCap = monitor.Peak{}
 	e.lastArrival, e.busySince = time.Time{}, time.Time{}
 	e.joinedAt = now
 	e.stats = Stats{Layers: e.cfg.Layers, Epochs: epochs, Banned: e.stats.Banned, LastBan: e.stats.LastBan}

@@ -118,12 +118,7 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 		if dt := now.Sub(start); dt > 0 {
 			// Capacity is the peak of recent samples: a sample is at
 			// most what the link carries, often less (a slow partner).
-			e.capRing[e.capSamples%len(e.capRing)] = float64(len(m.Payload)) / dt.Seconds()
-			e.capSamples++
-			e.downCap = 0
-			for _, v := range e.capRing {
-				e.downCap = max(e.downCap, v)
-			}
+			e.downCap.Add(float64(len(m.Payload)) / dt.Seconds())
 		}
 	}
 	e.lastArrival = now
@@ -246,11 +241,11 @@ func (e *Engine) playback(now time.Time) {
 					cur = need
 				}
 			}
-			measured := e.capSamples >= 10
-			e.qos.SetHeadroom(!measured || e.downCap >= 1.15*need)
+			measured := e.downCap.Samples() >= 10
+			e.qos.SetHeadroom(!measured || e.downCap.Value() >= 1.15*need)
 			// A link measured well below the current layers' rate is
 			// congestion even before misses show.
-			e.qos.SetOverloaded(measured && e.downCap < 0.9*cur)
+			e.qos.SetOverloaded(measured && e.downCap.Value() < 0.9*cur)
 			if _, changed := e.qos.Observe(now, due, missed); changed {
 				e.stats.LayerSwitches++
 			}
@@ -334,9 +329,9 @@ func (e *Engine) schedule(now time.Time) {
 	maxInFlight := 0
 	if downRate > 0 && now.Sub(e.joinedAt) > 5*time.Second {
 		maxInFlight = int(max(downRate*2, 2*e.streamRate()))
-		if e.capSamples >= 10 {
+		if e.downCap.Samples() >= 10 {
 			// Never queue more than ~1.5 s of the measured link.
-			maxInFlight = min(maxInFlight, int(max(1.5*e.downCap, 2*e.chunkSizes[0])))
+			maxInFlight = min(maxInFlight, int(max(1.5*e.downCap.Value(), 2*e.chunkSizes[0])))
 		}
 	}
 	in := &scheduler.Input{

@@ -93,3 +93,32 @@ func (r *RTT) Smoothed(def time.Duration) time.Duration {
 
 // Samples is the number of samples seen.
 func (r *RTT) Samples() int { return r.samples }
+
+// Peak estimates a link's capacity as the peak of its last PeakSamples
+// samples: a sample (bytes over the time the link was busy) is at most
+// what the link carries, often less (a slow sender), so the peak of recent
+// ones is the estimate. The zero value is empty.
+type Peak struct {
+	ring [PeakSamples]float64
+	n    int
+	peak float64
+}
+
+// PeakSamples is how many recent samples a Peak keeps.
+const PeakSamples = 16
+
+// Add records one sample in bytes/s.
+func (p *Peak) Add(v float64) {
+	p.ring[p.n%len(p.ring)] = v
+	p.n++
+	p.peak = 0
+	for _, x := range p.ring {
+		p.peak = max(p.peak, x)
+	}
+}
+
+// Value is the estimate (0 before any sample).
+func (p *Peak) Value() float64 { return p.peak }
+
+// Samples is how many samples were ever added.
+func (p *Peak) Samples() int { return p.n }

@@ -27,3 +27,33 @@ func TestRTTSmoothing(t *testing.T) {
 	}
 	require.InDelta(t, float64(20*time.Millisecond), float64(r.Smoothed(0)), float64(2*time.Millisecond))
 }
+
+func TestPeakIsTheMaximumOfTheRecentSamples(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		samples []float64
+		want    float64
+	}{
+		{"empty", nil, 0},
+		{"the peak of a few", []float64{10, 30, 20}, 30},
+		{"an old peak ages out after PeakSamples newer ones", append([]float64{1000}, make16(50)...), 50},
+		{"a recent peak stays", append(make16(50), 1000), 1000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var p Peak
+			for _, v := range tc.samples {
+				p.Add(v)
+			}
+			require.Equal(t, tc.want, p.Value())
+			require.Equal(t, len(tc.samples), p.Samples())
+		})
+	}
+}
+
+func make16(v float64) []float64 {
+	out := make([]float64, PeakSamples)
+	for i := range out {
+		out[i] = v
+	}
+	return out
+}
