@@ -53,8 +53,8 @@ func chaosAttacks() []attack {
 			_, _ = rand.Read(garbage)
 			return holdConns(ctx, env.peerAddr, 100, 100, garbage, nil)
 		}},
-		{"peer stalled readers (4, requesting)", attackStalledPeers},
-		{"peer request flood (1)", attackRequestFlood},
+		{"peer stalled reader (tiny window, never reads, reconnects)", attackStalledReader},
+		{"peer request flood (1, sustained at the live edge)", attackSustainedFlood},
 		{"peer accuse: sybils + random-id flood", attackAccuse},
 		{"peer frame-size bombs (150 x 8 MiB declared)", attackFrameBombs},
 	}
@@ -244,61 +244,6 @@ func requests(edge uint64, n int) []wire.Message {
 		}
 	}
 	return ms
-}
-
-// attackStalledPeers: peers that request media and never read it.
-func attackStalledPeers(ctx context.Context, env *chaosEnv) attackReport {
-	var peers []*rawPeer
-	for range 4 {
-		p, err := dialRawPeer(env.peerAddr, env.stream, 2048)
-		if err != nil {
-			return attackReport{Notes: "dial: " + err.Error()}
-		}
-		peers = append(peers, p)
-	}
-	defer func() {
-		for _, p := range peers {
-			p.c.Close()
-		}
-	}()
-	tick := time.NewTicker(500 * time.Millisecond)
-	defer tick.Stop()
-	edge := peers[0].welcome.LiveEdge
-	sent := 0
-	for ctx.Err() == nil {
-		for _, p := range peers {
-			if p.send(requests(edge, 6)...) == nil {
-				sent++
-			}
-		}
-		edge++
-		select {
-		case <-ctx.Done():
-		case <-tick.C:
-		}
-	}
-	return attackReport{Notes: fmt.Sprintf("%d request batches written", sent)}
-}
-
-// attackRequestFlood: one handshaken peer requests as fast as it can
-// (and reads, so the server's answers are not what limits it).
-func attackRequestFlood(ctx context.Context, env *chaosEnv) attackReport {
-	p, err := dialRawPeer(env.peerAddr, env.stream, 0)
-	if err != nil {
-		return attackReport{Notes: "dial: " + err.Error()}
-	}
-	defer p.c.Close()
-	go p.discard()
-	n := 0
-	edge := p.welcome.LiveEdge
-	batch := requests(edge, 30)
-	for ctx.Err() == nil && n < 5_000_000 {
-		if p.send(batch...) != nil {
-			break
-		}
-		n += len(batch)
-	}
-	return attackReport{Notes: fmt.Sprintf("%d requests sent (%.0f/s)", n, float64(n)/15)}
 }
 
 // attackAccuse: two sybils accuse the canaries (whose ids the tracker hands

@@ -237,7 +237,7 @@ func (s *Server) TapEnd(streamPath string) {
 	delete(s.muxers, streamPath)
 	s.mu.Unlock()
 	if sm != nil {
-		sm.close()
+		go sm.close() // TapEnd must not block the stream registry
 	}
 }
 

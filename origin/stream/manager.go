@@ -142,6 +142,15 @@ func (m *Manager) Publish(path string, info PublisherInfo) (*Publication, error)
 		m.streams[path] = s
 	}
 	s.mu.Lock()
+	if s.ended {
+		// The grace period ran out and end() is forgetting this stream
+		// (it waits for m.mu, which we hold): a new publish is a new
+		// stream, never an orphan attached to the ended one.
+		s.mu.Unlock()
+		s = &Stream{path: path, m: m, created: time.Now()}
+		m.streams[path] = s
+		s.mu.Lock()
+	}
 	defer s.mu.Unlock()
 	if s.pub != nil {
 		if !m.Takeover {
@@ -481,17 +490,21 @@ func (s *Stream) end() {
 	}
 	hadHeader := s.seg != nil
 	s.mu.Unlock()
+	// The end is announced under m.mu, so the plugin and the HLS muxer hear
+	// of it before a new publish of the path can start (Publish needs
+	// m.mu): an old stream's end never lands after a new one's start.
+	// Sink and Tap must not block (both only hand the event on).
 	s.m.mu.Lock()
 	if s.m.streams[s.path] == s {
 		delete(s.m.streams, s.path)
 	}
-	s.m.mu.Unlock()
 	if hadHeader && s.m.Sink != nil {
 		s.m.Sink.StreamEnded(s.path)
 	}
 	if hadHeader && s.m.Tap != nil {
 		s.m.Tap.TapEnd(s.path)
 	}
+	s.m.mu.Unlock()
 	s.m.Log.Info("stream ended", "path", s.path)
 }
 
