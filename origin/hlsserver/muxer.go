@@ -12,6 +12,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
 	"github.com/coopstreaming/coop/origin/media"
+	"github.com/coopstreaming/coop/origin/ratelog"
 	"github.com/coopstreaming/coop/segment"
 )
 
@@ -41,7 +42,8 @@ type streamMuxer struct {
 	bytesSent uint64
 	closeOnce sync.Once
 	stopOnce  sync.Once
-	errLog    rateLimit
+	// warn rate-limits the muxer's refusals of units.
+	warn ratelog.Limiter
 }
 
 // variantOf maps the configured name to gohlslib's variant.
@@ -68,7 +70,7 @@ func newStreamMuxer(s *Server, path string, tracks []segment.Track) (*streamMuxe
 	sm := &streamMuxer{
 		path: path, tracks: tracks, htrack: make([]*gohlslib.Track, len(tracks)),
 		queue: make(chan queued, s.QueueSize), done: make(chan struct{}), exited: make(chan struct{}),
-		log: s.Log.With("path", path), waitKey: true, errLog: rateLimit{every: 10 * time.Second},
+		log: s.Log.With("path", path), waitKey: true,
 	}
 	var list []*gohlslib.Track
 	hasVideo := false
@@ -99,13 +101,13 @@ func newStreamMuxer(s *Server, path string, tracks []segment.Track) (*streamMuxe
 			}
 			var conf mpeg4audio.AudioSpecificConfig
 			if err := conf.Unmarshal(t.Params[0]); err != nil {
-				sm.log.Warn("HLS: AAC track left out: bad AudioSpecificConfig", "err", err)
+				s.warn.Warn(sm.log, "HLS: AAC track left out: bad AudioSpecificConfig", "err", err)
 				break
 			}
 			ht = &gohlslib.Track{Codec: &codecs.MPEG4Audio{Config: conf}, ClockRate: conf.SampleRate}
 		}
 		if ht == nil {
-			sm.log.Warn("HLS: track left out", "track", i, "codec", t.Codec.String(), "variant", s.Variant)
+			s.warn.Warn(sm.log, "HLS: track left out", "track", i, "codec", t.Codec.String(), "variant", s.Variant)
 			continue
 		}
 		hasVideo = hasVideo || t.Codec.IsVideo()
@@ -183,8 +185,8 @@ func (sm *streamMuxer) run() {
 		case <-sm.done:
 			return
 		case q := <-sm.queue:
-			if err := sm.write(q); err != nil && sm.errLog.allow() {
-				sm.log.Warn("HLS muxer refused a unit (one line per 10 s)", "err", err)
+			if err := sm.write(q); err != nil {
+				sm.warn.Warn(sm.log, "HLS muxer refused a unit", "err", err)
 			}
 		}
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/coopstreaming/coop/origin/media"
 	"github.com/coopstreaming/coop/origin/netguard"
+	"github.com/coopstreaming/coop/origin/ratelog"
 	"github.com/coopstreaming/coop/segment"
 )
 
@@ -98,8 +99,9 @@ type Server struct {
 	http    *http.Server
 	sem     chan struct{}
 	metrics *metrics
-	// authLog rate-limits the refused-credentials log line.
-	authLog rateLimit
+	// warn rate-limits the warnings a remote party can trigger (bad
+	// credentials, a publisher's tracks HLS cannot carry).
+	warn ratelog.Limiter
 }
 
 // Initialize applies defaults and checks the settings; Start listens.
@@ -139,7 +141,6 @@ func (s *Server) Initialize() error {
 	}
 	s.muxers = make(map[string]*streamMuxer)
 	s.sem = make(chan struct{}, s.MaxRequests)
-	s.authLog.every = 10 * time.Second
 	return nil
 }
 
@@ -207,7 +208,7 @@ func (s *Server) TapStart(streamPath string, tracks []segment.Track) {
 	}
 	sm, err := newStreamMuxer(s, streamPath, tracks)
 	if err != nil {
-		s.Log.Warn("HLS unavailable for stream", "path", streamPath, "err", err)
+		s.warn.Warn(s.Log, "HLS unavailable for stream", "path", streamPath, "err", err)
 		return
 	}
 	s.mu.Lock()
@@ -346,8 +347,8 @@ func (s *Server) authorized(w http.ResponseWriter, r *http.Request) bool {
 		subtle.ConstantTimeCompare([]byte(p), []byte(s.ReadPass)) == 1 {
 		return true
 	}
-	if ok && s.authLog.allow() {
-		s.Log.Warn("HLS read refused: bad credentials", "remote", r.RemoteAddr)
+	if ok {
+		s.warn.Warn(s.Log, "HLS read refused: bad credentials", "remote", r.RemoteAddr)
 	}
 	s.metrics.refused()
 	w.Header().Set("WWW-Authenticate", `Basic realm="coop"`)
@@ -381,25 +382,6 @@ func (c *countingWriter) Flush() {
 	if f, ok := c.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}
-}
-
-// rateLimit allows one event per period.
-type rateLimit struct {
-	// mu guards last.
-	mu    sync.Mutex
-	last  time.Time
-	every time.Duration
-}
-
-func (l *rateLimit) allow() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now()
-	if now.Sub(l.last) < l.every {
-		return false
-	}
-	l.last = now
-	return true
 }
 
 // metrics are the HLS Prometheus counters; a nil *metrics records nothing.
