@@ -108,52 +108,65 @@ type Engine struct {
 	header   []byte
 	segDur   time.Duration
 
-	// playback (peers)
-	joinedAt   time.Time
+	joinedAt time.Time
+	qos      *qos.Controller // the layers fetched (peer) and reported
+
+	pendingHaves []wire.HaveEntry // chunks received since the last tick, to announce
+	queue        []servReq        // upload: requests admitted, not yet served
+	limiter      *rate.Limiter    // upload: the cap's token bucket
+
+	lastBM, lastPing time.Time
+	nonce            uint64
+
+	stats Stats
+	down  *monitor.Meter
+	up    *monitor.Meter
+
+	peerState   // zero on the server
+	serverState // zero on a peer
+}
+
+// peerState is what only a peer keeps: its playback clock and playhead,
+// scheduling, partner refill and download-capacity estimate (peer.go).
+type peerState struct {
 	clock      playback.Clock
 	playing    bool
 	started    bool // first segment played
 	startSeq   uint64
 	playhead   uint64
-	qos        *qos.Controller
-	chunkSizes [wire.MaxLayers]float64
+	chunkSizes [wire.MaxLayers]float64 // mean chunk size per layer
+	seenLayer  [wire.MaxLayers]bool
 
 	sched   scheduler.Scheduler
 	assigns []scheduler.Assignment
 	views   []scheduler.Partner
 	viewIDs []wire.PeerID
 
-	pendingHaves []wire.HaveEntry
-	queue        []servReq
-	limiter      *rate.Limiter
-	// ctrlTokens is the server's control budget in bytes, as of ctrlAt.
-	ctrlTokens float64
-	ctrlAt     time.Time
-
 	candidates map[wire.PeerID]wire.Candidate
 	dialing    map[wire.PeerID]time.Time
 	lastAsked  time.Time
 
-	departed     wire.Report          // server: byte totals of departed peers
-	seeds        map[wire.PeerID]bool // server: peers told of fresh segments first
-	delayed      []delayedHave        // server: announcements to non-seeds
-	segRate      float64              // server: measured stream rate, bytes/s
-	lastSeedPick time.Time
+	lastManage, lastReport, lastSchedule time.Time
 
-	lastBM, lastPing, lastManage, lastReport time.Time
-	lastSchedule                             time.Time
-	nonce                                    uint64
-
-	stats Stats
-	down  *monitor.Meter
-	up    *monitor.Meter
 	// downCap estimates the download capacity: the peak of recent
 	// samples of bytes over inter-arrival time of media that arrived
 	// while other requests were outstanding (the link was busy).
 	downCap     monitor.Peak
 	lastArrival time.Time
 	busySince   time.Time
-	seenLayer   [wire.MaxLayers]bool
+}
+
+// serverState is what only the server partner keeps: its seeds, delayed
+// announcements, measured stream rate and control budget (server.go).
+type serverState struct {
+	departed     wire.Report          // byte totals of departed peers
+	seeds        map[wire.PeerID]bool // peers told of fresh segments first
+	delayed      []delayedHave        // announcements to non-seeds
+	segRate      float64              // measured stream rate, bytes/s
+	lastSeedPick time.Time
+	// ctrlTokens is the control budget in bytes, as of ctrlAt.
+	ctrlTokens float64
+	ctrlAt     time.Time
 }
 
 // New returns a node.
@@ -161,19 +174,21 @@ func New(cfg Config, env Env) *Engine {
 	cfg = cfg.withDefaults()
 	e := &Engine{
 		cfg: cfg, env: env,
-		partners:   make(map[wire.PeerID]*partner),
-		bans:       newBanList(),
-		segs:       make(map[uint64]*seg),
-		have:       buffermap.New(0, cfg.Window, cfg.Layers),
-		candidates: make(map[wire.PeerID]wire.Candidate),
-		dialing:    make(map[wire.PeerID]time.Time),
-		seeds:      make(map[wire.PeerID]bool),
-		segDur:     cfg.SegmentDuration,
-		clock:      playback.Clock{SegmentDuration: cfg.SegmentDuration, PlayoutDelay: cfg.PlayoutDelay},
-		qos:        qos.New(withSlowStart(cfg.QoS), cfg.Layers),
-		joinedAt:   env.Now(),
-		down:       monitor.NewMeter(10*time.Second, 20),
-		up:         monitor.NewMeter(10*time.Second, 20),
+		partners: make(map[wire.PeerID]*partner),
+		bans:     newBanList(),
+		segs:     make(map[uint64]*seg),
+		have:     buffermap.New(0, cfg.Window, cfg.Layers),
+		peerState: peerState{
+			candidates: make(map[wire.PeerID]wire.Candidate),
+			dialing:    make(map[wire.PeerID]time.Time),
+			clock:      playback.Clock{SegmentDuration: cfg.SegmentDuration, PlayoutDelay: cfg.PlayoutDelay},
+		},
+		serverState: serverState{seeds: make(map[wire.PeerID]bool)},
+		segDur:      cfg.SegmentDuration,
+		qos:         qos.New(withSlowStart(cfg.QoS), cfg.Layers),
+		joinedAt:    env.Now(),
+		down:        monitor.NewMeter(10*time.Second, 20),
+		up:          monitor.NewMeter(10*time.Second, 20),
 	}
 	if cfg.UploadCap > 0 {
 		e.limiter = rate.NewLimiter(rate.Limit(cfg.UploadCap), max(int(cfg.UploadCap/4), 4<<20))
@@ -449,13 +464,10 @@ func (e *Engine) Close() {
 // Tick does the periodic work; drivers call it every 50-100 ms.
 func (e *Engine) Tick() {
 	now := e.env.Now()
-	if !e.IsServer() {
-		e.playback(now)
-		e.expireRequests(now)
-		e.schedule(now)
-	}
 	if e.IsServer() {
 		e.flushDelayed(now)
+	} else {
+		e.fetch(now)
 	}
 	e.serve(now)
 	if len(e.pendingHaves) > 0 {
@@ -486,24 +498,8 @@ func (e *Engine) Tick() {
 			e.ping(p, now)
 		}
 	}
-	manageEvery := manageInterval
-	if e.peerPartners() < e.cfg.Partners/2 {
-		manageEvery = manageInterval / 4
-	}
-	if !e.IsServer() && now.Sub(e.lastManage) >= manageEvery {
-		e.lastManage = now
-		e.managePartners(now)
-	}
-	reportEvery := reportInterval
-	if now.Sub(e.joinedAt) < 10*time.Second {
-		reportEvery = time.Second // the tracker learns a newcomer's state fast
-	}
-	if !e.IsServer() && now.Sub(e.lastReport) >= reportEvery && e.serverID != 0 {
-		e.lastReport = now
-		st := e.Stats()
-		e.send(e.serverID, &wire.Report{UploadRate: uint64(e.up.Rate(now)), DownloadRate: uint64(e.down.Rate(now)),
-			Partners: uint16(e.peerPartners()), ContinuityPermille: uint16(1000 * st.Continuity()), MaxLayer: uint8(e.qos.Layers()),
-			FromServer: st.UsefulFromServer, FromPeers: st.UsefulFromPeers})
+	if !e.IsServer() {
+		e.maintain(now)
 	}
 }
 

@@ -19,6 +19,38 @@ import (
 // the playback clock, stores and verifies data, schedules requests and
 // hedges late ones at the server, and manages its partners.
 
+// fetch is a peer's tick before serving: play what is due, expire
+// requests timed out, schedule new ones.
+func (e *Engine) fetch(now time.Time) {
+	e.playback(now)
+	e.expireRequests(now)
+	e.schedule(now)
+}
+
+// maintain is a peer's tick after serving: manage partners (faster while
+// under half the target) and report to the server.
+func (e *Engine) maintain(now time.Time) {
+	manageEvery := manageInterval
+	if e.peerPartners() < e.cfg.Partners/2 {
+		manageEvery = manageInterval / 4
+	}
+	if now.Sub(e.lastManage) >= manageEvery {
+		e.lastManage = now
+		e.managePartners(now)
+	}
+	reportEvery := reportInterval
+	if now.Sub(e.joinedAt) < 10*time.Second {
+		reportEvery = time.Second // the tracker learns a newcomer's state fast
+	}
+	if now.Sub(e.lastReport) >= reportEvery && e.serverID != 0 {
+		e.lastReport = now
+		st := e.Stats()
+		e.send(e.serverID, &wire.Report{UploadRate: uint64(e.up.Rate(now)), DownloadRate: uint64(e.down.Rate(now)),
+			Partners: uint16(e.peerPartners()), ContinuityPermille: uint16(1000 * st.Continuity()), MaxLayer: uint8(e.qos.Layers()),
+			FromServer: st.UsefulFromServer, FromPeers: st.UsefulFromPeers})
+	}
+}
+
 // noteServerSegment records that the server holds segment seq.
 func (e *Engine) noteServerSegment(seq uint64, now time.Time, seed bool) {
 	s := e.segs[seq]
