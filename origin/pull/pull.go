@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/coopstreaming/coop/origin/media"
+	"github.com/coopstreaming/coop/origin/ratelog"
 	"github.com/coopstreaming/coop/origin/stream"
 	"github.com/coopstreaming/coop/segment"
 )
@@ -188,13 +189,13 @@ func (m *Manager) setState(path, state string, err error) {
 
 // supervise runs sessions of one source with exponential backoff until ctx
 // ends. Failures are logged at the first one and then at most once per
-// MaxBackoff, with the count in between, so a dead upstream never floods
-// the log.
+// MaxBackoff (ratelog, with the count suppressed in between), so neither a
+// dead upstream nor one that accepts and drops every session floods the
+// log.
 func (m *Manager) supervise(ctx context.Context, s Source) {
 	log := m.Log.With("path", s.Path, "source", redact(s.URL))
 	backoff := m.MinBackoff
-	var lastLog time.Time
-	var unlogged int
+	warn := &ratelog.Limiter{Interval: m.MaxBackoff} // one per source: each path gets its line
 	for ctx.Err() == nil {
 		m.setState(s.Path, StateConnecting, nil)
 		ready := false
@@ -213,12 +214,7 @@ func (m *Manager) supervise(ctx context.Context, s Source) {
 		if ready {
 			backoff = m.MinBackoff
 		}
-		if ready || time.Since(lastLog) >= m.MaxBackoff {
-			log.Warn("upstream source failed; retrying", "err", err, "retryIn", backoff, "failuresNotLogged", unlogged)
-			lastLog, unlogged = time.Now(), 0
-		} else {
-			unlogged++
-		}
+		warn.Warn(log, "upstream source failed; retrying", "err", err, "retryIn", backoff)
 		select {
 		case <-ctx.Done():
 			return
