@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 
+	"github.com/coopstreaming/coop/origin/ratelog"
 	"github.com/coopstreaming/coop/plugin/pluginapi"
 	"github.com/coopstreaming/coop/segment"
 )
@@ -123,6 +124,9 @@ type Host struct {
 	rejSum, rejLast map[string]uint64
 	started         bool
 	stopped         bool
+	// warn rate-limits the warnings a publisher's stream can trigger (a
+	// request the plugin refuses or fails, a failed re-announce).
+	warn ratelog.Limiter
 }
 
 // cumulative keeps a stream's byte counters monotonic across restarts.
@@ -527,10 +531,10 @@ func (h *Host) handle(s *session, ev event) error {
 		return fmt.Errorf("plugin exited: %w", err)
 	}
 	if errors.Is(err, pluginapi.ErrInvalid) {
-		h.Log.Warn("plugin refused a request", "stream", ev.stream, "err", err)
+		h.warn.Warn(h.Log, "plugin refused a request", "stream", ev.stream, "err", err)
 		return nil
 	}
-	h.Log.Warn("plugin request failed", "stream", ev.stream, "err", err)
+	h.warn.Warn(h.Log, "plugin request failed", "stream", ev.stream, "err", err)
 	return nil
 }
 
@@ -572,7 +576,7 @@ func (h *Host) check(s *session) error {
 	h.mu.Unlock()
 	for name, ls := range missing {
 		if err := h.announce(s, name, ls); err != nil {
-			h.Log.Warn("re-announce", "stream", name, "err", err)
+			h.warn.Warn(h.Log, "re-announce failed", "stream", name, "err", err)
 		}
 	}
 	return nil
