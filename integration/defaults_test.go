@@ -8,8 +8,10 @@ import (
 
 	"github.com/coopstreaming/coop/origin/config"
 	"github.com/coopstreaming/coop/peerproto/engine"
+	"github.com/coopstreaming/coop/peerproto/partners"
 	"github.com/coopstreaming/coop/peerproto/playback"
 	"github.com/coopstreaming/coop/peerproto/scheduler"
+	"github.com/coopstreaming/coop/plugin/pluginapi"
 	"github.com/coopstreaming/coop/segment"
 )
 
@@ -23,5 +25,7 @@ func TestDefaultsAgreeAcrossTheImportBoundary(t *testing.T) {
 	require.Equal(t, segment.DefaultDuration, playback.DefaultSegmentDuration, "segment format vs P2P core")
 	require.Equal(t, segment.DefaultLayers, c.Segment.Layers, "origin config vs segment format")
 	require.Equal(t, segment.DefaultLayers, engine.DefaultLayers, "segment format vs P2P core")
+	require.Equal(t, pluginapi.DefaultPartners, partners.DefaultTarget, "M: origin's plugin.partners vs P2P core")
+	require.Equal(t, pluginapi.DefaultPartners, c.Plugin.Partners, "M: origin config")
 	require.Equal(t, 1500*time.Millisecond, scheduler.DefaultUrgent, "the urgent horizon the simulator's figures were measured with")
 }

@@ -179,7 +179,7 @@ func Default() Config {
 		HTTP:     HTTP{Address: ":9997", MaxConnections: 128},
 		Segment:  Segment{Duration: Duration(segment.DefaultDuration), Layers: segment.DefaultLayers},
 		Publish:  Publish{Keys: []string{}, GracePeriod: Duration(10 * time.Second), MaxStreams: 64},
-		Plugin: Plugin{Enabled: true, Address: ":7070", Seeds: 2, Partners: 6, KeyFile: "coop-stream.key",
+		Plugin: Plugin{Enabled: true, Address: ":7070", Seeds: 2, Partners: pluginapi.DefaultPartners, KeyFile: "coop-stream.key",
 			HandshakeTimeout:   Duration(pluginapi.DefaultHandshakeTimeout),
 			MaxPeerConnections: pluginapi.DefaultMaxPeerConnections},
 		HLS: HLS{Enabled: true, Address: ":8888", Variant: "lowLatency", SegmentCount: 7,

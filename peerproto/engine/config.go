@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/coopstreaming/coop/peerproto/partners"
 	"github.com/coopstreaming/coop/peerproto/playback"
 	"github.com/coopstreaming/coop/peerproto/qos"
 	"github.com/coopstreaming/coop/peerproto/scheduler"
@@ -62,7 +63,8 @@ type Config struct {
 	SegmentDuration time.Duration
 	// Layers is the number of layers of the stream [DefaultLayers].
 	Layers int
-	// Partners is the target number of peer partners M [6].
+	// Partners is the target number of peer partners M
+	// [partners.DefaultTarget, 6].
 	Partners int
 	// MaxPartners bounds peer partners, inbound included [Partners+4].
 	MaxPartners int
@@ -142,7 +144,7 @@ func (c Config) withDefaults() Config {
 		c.Layers = DefaultLayers
 	}
 	if c.Partners <= 0 {
-		c.Partners = 6
+		c.Partners = partners.DefaultTarget
 	}
 	if c.MaxPartners <= 0 {
 		c.MaxPartners = c.Partners + 4

@@ -16,6 +16,12 @@ import (
 
 // Policy constants.
 const (
+	// DefaultTarget is the target number of peer partners M (the one
+	// home of this default on the P2P side: engine.Config.Partners and
+	// coop-peer's --partners; the origin's plugin.partners is
+	// pluginapi.DefaultPartners, pinned equal by
+	// integration/defaults_test.go).
+	DefaultTarget = 6
 	// MinAgeToEvict is how long a partner is kept before it may be
 	// evicted for under-delivering.
 	MinAgeToEvict = 20 * time.Second

@@ -55,6 +55,10 @@ const (
 	// DefaultMaxPeerConnections bounds the admitted peer connections,
 	// all streams together.
 	DefaultMaxPeerConnections = 2048
+	// DefaultPartners is the target number of peer partners M the origin
+	// configures (plugin.partners); the P2P core's copy is
+	// partners.DefaultTarget, pinned equal by integration/defaults_test.go.
+	DefaultPartners = 6
 )
 
 // Errors of the contract.

@@ -31,6 +31,7 @@ import (
 
 	"github.com/coopstreaming/coop/peer/playout"
 	"github.com/coopstreaming/coop/peerproto/engine"
+	"github.com/coopstreaming/coop/peerproto/partners"
 	"github.com/coopstreaming/coop/peerproto/playback"
 	"github.com/coopstreaming/coop/peerproto/tcpnode"
 	"github.com/coopstreaming/coop/peerproto/wire"
@@ -58,7 +59,7 @@ func main() {
 	flag.StringVar(&o.httpAddr, "http", "127.0.0.1:8090", "local player endpoint: /stream.ts (MPEG-TS) and /stats (JSON)")
 	flag.StringVar(&o.streamKey, "stream-key", "", "pin the stream's Ed25519 public key (hex; default: learnt from the server)")
 	flag.IntVar(&o.uploadKbps, "upload-kbps", 0, "upload cap for partners in kbit/s (0: none)")
-	flag.IntVar(&o.partners, "partners", 6, "target number of partners M")
+	flag.IntVar(&o.partners, "partners", partners.DefaultTarget, "target number of partners M")
 	flag.DurationVar(&o.playoutDelay, "playout-delay", playback.DefaultPlayoutDelay, "target delay behind the server's live edge")
 	flag.DurationVar(&o.statusEvery, "status-interval", 2*time.Second, "status line interval")
 	flag.BoolVar(&o.quiet, "quiet", false, "no status line")
