@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/coopstreaming/coop/peerproto/monitor"
 	"github.com/coopstreaming/coop/peerproto/partners"
 	"github.com/coopstreaming/coop/peerproto/playback"
 	"github.com/coopstreaming/coop/peerproto/qos"
@@ -183,6 +184,14 @@ func (c Config) withDefaults() Config {
 // The origin's segmenter uses segment.DefaultLayers, which peerproto may
 // not import; integration/defaults_test.go keeps the two equal.
 const DefaultLayers = 3
+
+// initialChunkSize is the chunk size a peer assumes per layer until it
+// has seen one.
+const initialChunkSize = 40 << 10
+
+// newRateMeter is the meter of every measured rate (media in and out, per
+// partner and in total): 10 s in 20 buckets.
+func newRateMeter() *monitor.Meter { return monitor.NewMeter(10*time.Second, 20) }
 
 // Intervals of periodic work.
 const (

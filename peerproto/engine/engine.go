@@ -187,14 +187,14 @@ func New(cfg Config, env Env) *Engine {
 		segDur:      cfg.SegmentDuration,
 		qos:         qos.New(withSlowStart(cfg.QoS), cfg.Layers),
 		joinedAt:    env.Now(),
-		down:        monitor.NewMeter(10*time.Second, 20),
-		up:          monitor.NewMeter(10*time.Second, 20),
+		down:        newRateMeter(),
+		up:          newRateMeter(),
 	}
 	if cfg.UploadCap > 0 {
 		e.limiter = rate.NewLimiter(rate.Limit(cfg.UploadCap), max(int(cfg.UploadCap/4), 4<<20))
 	}
 	for l := range e.chunkSizes {
-		e.chunkSizes[l] = 40 << 10
+		e.chunkSizes[l] = initialChunkSize
 	}
 	e.stats.Layers = cfg.Layers
 	e.epoch, e.keyPinned = cfg.Epoch, cfg.StreamKey != nil
@@ -265,7 +265,7 @@ func (e *Engine) Connected(h *wire.Hello, outbound bool) {
 	delete(e.candidates, h.Peer)
 	p := &partner{
 		id: h.Peer, hello: *h, server: h.Role == wire.RoleServer, outbound: outbound, since: now, lastHeard: now,
-		recv: monitor.NewMeter(10*time.Second, 20), sent: monitor.NewMeter(10*time.Second, 20),
+		recv: newRateMeter(), sent: newRateMeter(),
 		inflight: make(map[chunkKey]*request),
 	}
 	e.partners[h.Peer] = p

@@ -104,7 +104,7 @@ func (e *Engine) resetStream(now time.Time) {
 	e.pendingHaves, e.queue = nil, nil
 	e.seenLayer = [wire.MaxLayers]bool{}
 	for l := range e.chunkSizes {
-		e.chunkSizes[l] = 40 << 10
+		e.chunkSizes[l] = initialChunkSize
 	}
 	e.downCap = monitor.Peak{}
 	e.lastArrival, e.busySince = time.Time{}, time.Time{}
