@@ -200,6 +200,14 @@ func TestPullUnreachableUpstream(t *testing.T) {
 		require.Contains(t, s.LastError, "connection refused", "%+v", s)
 		require.Zero(t, s.Sessions)
 	}
+	// The status page shows each source's state and error (from the
+	// same data as /v1/sources).
+	code, page := httpGet(t, "http://"+edge.httpAddr+"/")
+	require.Equal(t, 200, code)
+	for _, path := range []string{"live/gone", "live/gone2"} {
+		require.Contains(t, page, `<tr data-path="`+path+`" data-state="failed">`, "the status page shows %s failed:\n%s", path, page)
+	}
+	require.Contains(t, page, "connection refused", "the status page shows the last error")
 	metrics := edge.metrics(t)
 	require.Contains(t, metrics, `coop_origin_source_up{path="live/gone"} 0`)
 	require.Contains(t, metrics, `coop_origin_source_failures_total{path="live/gone2"}`)

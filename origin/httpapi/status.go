@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/coopstreaming/coop/origin/pull"
 	"github.com/coopstreaming/coop/origin/stream"
 )
 
@@ -60,7 +61,21 @@ func (src Sources) serveStatus(w http.ResponseWriter, r *http.Request) {
 		}
 		data["P2P"] = newP2PView(st, figs)
 	}
+	if ss, ok := pulledSources(src); ok {
+		data["Sources"] = ss
+	}
 	_ = statusPage.Execute(w, data)
+}
+
+// pulledSources returns the pulled sources' states, the data behind
+// /v1/sources, when the origin has that section.
+func pulledSources(src Sources) ([]pull.Status, bool) {
+	f, ok := src.Extra["sources"]
+	if !ok {
+		return nil, false
+	}
+	ss, ok := f().([]pull.Status)
+	return ss, ok
 }
 
 // humanBytes writes a byte count with a decimal unit (kB, MB, GB).
@@ -120,6 +135,7 @@ body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}td:first-child,th:first-child{text-align:left}
 th{background:#f4f4f4}small{color:#777}.plots{display:flex;flex-wrap:wrap;gap:12px;margin:8px 0 24px}
 .plot{border:1px solid #ddd;padding:4px 6px}.plot b{font-size:12px}.plot svg{display:block}
+.state-ready{color:#1a7f37}.state-connecting{color:#9a6700}.state-failed{color:#cf222e;font-weight:bold}td.err{text-align:left;white-space:normal;max-width:40em}
 </style></head>
 <body><h1>CoopStreaming origin</h1>
 <div id="tables">
@@ -135,7 +151,12 @@ th{background:#f4f4f4}small{color:#777}.plots{display:flex;flex-wrap:wrap;gap:12
 <table><tr><th>path</th><th>remote</th><th>transport</th><th>bytes sent</th><th>dropped packets</th></tr>
 {{range .Readers}}<tr><td>{{.Path}}</td><td>{{.Remote}}</td><td>{{.Transport}}</td><td>{{bytes .BytesSent}}</td><td>{{.Dropped}}</td></tr>
 {{else}}<tr><td colspan="5">no reader</td></tr>{{end}}</table>
-{{with .P2P}}<h2>P2P plugin</h2>
+{{with .Sources}}<h2>Pulled sources</h2>
+<p><small>paths that name an upstream in coop.yml (paths.*.source); failed sources are retried with backoff.</small></p>
+<table id="sources"><tr><th>path</th><th>upstream</th><th>state</th><th>since</th><th>retries</th><th>sessions</th><th>last error</th></tr>
+{{range .}}<tr data-path="{{.Path}}" data-state="{{.State}}"><td>{{.Path}}</td><td>{{.URL}}</td><td class="state-{{.State}}">{{.State}}</td><td>{{.Since.UTC.Format "15:04:05"}} UTC</td><td>{{.Retries}}</td><td>{{.Sessions}}</td><td class="err">{{with .LastError}}{{.}}{{else}}–{{end}}</td></tr>
+{{end}}</table>
+{{end}}{{with .P2P}}<h2>P2P plugin</h2>
 {{if .Enabled}}<p>{{if .Up}}up, pid {{.PID}}, peer port {{.PeerAddress}}{{else}}down{{end}} · starts {{.Starts}} · restarts {{.Restarts}} · segments pushed {{.SegmentsPushed}}, dropped {{.SegmentsDropped}}{{with .LastError}} · last error: {{.}}{{end}}</p>
 <p>Stream public key (for <code>coop-peer --stream-key</code>): <code>{{.StreamPublicKey}}</code></p>
 <table><tr><th>stream</th><th>peers</th><th>server sent (media)</th><th>peers got from server</th><th>peers got from peers</th><th>offload live</th><th>offload lifetime</th><th>continuity</th></tr>
@@ -145,6 +166,6 @@ th{background:#f4f4f4}small{color:#777}.plots{display:flex;flex-wrap:wrap;gap:12
 </div>
 <h2>Last minutes</h2>
 <div id="plots"><small>plots need JavaScript</small></div>
-<p>JSON: <a href="/v1/status">/v1/status</a>, <a href="/v1/figures">/v1/figures</a>, <a href="/v1/history">/v1/history</a>, <a href="/v1/p2p">/v1/p2p</a> · metrics: <a href="/metrics">/metrics</a></p>
+<p>JSON: <a href="/v1/status">/v1/status</a>, <a href="/v1/figures">/v1/figures</a>, <a href="/v1/history">/v1/history</a>, <a href="/v1/p2p">/v1/p2p</a>, <a href="/v1/sources">/v1/sources</a> · metrics: <a href="/metrics">/metrics</a></p>
 <script src="/_coop/status.js"></script>
 </body></html>`))
