@@ -344,16 +344,9 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 	}
 	switch m := m.(type) {
 	case *wire.Welcome:
-		if p.server && !e.IsServer() {
-			if !e.onServerWelcome(m, now) {
-				e.env.Disconnect(from)
-				return
-			}
-			if m.SegmentDurationMs > 0 {
-				e.segDur = time.Duration(m.SegmentDurationMs) * time.Millisecond
-				e.clock.SegmentDuration = e.segDur
-			}
-			e.noteLiveEdge(m.LiveEdge, now, true)
+		if p.server && !e.IsServer() && !e.onWelcome(m, now) {
+			e.env.Disconnect(from)
+			return
 		}
 	case *wire.BufferMap:
 		if p.bm == nil {
@@ -365,44 +358,7 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 			e.serverHoldings(p, now)
 		}
 	case *wire.Have:
-		if p.bm == nil {
-			p.bm = buffermap.New(0, e.cfg.Window, e.cfg.Layers)
-		}
-		// The server's announcement says how old the newest segment is:
-		// place it on the server's clock (minus half the RTT).
-		at := now.Add(-time.Duration(m.AgeMs)*time.Millisecond - p.rtt.Smoothed(0)/2)
-		for _, h := range m.Entries {
-			if h.Seq >= p.bm.Base()+uint64(p.bm.Window()) {
-				p.bm.Advance(h.Seq - uint64(p.bm.Window()) + 1)
-			}
-			p.bm.Set(h.Seq, int(h.Layer))
-			if m.Flags&wire.HaveUpTo != 0 {
-				for l := 0; l < int(h.Layer) && l < e.cfg.Layers; l++ {
-					p.bm.Set(h.Seq, l)
-				}
-				// The server holds every segment up to its edge: an
-				// announcement it skipped (control budget) is implied.
-				if p.server && p.upToSet {
-					for seq := max(p.upTo+1, p.bm.Base()); seq < h.Seq; seq++ {
-						for l := 0; l <= int(h.Layer) && l < e.cfg.Layers; l++ {
-							p.bm.Set(seq, l)
-						}
-						e.noteServerSegment(seq, now, false)
-					}
-				}
-				if p.server && (!p.upToSet || h.Seq > p.upTo) {
-					p.upTo, p.upToSet = h.Seq, true
-				}
-			}
-			if p.server {
-				e.noteLiveEdge(h.Seq, at, false)
-				e.noteServerSegment(h.Seq, now, m.Flags&wire.HaveSeed != 0)
-			}
-		}
-		if !e.IsServer() && now.Sub(e.lastSchedule) >= 20*time.Millisecond {
-			e.playback(now)
-			e.schedule(now)
-		}
+		e.onHave(p, m, now)
 	case *wire.Request:
 		e.onRequest(p, m, now)
 	case *wire.Cancel:

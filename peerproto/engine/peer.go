@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/coopstreaming/coop/peerproto/buffermap"
 	"github.com/coopstreaming/coop/peerproto/manifest"
 	"github.com/coopstreaming/coop/peerproto/partners"
 	"github.com/coopstreaming/coop/peerproto/playback"
@@ -48,6 +49,67 @@ func (e *Engine) maintain(now time.Time) {
 		e.send(e.serverID, &wire.Report{UploadRate: uint64(e.up.Rate(now)), DownloadRate: uint64(e.down.Rate(now)),
 			Partners: uint16(e.peerPartners()), ContinuityPermille: uint16(1000 * st.Continuity()), MaxLayer: uint8(e.qos.Layers()),
 			FromServer: st.UsefulFromServer, FromPeers: st.UsefulFromPeers})
+	}
+}
+
+// onWelcome follows the server's Welcome: its stream instance (epoch.go),
+// segment duration and live edge. It reports whether the Welcome is
+// accepted (false: disconnect).
+func (e *Engine) onWelcome(m *wire.Welcome, now time.Time) bool {
+	if !e.onServerWelcome(m, now) {
+		return false
+	}
+	if m.SegmentDurationMs > 0 {
+		e.segDur = time.Duration(m.SegmentDurationMs) * time.Millisecond
+		e.clock.SegmentDuration = e.segDur
+	}
+	e.noteLiveEdge(m.LiveEdge, now, true)
+	return true
+}
+
+// onHave records a partner's announcement in its buffer map; the
+// server's also move the live edge and the playback clock, and what it
+// holds up to its edge is implied (HaveUpTo). A peer then plays and
+// schedules at once (at most every 20 ms), so fresh chunks are asked for
+// without waiting for the tick.
+func (e *Engine) onHave(p *partner, m *wire.Have, now time.Time) {
+	if p.bm == nil {
+		p.bm = buffermap.New(0, e.cfg.Window, e.cfg.Layers)
+	}
+	// The server's announcement says how old the newest segment is:
+	// place it on the server's clock (minus half the RTT).
+	at := now.Add(-time.Duration(m.AgeMs)*time.Millisecond - p.rtt.Smoothed(0)/2)
+	for _, h := range m.Entries {
+		if h.Seq >= p.bm.Base()+uint64(p.bm.Window()) {
+			p.bm.Advance(h.Seq - uint64(p.bm.Window()) + 1)
+		}
+		p.bm.Set(h.Seq, int(h.Layer))
+		if m.Flags&wire.HaveUpTo != 0 {
+			for l := 0; l < int(h.Layer) && l < e.cfg.Layers; l++ {
+				p.bm.Set(h.Seq, l)
+			}
+			// The server holds every segment up to its edge: an
+			// announcement it skipped (control budget) is implied.
+			if p.server && p.upToSet {
+				for seq := max(p.upTo+1, p.bm.Base()); seq < h.Seq; seq++ {
+					for l := 0; l <= int(h.Layer) && l < e.cfg.Layers; l++ {
+						p.bm.Set(seq, l)
+					}
+					e.noteServerSegment(seq, now, false)
+				}
+			}
+			if p.server && (!p.upToSet || h.Seq > p.upTo) {
+				p.upTo, p.upToSet = h.Seq, true
+			}
+		}
+		if p.server {
+			e.noteLiveEdge(h.Seq, at, false)
+			e.noteServerSegment(h.Seq, now, m.Flags&wire.HaveSeed != 0)
+		}
+	}
+	if !e.IsServer() && now.Sub(e.lastSchedule) >= 20*time.Millisecond {
+		e.playback(now)
+		e.schedule(now)
 	}
 }
 
