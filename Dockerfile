@@ -12,5 +12,6 @@ COPY --from=build /out/ /usr/local/bin/
 COPY coop.yml /etc/coop/coop.yml
 ENV COOP_PLUGIN_KEYFILE=/var/lib/coop/stream.key
 VOLUME /var/lib/coop
-EXPOSE 1935 8554 8000/udp 8001/udp 7070 9997
+# RTMP, RTSP, RTP/RTCP over UDP, plugin peer port, API/status page, LL-HLS + player pages.
+EXPOSE 1935 8554 8000/udp 8001/udp 7070 9997 8888
 ENTRYPOINT ["coop-origin", "--config", "/etc/coop/coop.yml"]
