@@ -12,6 +12,7 @@ import (
 	"github.com/coopstreaming/coop/peerproto/manifest"
 	"github.com/coopstreaming/coop/peerproto/partners"
 	"github.com/coopstreaming/coop/peerproto/playback"
+	"github.com/coopstreaming/coop/peerproto/qos"
 	"github.com/coopstreaming/coop/peerproto/scheduler"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
@@ -335,11 +336,11 @@ func (e *Engine) playback(now time.Time) {
 					cur = need
 				}
 			}
-			measured := e.downCap.Samples() >= 10
-			e.qos.SetHeadroom(!measured || e.downCap.Value() >= 1.15*need)
 			// A link measured well below the current layers' rate is
 			// congestion even before misses show.
-			e.qos.SetOverloaded(measured && e.downCap.Value() < 0.9*cur)
+			headroom, overloaded := qos.Link(e.downCap.Value(), e.downCap.Measured(), need, cur)
+			e.qos.SetHeadroom(headroom)
+			e.qos.SetOverloaded(overloaded)
 			if _, changed := e.qos.Observe(now, due, missed); changed {
 				e.stats.LayerSwitches++
 			}
@@ -423,7 +424,7 @@ func (e *Engine) schedule(now time.Time) {
 	maxInFlight := 0
 	if downRate > 0 && now.Sub(e.joinedAt) > 5*time.Second {
 		maxInFlight = int(max(downRate*2, 2*e.streamRate()))
-		if e.downCap.Samples() >= 10 {
+		if e.downCap.Measured() {
 			// Never queue more than ~1.5 s of the measured link.
 			maxInFlight = min(maxInFlight, int(max(1.5*e.downCap.Value(), 2*e.chunkSizes[0])))
 		}

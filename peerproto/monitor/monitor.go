@@ -122,3 +122,9 @@ func (p *Peak) Value() float64 { return p.peak }
 
 // Samples is how many samples were ever added.
 func (p *Peak) Samples() int { return p.n }
+
+// PeakMinSamples is how many samples a Peak needs before it is trusted.
+const PeakMinSamples = 10
+
+// Measured tells whether the estimate has PeakMinSamples samples.
+func (p *Peak) Measured() bool { return p.n >= PeakMinSamples }

@@ -57,3 +57,13 @@ func make16(v float64) []float64 {
 	}
 	return out
 }
+
+func TestPeakIsTrustedAfterPeakMinSamples(t *testing.T) {
+	var p Peak
+	for range PeakMinSamples - 1 {
+		p.Add(1)
+	}
+	require.False(t, p.Measured())
+	p.Add(1)
+	require.True(t, p.Measured())
+}

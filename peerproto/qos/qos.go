@@ -179,3 +179,23 @@ func (c *Controller) setLayers(now time.Time, n int) {
 	}
 	c.filled, c.next = 0, 0
 }
+
+// Link-capacity thresholds of Link.
+const (
+	// ReAddHeadroom: a layer comes back only if the measured capacity
+	// carries the layers with it with this factor to spare.
+	ReAddHeadroom = 1.15
+	// OverloadBelow: a capacity measured under this share of the current
+	// layers' rate is congestion even before misses show.
+	OverloadBelow = 0.9
+)
+
+// Link turns a measured download capacity (bytes/s; trusted only when
+// measured) into the two signals of the Controller: headroom (SetHeadroom:
+// the layers up to one more, at rate need, fit with ReAddHeadroom to
+// spare; always true while unmeasured, so nothing is held back before the
+// link is known) and overloaded (SetOverloaded: the current layers, at
+// rate cur, exceed it by the OverloadBelow margin).
+func Link(capacity float64, measured bool, need, cur float64) (headroom, overloaded bool) {
+	return !measured || capacity >= ReAddHeadroom*need, measured && capacity < OverloadBelow*cur
+}

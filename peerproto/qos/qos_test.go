@@ -64,3 +64,25 @@ func TestFailedReaddBacksOff(t *testing.T) {
 	}
 	require.Greater(t, c.addAfter, first)
 }
+
+func TestLinkSignalsFromMeasuredCapacity(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		capacity             float64
+		measured             bool
+		need, cur            float64
+		headroom, overloaded bool
+	}{
+		{"unmeasured: room, never overloaded", 0, false, 100, 50, true, false},
+		{"room for one more layer with 15% to spare", 115, true, 100, 50, true, false},
+		{"not quite 15% to spare: no re-add", 114, true, 100, 50, false, false},
+		{"below 90% of the current layers: overloaded", 44, true, 100, 50, false, true},
+		{"at 90% of the current layers: not yet", 45, true, 100, 50, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, o := Link(tc.capacity, tc.measured, tc.need, tc.cur)
+			require.Equal(t, tc.headroom, h, "headroom")
+			require.Equal(t, tc.overloaded, o, "overloaded")
+		})
+	}
+}
