@@ -387,14 +387,15 @@ func TestBenchLatency(t *testing.T) {
 					pf = append(pf, f)
 				}
 			}
-			require.Greater(t, len(pf), 20*latFPS, "the publisher's tee saw its frames")
+			require.NotEmpty(t, pf, "the publisher's tee saw frames")
 			c := estimateCapture(pf)
 			t.Logf("bench_latency run %d: t0 from %d tee frames, residual p5 %+.4f s p95 %+.4f s", i, c.frames, c.p5, c.p95)
-			if c.p5 < -0.1 || c.p95 > 0.1 {
+			span := until.Sub(from.Add(-10 * time.Second)).Seconds()
+			if c.p5 < -0.1 || c.p95 > 0.1 || float64(len(pf)) < 0.95*span*latFPS {
 				// A loaded host stalled the publisher (-re then catches
 				// up in a burst): its frames were not captured at t0 +
 				// N/fps, so the run measures the host, not the paths.
-				invalid = append(invalid, fmt.Sprintf("run %d (tee residual p5 %+.2f s, p95 %+.2f s, load %s)", i, c.p5, c.p95, loadAverage()))
+				invalid = append(invalid, fmt.Sprintf("run %d (tee: %d of %.0f frames, residual p5 %+.2f s, p95 %+.2f s; load %s)", i, len(pf), span*latFPS, c.p5, c.p95, loadAverage()))
 				t.Logf("bench_latency run %d left out: the publisher was not on its clock", i)
 				return
 			}
@@ -513,11 +514,11 @@ func writeLatencyReport(t *testing.T, ways []latencyWay, per [][]wayRun, med []w
 		fmt.Fprintf(&md, "- %s: %s\n", way.Name, strings.Join(parts, "; "))
 	}
 	if len(invalid) > 0 {
-		fmt.Fprintf(&md, "\nLeft out (the publisher's tee was more than 0.1 s off its clock in the window, so frames were not captured at t0 + N/fps): %s.\n", strings.Join(invalid, "; "))
+		fmt.Fprintf(&md, "\nLeft out (in the window and the 10 s before it, the publisher's tee missed more than 5 %% of its frames or was more than 0.1 s off its clock, so frames were not captured at t0 + N/fps): %s.\n", strings.Join(invalid, "; "))
 	}
 	fmt.Fprintf(&md, "\n## Method\n\n"+
 		"- Publisher: `ffmpeg -re -f lavfi -i \"%s\"` + a sine (AAC), `%s`, pushed over RTMP. Frame N carries N in 20 vertical bars of 16 px (bar k white when bit k is set), so no OCR and no fonts.\n"+
-		"- Capture clock: with `-re`, frame N is captured at t0 + N/30 s. The same ffmpeg also writes every frame, raw, to a pipe the bench reads (a tee before the encoder); t0 = the median of arrival − N/fps over the tee frames of the window and the 10 s before it; a run whose residuals leave ±0.1 s (a stalled publisher on a loaded host) is left out and another is run (at most 3 extra). Residuals of the tee's arrivals around t0 + N/fps: p5 %+.1f ms, p95 %+.1f ms (median over runs) — the error of the capture time, which also holds the tee's own write and the test's scheduling.\n"+
+		"- Capture clock: with `-re`, frame N is captured at t0 + N/30 s. The same ffmpeg also writes every frame, raw, to a pipe the bench reads (a tee before the encoder); t0 = the median of arrival − N/fps over the tee frames of the window and the 10 s before it; a run whose tee misses more than 5 %% of those frames or whose residuals leave ±0.1 s (a stalled publisher on a loaded host) is left out and another is run (at most 3 extra). Residuals of the tee's arrivals around t0 + N/fps: p5 %+.1f ms, p95 %+.1f ms (median over runs) — the error of the capture time, which also holds the tee's own write and the test's scheduling.\n"+
 		"- Readers: `ffmpeg -fflags nobuffer -flags low_delay -threads 1 [way's options] -i URL -map 0:v:0 -f rawvideo -pix_fmt gray -fps_mode passthrough pipe:1`; the bench reads whole frames from the pipe as they come, stamps each on arrival, decodes N from the bars (a frame whose bars are neither dark nor bright is counted unreadable) and keeps the first arrival of each N. Latency = arrival − (t0 + N/fps). ffmpeg decodes as soon as data arrives and has no playout clock: for the segment-based ways (HLS, /stream.ts) frames arrive in bursts, so p50 is a frame in the middle of a burst and p95 is close to the delay a player with a steady clock must keep.\n"+
 		"- Browser: headless Chromium opens the origin's player page (hls.js %s, lowLatencyMode); a requestVideoFrameCallback hook draws each presented frame on a canvas, decodes the bars and records its expectedDisplayTime (same host clock). This is the one way measured at display; the page's own ingest-to-playout figure (now − hls.playingDate, which leaves out the encoder and RTMP) had median %.2f s over the same windows.\n"+
 		"- Included: encoding (x264 ultrafast zerolatency), RTMP ingest, the origin's fan-out and muxers, the plugin and the swarm (for coop-peer: with the plugin's server partner as its only partner), the peer's playout delay (%.0f s, coop-peer's default --playout-delay), transport over loopback, decoding. Not included: a real network, capture-device and display latency (the source is synthetic, the readers are decoders; Chromium's figure stops at the compositor's expected display time), peers relaying through other peers.\n"+
