@@ -234,13 +234,7 @@ func (e *Engine) Admit(h *wire.Hello, inbound bool) error {
 		return fmt.Errorf("%w: already connected", ErrFull)
 	}
 	if e.IsServer() {
-		if h.Role != wire.RolePeer {
-			return fmt.Errorf("%w: server to server", ErrProtocol)
-		}
-		if e.cfg.CheckToken != nil && !e.cfg.CheckToken(h.Stream, h.Token) {
-			return ErrAuth
-		}
-		return nil
+		return e.admitPeer(h)
 	}
 	if inbound && h.Role == wire.RolePeer && e.peerPartners() >= e.cfg.MaxPartners {
 		return ErrFull
@@ -274,10 +268,7 @@ func (e *Engine) Connected(h *wire.Hello, outbound bool) {
 		e.serverID = h.Peer
 	}
 	if e.IsServer() {
-		if e.cfg.Tracker != nil {
-			e.cfg.Tracker.Join(h.Peer, known{p, e})
-		}
-		e.welcome(p)
+		e.peerJoined(p)
 	} else if !outbound {
 		e.send(h.Peer, &wire.Welcome{Peer: e.cfg.ID, SegmentDurationMs: uint32(e.segDur / time.Millisecond),
 			LiveEdge: e.liveEdge, Partners: uint16(len(e.partners))})
@@ -301,11 +292,7 @@ func (e *Engine) Disconnected(id wire.PeerID) {
 	delete(e.partners, id)
 	e.ordered = nil
 	if e.IsServer() {
-		e.departed.FromServer += p.reported.FromServer
-		e.departed.FromPeers += p.reported.FromPeers
-	}
-	if e.IsServer() && e.cfg.Tracker != nil {
-		e.cfg.Tracker.Leave(id)
+		e.peerLeft(p)
 	}
 	if id == e.serverID {
 		e.serverID = 0

@@ -174,3 +174,33 @@ func (e *Engine) SetHeader(h []byte) {
 		e.send(id, &wire.StreamHeader{Header: h})
 	}
 }
+
+// admitPeer is the server's admission of a Hello: peers only, with a
+// valid join token.
+func (e *Engine) admitPeer(h *wire.Hello) error {
+	if h.Role != wire.RolePeer {
+		return fmt.Errorf("%w: server to server", ErrProtocol)
+	}
+	if e.cfg.CheckToken != nil && !e.cfg.CheckToken(h.Stream, h.Token) {
+		return ErrAuth
+	}
+	return nil
+}
+
+// peerJoined registers a connected peer with the tracker and welcomes it.
+func (e *Engine) peerJoined(p *partner) {
+	if e.cfg.Tracker != nil {
+		e.cfg.Tracker.Join(p.id, known{p, e})
+	}
+	e.welcome(p)
+}
+
+// peerLeft keeps a departed peer's byte totals (the swarm's offload) and
+// takes it out of the tracker.
+func (e *Engine) peerLeft(p *partner) {
+	e.departed.FromServer += p.reported.FromServer
+	e.departed.FromPeers += p.reported.FromPeers
+	if e.cfg.Tracker != nil {
+		e.cfg.Tracker.Leave(p.id)
+	}
+}
