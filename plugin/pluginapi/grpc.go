@@ -63,6 +63,8 @@ func (c *Client) Configure(ctx context.Context, s Settings) (Configured, error) 
 		PeerAddress: s.PeerAddress, UploadCap: s.UploadCap, Seeds: uint32(max(0, s.Seeds)),
 		Partners: uint32(max(0, s.Partners)), KeyFile: s.KeyFile, TokenSecret: s.TokenSecret, LogLevel: s.LogLevel,
 		HandshakeTimeoutMs: uint32(max(0, s.HandshakeTimeout.Milliseconds())), MaxPeerConnections: uint32(max(0, s.MaxPeerConnections)),
+		ClusterRedis: s.ClusterRedis, ClusterNode: s.ClusterNode,
+		ClusterTtlMs: uint32(max(0, s.ClusterTTL.Milliseconds())), ClusterHeartbeatMs: uint32(max(0, s.ClusterHeartbeat.Milliseconds())),
 	})
 	if err != nil {
 		return Configured{}, fmt.Errorf("plugin configure: %w", fromStatus(err))
@@ -213,6 +215,8 @@ func (s *grpcServer) Configure(ctx context.Context, r *pluginv1.ConfigureRequest
 		PeerAddress: r.PeerAddress, UploadCap: r.UploadCap, Seeds: int(r.Seeds), Partners: int(r.Partners),
 		KeyFile: r.KeyFile, TokenSecret: r.TokenSecret, LogLevel: r.LogLevel,
 		HandshakeTimeout: time.Duration(r.HandshakeTimeoutMs) * time.Millisecond, MaxPeerConnections: int(r.MaxPeerConnections),
+		ClusterRedis: r.ClusterRedis, ClusterNode: r.ClusterNode,
+		ClusterTTL: time.Duration(r.ClusterTtlMs) * time.Millisecond, ClusterHeartbeat: time.Duration(r.ClusterHeartbeatMs) * time.Millisecond,
 	})
 	if err != nil {
 		return nil, toStatus(err)

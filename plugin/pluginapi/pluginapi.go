@@ -91,6 +91,14 @@ type Settings struct {
 	// MaxPeerConnections bounds the peer connections the plugin admits
 	// (0: DefaultMaxPeerConnections).
 	MaxPeerConnections int
+	// ClusterRedis is the Redis address (host:port) of the cluster's
+	// shared tracker; "": each swarm's tracker is in memory (one node).
+	ClusterRedis string
+	// ClusterNode is this node's id in the cluster.
+	ClusterNode string
+	// ClusterTTL and ClusterHeartbeat are the tracker entries' TTL and
+	// re-sync period (0: the cluster/registry defaults).
+	ClusterTTL, ClusterHeartbeat time.Duration
 }
 
 // ProcessStats report the plugin process itself: runtime figures and the

@@ -48,6 +48,15 @@ type ConfigureRequest struct {
 	HandshakeTimeoutMs uint32 `protobuf:"varint,8,opt,name=handshake_timeout_ms,json=handshakeTimeoutMs,proto3" json:"handshake_timeout_ms,omitempty"`
 	// Most peer connections the plugin admits (0: 2048).
 	MaxPeerConnections uint32 `protobuf:"varint,9,opt,name=max_peer_connections,json=maxPeerConnections,proto3" json:"max_peer_connections,omitempty"`
+	// Redis address (host:port) whose shared tracker the swarms use with
+	// the cluster's other nodes; empty: the in-memory tracker (one node).
+	ClusterRedis string `protobuf:"bytes,10,opt,name=cluster_redis,json=clusterRedis,proto3" json:"cluster_redis,omitempty"`
+	// This node's id in the cluster (the origin's cluster.nodeID).
+	ClusterNode string `protobuf:"bytes,11,opt,name=cluster_node,json=clusterNode,proto3" json:"cluster_node,omitempty"`
+	// How long a node's tracker entries outlive its last write, in ms
+	// (0: 6 s), and its re-sync period, in ms (0: 2 s).
+	ClusterTtlMs       uint32 `protobuf:"varint,12,opt,name=cluster_ttl_ms,json=clusterTtlMs,proto3" json:"cluster_ttl_ms,omitempty"`
+	ClusterHeartbeatMs uint32 `protobuf:"varint,13,opt,name=cluster_heartbeat_ms,json=clusterHeartbeatMs,proto3" json:"cluster_heartbeat_ms,omitempty"`
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -141,6 +150,34 @@ func (x *ConfigureRequest) GetHandshakeTimeoutMs() uint32 {
 func (x *ConfigureRequest) GetMaxPeerConnections() uint32 {
 	if x != nil {
 		return x.MaxPeerConnections
+	}
+	return 0
+}
+
+func (x *ConfigureRequest) GetClusterRedis() string {
+	if x != nil {
+		return x.ClusterRedis
+	}
+	return ""
+}
+
+func (x *ConfigureRequest) GetClusterNode() string {
+	if x != nil {
+		return x.ClusterNode
+	}
+	return ""
+}
+
+func (x *ConfigureRequest) GetClusterTtlMs() uint32 {
+	if x != nil {
+		return x.ClusterTtlMs
+	}
+	return 0
+}
+
+func (x *ConfigureRequest) GetClusterHeartbeatMs() uint32 {
+	if x != nil {
+		return x.ClusterHeartbeatMs
 	}
 	return 0
 }
@@ -884,7 +921,7 @@ var File_pluginv1_p2p_proto protoreflect.FileDescriptor
 
 const file_pluginv1_p2p_proto_rawDesc = "" +
 	"\n" +
-	"\x12pluginv1/p2p.proto\x12\x0ecoop.plugin.v1\"\xc5\x02\n" +
+	"\x12pluginv1/p2p.proto\x12\x0ecoop.plugin.v1\"\xe5\x03\n" +
 	"\x10ConfigureRequest\x12!\n" +
 	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12\x1d\n" +
 	"\n" +
@@ -895,7 +932,12 @@ const file_pluginv1_p2p_proto_rawDesc = "" +
 	"\ftoken_secret\x18\x06 \x01(\tR\vtokenSecret\x12\x1b\n" +
 	"\tlog_level\x18\a \x01(\tR\blogLevel\x120\n" +
 	"\x14handshake_timeout_ms\x18\b \x01(\rR\x12handshakeTimeoutMs\x120\n" +
-	"\x14max_peer_connections\x18\t \x01(\rR\x12maxPeerConnections\"t\n" +
+	"\x14max_peer_connections\x18\t \x01(\rR\x12maxPeerConnections\x12#\n" +
+	"\rcluster_redis\x18\n" +
+	" \x01(\tR\fclusterRedis\x12!\n" +
+	"\fcluster_node\x18\v \x01(\tR\vclusterNode\x12$\n" +
+	"\x0ecluster_ttl_ms\x18\f \x01(\rR\fclusterTtlMs\x120\n" +
+	"\x14cluster_heartbeat_ms\x18\r \x01(\rR\x12clusterHeartbeatMs\"t\n" +
 	"\x11ConfigureResponse\x12!\n" +
 	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12*\n" +
 	"\x11stream_public_key\x18\x02 \x01(\fR\x0fstreamPublicKey\x12\x10\n" +
