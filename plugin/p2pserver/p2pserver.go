@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/manifest"
 	"github.com/coopstreaming/coop/peerproto/tcpnode"
@@ -43,6 +45,9 @@ type Service struct {
 	ln       net.Listener
 	streams  map[string]*swarm
 	adm      admission
+	// redis is the cluster's shared store when Settings.ClusterRedis is
+	// set (one pool for every swarm's tracker).
+	redis *redis.Client
 }
 
 type swarm struct {
@@ -54,6 +59,16 @@ type swarm struct {
 	// epoch names the stream instance the swarm serves now (signed into
 	// every manifest); a new publish gets a new one.
 	epoch atomic.Uint64
+	// shared is the swarm's Redis tracker (nil: in memory).
+	shared *tracker.Redis
+}
+
+// close ends the swarm's node, then its shared tracker.
+func (sw *swarm) close() {
+	sw.node.Close()
+	if sw.shared != nil {
+		sw.shared.Close()
+	}
 }
 
 // newEpoch is a random non-zero stream epoch.
@@ -104,6 +119,11 @@ func (s *Service) Configure(_ context.Context, st pluginapi.Settings) (pluginapi
 		s.ln = ln
 		go s.accept(ln)
 		s.Log.Info("peer port listening", "address", ln.Addr().String())
+	}
+	if st.ClusterRedis != "" && s.redis == nil {
+		s.redis = redis.NewClient(&redis.Options{Addr: st.ClusterRedis, DialTimeout: time.Second,
+			ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
+		s.Log.Info("swarm trackers shared through Redis", "redis", st.ClusterRedis, "node", st.ClusterNode)
 	}
 	s.settings = st
 	return pluginapi.Configured{
@@ -226,7 +246,7 @@ func (s *Service) AnnounceStream(_ context.Context, info pluginapi.StreamInfo) e
 	}
 	s.mu.Unlock()
 	if old != nil {
-		old.node.Close()
+		old.close()
 	}
 	if err != nil {
 		return err
@@ -241,6 +261,19 @@ func (s *Service) newSwarm(info pluginapi.StreamInfo) (*swarm, error) {
 	secret := []byte(st.TokenSecret)
 	sw := &swarm{name: info.Name, info: info}
 	sw.epoch.Store(info.Epoch)
+	var tr engine.Tracker = tracker.NewMemory()
+	if s.redis != nil {
+		node := st.ClusterNode
+		if node == "" {
+			node = s.ln.Addr().String()
+		}
+		shared, err := tracker.NewRedis(tracker.RedisOptions{Client: s.redis, Stream: info.Name, Node: node,
+			TTL: st.ClusterTTL, Sync: st.ClusterHeartbeat, Log: s.Log})
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", info.Name, err)
+		}
+		sw.shared, tr = shared, shared
+	}
 	node := &tcpnode.Node{
 		Advertise: s.ln.Addr().String(),
 		Log:       s.Log.With("stream", info.Name),
@@ -248,7 +281,7 @@ func (s *Service) newSwarm(info pluginapi.StreamInfo) (*swarm, error) {
 			Role: wire.RoleServer, ID: ServerID, Stream: info.Name, SignKey: s.key, Epoch: sw.epoch.Load(),
 			SegmentDuration: time.Duration(info.SegmentDurationMs) * time.Millisecond, Layers: info.Layers,
 			Partners: st.Partners, UploadCap: float64(st.UploadCap), Seeds: st.Seeds,
-			Tracker: tracker.NewMemory(), // one per swarm: this origin's directory of it
+			Tracker: tr, // one per swarm: this origin's directory of it, or the cluster's
 			CheckToken: func(stream, token string) bool {
 				return jointoken.Check(secret, stream, token, time.Now()) == nil
 			},
@@ -263,9 +296,15 @@ func (s *Service) newSwarm(info pluginapi.StreamInfo) (*swarm, error) {
 		},
 	}
 	if err := node.Start(); err != nil {
+		if sw.shared != nil {
+			sw.shared.Close()
+		}
 		return nil, fmt.Errorf("stream %s: %w", info.Name, err)
 	}
 	sw.node = node
+	if sw.shared != nil { // fresh member figures every re-sync, read on the engine's goroutine
+		sw.shared.Drive(func(fn func()) error { return node.Do(func(*engine.Engine) { fn() }) })
+	}
 	_ = node.Do(func(e *engine.Engine) { e.SetHeader(info.Header) })
 	return sw, nil
 }
@@ -328,7 +367,7 @@ func (s *Service) CloseStream(_ context.Context, name string) error {
 	if sw == nil {
 		return fmt.Errorf("%w: %q", pluginapi.ErrUnknownStream, name)
 	}
-	sw.node.Close()
+	sw.close()
 	s.Log.Info("stream closed", "stream", name)
 	return nil
 }
@@ -366,11 +405,16 @@ func (s *Service) Close() {
 	s.streams = map[string]*swarm{}
 	ln := s.ln
 	s.ln = nil
+	rc := s.redis
+	s.redis = nil
 	s.mu.Unlock()
 	if ln != nil {
 		ln.Close()
 	}
 	for _, sw := range streams {
-		sw.node.Close()
+		sw.close()
+	}
+	if rc != nil {
+		rc.Close()
 	}
 }
