@@ -18,6 +18,7 @@ import (
 
 	yaml "go.yaml.in/yaml/v3"
 
+	"github.com/coopstreaming/coop/cluster/registry"
 	"github.com/coopstreaming/coop/plugin/pluginapi"
 	"github.com/coopstreaming/coop/segment"
 )
@@ -53,6 +54,7 @@ type Config struct {
 	Read     Read     `yaml:"read"`
 	Plugin   Plugin   `yaml:"plugin"`
 	HLS      HLS      `yaml:"hls"`
+	Cluster  Cluster  `yaml:"cluster"`
 	// Paths configures individual paths, e.g. an upstream to pull.
 	Paths map[string]Path `yaml:"paths"`
 
@@ -190,6 +192,9 @@ func Default() Config {
 
 		// The budget behind this default is in README "Security".
 		MemoryLimit: "512MiB",
+
+		Cluster: Cluster{Role: string(registry.RoleOrigin), Heartbeat: Duration(registry.DefaultHeartbeat),
+			TTL: Duration(registry.DefaultTTL)},
 	}
 }
 
@@ -307,6 +312,9 @@ func (c *Config) Validate() error {
 		default:
 			return fmt.Errorf("config: paths.%s.rtspTransport: %q is not one of automatic, udp, tcp", name, p.RTSPTransport)
 		}
+	}
+	if err := c.Cluster.validate(); err != nil {
+		return err
 	}
 	if err := c.HLS.validate(); err != nil {
 		return err

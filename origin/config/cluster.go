@@ -1,0 +1,69 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/coopstreaming/coop/cluster/registry"
+)
+
+// Cluster configures the node's part in a cluster of origins (and, later,
+// edges) that share the stream registry and the swarms' trackers; see
+// docs/scale.md.
+type Cluster struct {
+	// Role is origin (the default). edge is accepted by the parser but
+	// not implemented yet: it is refused with a clear error.
+	Role string `yaml:"role"`
+	// NodeID names the node ("": hostname-APIport, see NodeID).
+	NodeID string `yaml:"nodeID"`
+	// Redis is host:port of the shared redis-server ("": in memory, one
+	// node).
+	Redis string `yaml:"redis"`
+	// Heartbeat is how often the node refreshes its entries.
+	Heartbeat Duration `yaml:"heartbeat"`
+	// TTL is how long entries outlive the node's last heartbeat.
+	TTL Duration `yaml:"ttl"`
+}
+
+func (c *Cluster) validate() error {
+	switch registry.Role(c.Role) {
+	case registry.RoleOrigin:
+	case registry.RoleEdge:
+		return errors.New("config: cluster.role: edge is not implemented yet (issue 15: edges relaying an origin's swarm); use origin")
+	default:
+		return fmt.Errorf("config: cluster.role: %q is not one of origin, edge", c.Role)
+	}
+	if len(c.NodeID) > registry.MaxIDLen {
+		return fmt.Errorf("config: cluster.nodeID: longer than %d bytes", registry.MaxIDLen)
+	}
+	if c.Redis != "" {
+		if _, _, err := net.SplitHostPort(c.Redis); err != nil {
+			return fmt.Errorf("config: cluster.redis: %q is not host:port: %w", c.Redis, err)
+		}
+	}
+	hb, ttl := time.Duration(c.Heartbeat), time.Duration(c.TTL)
+	if hb < 100*time.Millisecond || hb > time.Minute {
+		return fmt.Errorf("config: cluster.heartbeat: %v is outside 100ms..1m", hb)
+	}
+	if ttl < 2*hb || ttl > 10*time.Minute {
+		return fmt.Errorf("config: cluster.ttl: %v is outside 2×cluster.heartbeat (%v)..10m", ttl, 2*hb)
+	}
+	return nil
+}
+
+// NodeID is cluster.nodeID, else the hostname and the API port
+// ("host-9997"), which differ between the nodes of one machine.
+func (c *Config) NodeID() string {
+	if c.Cluster.NodeID != "" {
+		return c.Cluster.NodeID
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	_, port, _ := net.SplitHostPort(c.HTTP.Address)
+	return host + "-" + port
+}
