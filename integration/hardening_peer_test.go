@@ -114,6 +114,14 @@ func TestP2PHandshakeFloodLeavesRoomForARealPeer(t *testing.T) {
 		defer mu.Unlock()
 		return opened >= 300
 	})
+	// While the flood holds its connections, handshakes from another
+	// address are admitted at once (before the per-IP cap, the flood held
+	// every pending slot and each was closed unanswered).
+	for i := range 5 {
+		p, err := dialRawPeer(peerAddr, "live/flood", 0)
+		require.NoError(t, err, "handshake %d during the flood", i)
+		p.c.Close()
+	}
 	joinAt := time.Now()
 	peer := startPeer(t, peerAddr, "live/flood")
 	waitFor(t, 20*time.Second, "a real peer joining during the flood", func() bool { return peer.playing(2) })
