@@ -392,7 +392,7 @@ func (s *Service) Stats(_ context.Context) ([]pluginapi.StreamStats, error) {
 			Stream: sw.name, Peers: sws.Peers, LiveEdge: edge, Segments: sw.segments.Load(),
 			ServerMediaBytes: st.MediaBytesOut, ServerControlBytes: st.ControlBytesOut,
 			PeerBytesFromServer: sws.FromServer, PeerBytesFromPeers: sws.FromPeers,
-			Continuity: sws.Continuity, RefusedJoins: sw.refused.Load(), Banned: sws.Banned,
+			Continuity: sws.Continuity, RefusedJoins: sw.refused.Load(), Banned: sws.Banned, Epoch: sw.epoch.Load(),
 		})
 	}
 	return out, nil

@@ -161,7 +161,7 @@ func (c *Client) Stats(ctx context.Context) ([]StreamStats, error) {
 			Stream: s.Stream, Peers: int(s.Peers), LiveEdge: s.LiveEdge, Segments: s.Segments,
 			ServerMediaBytes: s.ServerMediaBytes, ServerControlBytes: s.ServerControlBytes,
 			PeerBytesFromServer: s.PeerBytesFromServer, PeerBytesFromPeers: s.PeerBytesFromPeers,
-			Continuity: s.Continuity, RefusedJoins: s.RefusedJoins, Banned: s.Banned,
+			Continuity: s.Continuity, RefusedJoins: s.RefusedJoins, Banned: s.Banned, Epoch: s.Epoch,
 		})
 	}
 	if p := r.Process; p != nil {
@@ -253,7 +253,7 @@ func (s *grpcServer) GetStats(ctx context.Context, _ *pluginv1.GetStatsRequest) 
 			Stream: x.Stream, Peers: uint32(x.Peers), LiveEdge: x.LiveEdge, Segments: x.Segments,
 			ServerMediaBytes: x.ServerMediaBytes, ServerControlBytes: x.ServerControlBytes,
 			PeerBytesFromServer: x.PeerBytesFromServer, PeerBytesFromPeers: x.PeerBytesFromPeers,
-			Continuity: x.Continuity, RefusedJoins: x.RefusedJoins, Banned: x.Banned,
+			Continuity: x.Continuity, RefusedJoins: x.RefusedJoins, Banned: x.Banned, Epoch: x.Epoch,
 		})
 	}
 	if pr, ok := s.impl.(ProcessReporter); ok {

@@ -172,6 +172,9 @@ type StreamStats struct {
 	Continuity   float64
 	RefusedJoins uint64
 	Banned       uint64
+	// Epoch is the stream instance the swarm serves (the cluster
+	// registry publishes it).
+	Epoch uint64
 }
 
 // Offload is the share of the useful media bytes peers received that came

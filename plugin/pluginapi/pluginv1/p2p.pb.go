@@ -804,8 +804,10 @@ type StreamStats struct {
 	// Mean base-layer continuity reported by connected peers (0..1).
 	Continuity float64 `protobuf:"fixed64,9,opt,name=continuity,proto3" json:"continuity,omitempty"`
 	// Peers refused at join (bad token), and bans for bad data.
-	RefusedJoins  uint64 `protobuf:"varint,10,opt,name=refused_joins,json=refusedJoins,proto3" json:"refused_joins,omitempty"`
-	Banned        uint64 `protobuf:"varint,11,opt,name=banned,proto3" json:"banned,omitempty"`
+	RefusedJoins uint64 `protobuf:"varint,10,opt,name=refused_joins,json=refusedJoins,proto3" json:"refused_joins,omitempty"`
+	Banned       uint64 `protobuf:"varint,11,opt,name=banned,proto3" json:"banned,omitempty"`
+	// The stream instance the swarm serves now.
+	Epoch         uint64 `protobuf:"varint,12,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -917,6 +919,13 @@ func (x *StreamStats) GetBanned() uint64 {
 	return 0
 }
 
+func (x *StreamStats) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 var File_pluginv1_p2p_proto protoreflect.FileDescriptor
 
 const file_pluginv1_p2p_proto_rawDesc = "" +
@@ -985,7 +994,7 @@ const file_pluginv1_p2p_proto_rawDesc = "" +
 	"\brejected\x18\x05 \x03(\v2*.coop.plugin.v1.ProcessStats.RejectedEntryR\brejected\x1a;\n" +
 	"\rRejectedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\x99\x03\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xaf\x03\n" +
 	"\vStreamStats\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x14\n" +
 	"\x05peers\x18\x02 \x01(\rR\x05peers\x12\x1b\n" +
@@ -1000,7 +1009,8 @@ const file_pluginv1_p2p_proto_rawDesc = "" +
 	"continuity\x12#\n" +
 	"\rrefused_joins\x18\n" +
 	" \x01(\x04R\frefusedJoins\x12\x16\n" +
-	"\x06banned\x18\v \x01(\x04R\x06banned2\xb4\x03\n" +
+	"\x06banned\x18\v \x01(\x04R\x06banned\x12\x14\n" +
+	"\x05epoch\x18\f \x01(\x04R\x05epoch2\xb4\x03\n" +
 	"\x03P2P\x12P\n" +
 	"\tConfigure\x12 .coop.plugin.v1.ConfigureRequest\x1a!.coop.plugin.v1.ConfigureResponse\x12_\n" +
 	"\x0eAnnounceStream\x12%.coop.plugin.v1.AnnounceStreamRequest\x1a&.coop.plugin.v1.AnnounceStreamResponse\x12S\n" +
