@@ -322,7 +322,10 @@ func TestBenchLatency(t *testing.T) {
 	var ingest []float64 // the page's own now − hls.playingDate (ingest to playout)
 	var invalid []string // runs left out: the publisher was not on its clock
 	for i := 0; len(clocks) < runs && i < runs+3; i++ {
-		func() {
+		// A subtest per run: its processes (origin, plugin, publisher,
+		// peer, readers, browser) are killed when the run ends, so runs
+		// never pile up on the host.
+		t.Run(fmt.Sprintf("run_%d", i), func(t *testing.T) {
 			o, peerAddr := startP2POrigin(t)
 			key := "g2g" + strconv.Itoa(i)
 			pub := startLatencyPublisher(t, o.rtmpURL(key), 120*time.Second)
@@ -411,7 +414,7 @@ func TestBenchLatency(t *testing.T) {
 				t.Logf("bench_latency run %d %-45s %4d frames, p50 %.3f s, p95 %.3f s, min %.3f, max %.3f, unreadable %d",
 					i, ways[w].Name, r.Samples, r.P50, r.P95, r.Min, r.Max, r.Unreadable)
 			}
-		}()
+		})
 	}
 	med := make([]wayRun, len(ways))
 	for w := range ways {
