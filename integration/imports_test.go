@@ -75,6 +75,15 @@ var importRules = []importRule{
 		forbidden: []string{module + "/origin", module + "/peer", module + "/peerproto", module + "/plugin", module + "/segment"},
 	},
 	{
+		// The cluster's shared state (registry, heartbeats): neutral, so
+		// the origin and the plugin may both import it.
+		prefix: module + "/cluster",
+		forbidden: append([]string{
+			module + "/origin", module + "/peerproto", module + "/plugin", module + "/lab", module + "/peer",
+			"github.com/hashicorp/go-plugin", "google.golang.org/grpc",
+		}, mediaLibs...),
+	},
+	{
 		prefix:    module + "/segment",
 		forbidden: []string{module + "/origin", module + "/peerproto", module + "/plugin"},
 	},

@@ -54,6 +54,8 @@ type Origin struct {
 
 	// history samples the figures once a second (live figures, plots).
 	history *httpapi.History
+	// cluster is the registry and heartbeat (cluster.*).
+	cluster *clusterNode
 
 	closeOnce sync.Once
 }
@@ -79,6 +81,7 @@ func (o *Origin) Initialize() error {
 	}
 	srv := o.RTSP.Initialize()
 	if c.Plugin.Enabled && o.Sink == nil {
+		redisAddr, nodeID, ttl, hb := clusterSettings(c)
 		host, err := pluginhost.New(pluginhost.Config{
 			Path: c.Plugin.Path, SegmentDuration: time.Duration(c.Segment.Duration), Layers: c.Segment.Layers,
 			Settings: pluginapi.Settings{
@@ -86,6 +89,7 @@ func (o *Origin) Initialize() error {
 				Seeds: c.Plugin.Seeds, Partners: c.Plugin.Partners, KeyFile: c.Plugin.KeyFile,
 				TokenSecret: c.Plugin.TokenSecret, LogLevel: c.LogLevel,
 				HandshakeTimeout: time.Duration(c.Plugin.HandshakeTimeout), MaxPeerConnections: c.Plugin.MaxPeerConnections,
+				ClusterRedis: redisAddr, ClusterNode: nodeID, ClusterTTL: ttl, ClusterHeartbeat: hb,
 			},
 		}, o.Log.With("component", "pluginhost"))
 		if err != nil {
@@ -149,7 +153,7 @@ func (o *Origin) Initialize() error {
 	o.httpLn = ln
 	sources := httpapi.Sources{
 		Streams: o.Streams.Snapshot, Readers: o.RTSP.Readers, Gatherer: o.Registry,
-		Extra: map[string]func() any{"p2p": o.p2pStatus, "sources": o.sourcesStatus},
+		Extra: map[string]func() any{"p2p": o.p2pStatus, "sources": o.sourcesStatus, "cluster": o.clusterView},
 	}
 	if o.HLS != nil {
 		sources.HLS, sources.HLSAddress = o.HLS.Stats, c.HLS.Address
@@ -172,6 +176,7 @@ func (o *Origin) Initialize() error {
 	if o.Plugin != nil {
 		o.Plugin.Start()
 	}
+	o.startCluster(ln.Addr().String())
 	o.Pull = &pull.Manager{Streams: o.Streams, Timeout: time.Duration(c.Timeout), Log: o.Log.With("component", "pull")}
 	for name, p := range c.Paths {
 		if p.Source != "" {
@@ -227,6 +232,9 @@ func (o *Origin) close() {
 	}
 	if o.RTSP != nil {
 		o.RTSP.Close()
+	}
+	if o.cluster != nil {
+		o.cluster.close(o.Log)
 	}
 	if o.Plugin != nil {
 		o.Plugin.Close()

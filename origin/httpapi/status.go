@@ -64,6 +64,9 @@ func (src Sources) serveStatus(w http.ResponseWriter, r *http.Request) {
 	if ss, ok := pulledSources(src); ok {
 		data["Sources"] = ss
 	}
+	if cl, ok := clusterStatus(src); ok {
+		data["Cluster"] = cl
+	}
 	_ = statusPage.Execute(w, data)
 }
 
@@ -147,6 +150,7 @@ th{background:#f4f4f4}small{color:#777}.plots{display:flex;flex-wrap:wrap;gap:12
 <td>{{bytes .BytesIn}}</td><td>{{bytes .Fig.BytesOut}}</td><td>{{.Readers}}</td><td>{{.Fig.Peers}}</td><td>{{pct .Fig.Offload}}</td><td>{{pct .Fig.OffloadLifetime}}</td><td>{{pcts .LayerShares}}</td>
 <td>{{with .Player}}<a href="{{.}}">player</a> · <a href="{{.}}/index.m3u8">HLS</a>{{else}}–{{end}}</td></tr>
 {{else}}<tr><td colspan="14">no stream</td></tr>{{end}}</table>
+{{with .Cluster}}{{template "cluster" .}}{{end}}
 <h2>RTSP readers</h2>
 <table><tr><th>path</th><th>remote</th><th>transport</th><th>bytes sent</th><th>dropped packets</th></tr>
 {{range .Readers}}<tr><td>{{.Path}}</td><td>{{.Remote}}</td><td>{{.Transport}}</td><td>{{bytes .BytesSent}}</td><td>{{.Dropped}}</td></tr>
