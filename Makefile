@@ -20,11 +20,13 @@ SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-deps: ## install system tools the tests need (ffmpeg, chromium) when missing
+deps: ## install system tools the tests need (ffmpeg, chromium, redis-server) when missing
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || \
 		($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg)
 	@command -v chromium >/dev/null || \
 		($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium)
+	@command -v redis-server >/dev/null || \
+		($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server)
 	$(GO) mod download
 
 build: ## build every binary into bin/ (coop-origin, coop-plugin, coop-peer)
