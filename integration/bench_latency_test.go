@@ -315,6 +315,7 @@ func TestBenchLatency(t *testing.T) {
 		{"coop-peer /stream.ts", "ffmpeg on http://127.0.0.1:PORT/stream.ts"},
 		{"coop-peer local HLS", "ffmpeg -live_start_index -1"},
 		{"coop-peer local RTSP", "ffmpeg -rtsp_transport tcp"},
+		{"coop-peer /stream.ts, --playout-delay 2s", "ffmpeg on a second coop-peer's /stream.ts"},
 	}
 	loadBefore := loadAverage()
 	per := make([][]wayRun, len(ways))
@@ -332,7 +333,10 @@ func TestBenchLatency(t *testing.T) {
 			o.waitPublishing(t, "live/"+key)
 			peer := startPeer(t, peerAddr, "live/"+key, "-rtsp", "127.0.0.1:0")
 			prtsp := peer.rtspURL(t)
-			waitFor(t, 40*time.Second, "coop-peer playing", func() bool { return peer.playing(2) })
+			// A second peer with a shorter playout delay shows what the
+			// default (5 s) costs; it may partner with the first.
+			short := startPeer(t, peerAddr, "live/"+key, "-rtsp", "", "-playout-delay", "2s")
+			waitFor(t, 40*time.Second, "coop-peers playing", func() bool { return peer.playing(2) && short.playing(2) })
 
 			logs := make([]*frameLog, len(ways))
 			logs[0] = startLatencyReader(t, o.rtspURL(key), "-rtsp_transport", "tcp")
@@ -340,6 +344,7 @@ func TestBenchLatency(t *testing.T) {
 			logs[3] = startLatencyReader(t, peer.url())
 			logs[4] = startLatencyReader(t, "http://"+peer.http+"/live/"+key+"/index.m3u8", "-live_start_index", "-1")
 			logs[5] = startLatencyReader(t, prtsp, "-rtsp_transport", "tcp")
+			logs[6] = startLatencyReader(t, short.url())
 			var b *browser
 			if withBrowser {
 				logs[2] = &frameLog{done: make(chan struct{})}
@@ -465,7 +470,7 @@ func writeLatencyReport(t *testing.T, ways []latencyWay, per [][]wayRun, med []w
 		"peerPlayoutDelayS":   5.0,
 		"runs":                len(clocks),
 		"windowS":             window.Seconds(),
-		"readers":             "all at once, one coop-peer (plugin as its only partner), loopback, one host clock",
+		"readers":             "all at once, two coop-peers (default playout delay 5 s, and 2 s), loopback, one host clock",
 		"hlsjs":               "1.7.4",
 		"t0ResidualP5S":       median(res5),
 		"t0ResidualP95S":      median(res95),
@@ -484,7 +489,7 @@ func writeLatencyReport(t *testing.T, ways []latencyWay, per [][]wayRun, med []w
 
 	var md strings.Builder
 	md.WriteString("# Glass-to-glass latency of each way to watch\n\n")
-	fmt.Fprintf(&md, "`make bench` (TestBenchLatency), commit %s, %s. %d runs, each a fresh origin + plugin + publisher + one coop-peer, every reader at once, a %.0f s window after a 4 s warm-up; medians across runs of the per-run median and p95.\n\n",
+	fmt.Fprintf(&md, "`make bench` (TestBenchLatency), commit %s, %s. %d runs, each a fresh origin + plugin + publisher + two coop-peers (default 5 s playout delay, and 2 s), every reader at once, a %.0f s window after a 4 s warm-up; medians across runs of the per-run median and p95.\n\n",
 		gitHead(), time.Now().UTC().Format("2006-01-02"), len(clocks), window.Seconds())
 	md.WriteString("| way to watch | reader | latency p50 | p95 | min / max | frames (all runs) | target |\n|---|---|---|---|---|---|---|\n")
 	targets := map[int]string{0: "≤ 0.5 s", 1: "(≤ 2.5 s)", 2: "≤ 2.5 s"}
@@ -524,7 +529,7 @@ func writeLatencyReport(t *testing.T, ways []latencyWay, per [][]wayRun, med []w
 		"- Capture clock: with `-re`, frame N is captured at t0 + N/30 s. The same ffmpeg also writes every frame, raw, to a pipe the bench reads (a tee before the encoder); t0 = the median of arrival − N/fps over the tee frames of the window and the 10 s before it; a run whose tee misses more than 5 %% of those frames or whose residuals leave ±0.1 s (a stalled publisher on a loaded host) is left out and another is run (at most 3 extra). Residuals of the tee's arrivals around t0 + N/fps: p5 %+.1f ms, p95 %+.1f ms (median over runs) — the error of the capture time, which also holds the tee's own write and the test's scheduling.\n"+
 		"- Readers: `ffmpeg -fflags nobuffer -flags low_delay -threads 1 [way's options] -i URL -map 0:v:0 -f rawvideo -pix_fmt gray -fps_mode passthrough pipe:1`; the bench reads whole frames from the pipe as they come, stamps each on arrival, decodes N from the bars (a frame whose bars are neither dark nor bright is counted unreadable) and keeps the first arrival of each N. Latency = arrival − (t0 + N/fps). ffmpeg decodes as soon as data arrives and has no playout clock: for the segment-based ways (HLS, /stream.ts) frames arrive in bursts, so p50 is a frame in the middle of a burst and p95 is close to the delay a player with a steady clock must keep.\n"+
 		"- Browser: headless Chromium opens the origin's player page (hls.js %s, lowLatencyMode); a requestVideoFrameCallback hook draws each presented frame on a canvas, decodes the bars and records its expectedDisplayTime (same host clock). This is the one way measured at display; the page's own ingest-to-playout figure (now − hls.playingDate, which leaves out the encoder and RTMP) had median %.2f s over the same windows.\n"+
-		"- Included: encoding (x264 ultrafast zerolatency), RTMP ingest, the origin's fan-out and muxers, the plugin and the swarm (for coop-peer: with the plugin's server partner as its only partner), the peer's playout delay (%.0f s, coop-peer's default --playout-delay), transport over loopback, decoding. Not included: a real network, capture-device and display latency (the source is synthetic, the readers are decoders; Chromium's figure stops at the compositor's expected display time), peers relaying through other peers.\n"+
+		"- Included: encoding (x264 ultrafast zerolatency), RTMP ingest, the origin's fan-out and muxers, the plugin and the swarm (the plugin's server partner and the other peer), the peer's playout delay (%.0f s, coop-peer's default --playout-delay; 2 s for the last row), transport over loopback, decoding. Not included: a real network, capture-device and display latency (the source is synthetic, the readers are decoders; Chromium's figure stops at the compositor's expected display time), a larger swarm (several relay hops between peers).\n"+
 		"- Parameters: %dx%d, %d fps, GOP 1 s, no B-frames, origin segments 0.5 s, HLS segments ≥ 1 s with 200 ms parts (hls.variant lowLatency), coop-peer playout delay 5 s. Load: all readers, the publisher, origin, plugin and peer on one 2-core host shared with other work; 1/5/15-min load average %s.\n",
 		latencyVideo, strings.Join(latencyEncoder, " "), median(res5)*1000, median(res95)*1000, "1.7.4", ingestP50, 5.0, latW, latH, latFPS, load)
 	dir := filepath.Join("..", "bench", "results")
