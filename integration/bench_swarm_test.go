@@ -221,10 +221,13 @@ type job struct {
 }
 
 // runJobs runs swarm scenarios on all cores.
-func runJobs(jobs []job) []runSummary {
+func runJobs(jobs []job) []runSummary { return runJobsN(jobs, runtime.NumCPU()) }
+
+// runJobsN runs swarm scenarios, par at a time.
+func runJobsN(jobs []job, par int) []runSummary {
 	out := make([]runSummary, len(jobs))
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, runtime.NumCPU())
+	sem := make(chan struct{}, par)
 	for i, j := range jobs {
 		wg.Add(1)
 		go func() {

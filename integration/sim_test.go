@@ -565,3 +565,71 @@ func scaleFinding(point func(string, int) runSummary, ns []int, d time.Duration)
 		point("tree", top).Continuity, point("tree", top).StartupP50, point("gossip (DONet)", top).Continuity)
 	return b.String()
 }
+
+// TestSimQuick is the reduced matrix for working on the data plane
+// (COOP_SIM_QUICK=1; about a few minutes on one core): coop layered at
+// N = 500 and 1000, coop single layer and coop homogeneous 1.2x at
+// N = 500, seeds 1–3, 60 s simulated. It prints the medians and, with
+// COOP_SIM_QUICK_OUT, writes them there. COOP_SIM_QUICK_ONLY restricts it
+// to the scenarios whose name contains that text; COOP_SIM_QUICK_PAR runs
+// that many at once (default 1).
+func TestSimQuick(t *testing.T) {
+	if os.Getenv("COOP_SIM_QUICK") == "" {
+		t.Skip("reduced simulator matrix: run with COOP_SIM_QUICK=1")
+	}
+	const d = 60 * time.Second
+	seeds := []uint64{1, 2, 3}
+	points := []struct {
+		name string
+		n    int
+		sc   func(seed uint64, n int) swarm.Scenario
+	}{
+		{"coop layered", 500, func(seed uint64, n int) swarm.Scenario { return simScenario(seed, n, d, nil) }},
+		{"coop layered", 1000, func(seed uint64, n int) swarm.Scenario { return simScenario(seed, n, d, nil) }},
+		{"coop single layer", 500, func(seed uint64, n int) swarm.Scenario {
+			sc := simScenario(seed, n, d, nil)
+			sc.LayerShares = []float64{1}
+			return sc
+		}},
+		{"coop homogeneous 1.2x", 500, func(seed uint64, n int) swarm.Scenario {
+			sc := simScenario(seed, n, d, nil)
+			sc.Uploads = []swarm.UploadClass{{Share: 1, Factor: 1.2}}
+			return sc
+		}},
+	}
+	only := os.Getenv("COOP_SIM_QUICK_ONLY")
+	var jobs []job
+	for _, p := range points {
+		if only != "" && !strings.Contains(fmt.Sprintf("%s %d", p.name, p.n), only) {
+			continue
+		}
+		for _, seed := range seeds {
+			jobs = append(jobs, job{p.name, p.n, p.sc(seed, p.n)})
+		}
+	}
+	par := 1
+	if v := os.Getenv("COOP_SIM_QUICK_PAR"); v != "" {
+		fmt.Sscan(v, &par)
+	}
+	runs := runJobsN(jobs, max(par, 1))
+	var b strings.Builder
+	b.WriteString("scenario | N | continuity | p5 | quality | offload | copies/seg | startupP95 | latencyP95 | ctrlOverhead | srvCtrlMB | srvMediaMB | srvBusy | wall s\n")
+	for i := 0; i < len(runs); i += len(seeds) {
+		m := medianRun(runs[i : i+len(seeds)])
+		busy := make([]float64, 0, len(seeds))
+		for _, r := range runs[i : i+len(seeds)] {
+			busy = append(busy, float64(r.ServerBusy))
+		}
+		slices.Sort(busy)
+		fmt.Fprintf(&b, "%s | %d | %.4f | %.4f | %.3f | %.3f | %.2f | %.2f | %.2f | %.4f | %.2f | %.2f | %.0f | %.0f\n", m.Scenario, m.N,
+			m.Continuity, m.ContinuityP5, m.Quality, m.Offload, m.CopiesPerSegment, m.StartupP95, m.LatencyP95, m.ControlOverhead,
+			m.ServerControlMB, m.ServerMediaMB, busy[len(busy)/2], m.WallSeconds)
+	}
+	t.Logf("medians of seeds %v:\n%s", seeds, b.String())
+	if out := os.Getenv("COOP_SIM_QUICK_OUT"); out != "" {
+		js, err := json.MarshalIndent(runs, "", "  ")
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(out, []byte(b.String()), 0o644))
+		require.NoError(t, os.WriteFile(out+".json", js, 0o644))
+	}
+}
