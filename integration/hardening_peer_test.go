@@ -125,7 +125,10 @@ func TestP2PHandshakeFloodLeavesRoomForARealPeer(t *testing.T) {
 	joinAt := time.Now()
 	peer := startPeer(t, peerAddr, "live/flood")
 	waitFor(t, 20*time.Second, "a real peer joining during the flood", func() bool { return peer.playing(2) })
-	t.Logf("the real peer played %v after it started, during the flood (%d connections opened)", time.Since(joinAt).Round(100*time.Millisecond), opened)
+	mu.Lock()
+	n := opened
+	mu.Unlock()
+	t.Logf("the real peer played %v after it started, during the flood (%d connections opened)", time.Since(joinAt).Round(100*time.Millisecond), n)
 	require.Contains(t, o.metrics(t), `coop_p2p_rejected_total{reason="pending_per_ip"}`)
 }
 
