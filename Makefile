@@ -20,13 +20,17 @@ SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-deps: ## install system tools the tests need (ffmpeg, chromium, redis-server) when missing
-	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || \
-		($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg)
-	@command -v chromium >/dev/null || \
-		($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium)
-	@command -v redis-server >/dev/null || \
-		($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server)
+deps: ## install the system tools the tests need when missing (ffmpeg, chromium, redis-server, GStreamer), then the Go modules
+	@missing=""; \
+	for pair in ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium redis-server:redis-server \
+		gst-launch-1.0:"gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav" \
+		prlimit:util-linux; do \
+		command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
 	$(GO) mod download
 
 build: ## build every binary into bin/ (coop-origin, coop-plugin, coop-peer)
