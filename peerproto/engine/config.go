@@ -111,7 +111,8 @@ type Config struct {
 	ServerQueue int
 	// QoS configures layer control.
 	QoS qos.Config
-	// DisableQoS keeps every layer whatever the ratio of miss (ablation).
+	// DisableQoS keeps every layer whatever the ratio of miss, from the
+	// start (no slow start either: the ablation switches off QoS only).
 	DisableQoS bool
 	// DisableRandomFirst turns random first off (ablation).
 	DisableRandomFirst bool
@@ -201,4 +202,16 @@ const (
 	reportInterval    = 5 * time.Second
 	idleTimeout       = 12 * time.Second
 	busyBackoff       = 300 * time.Millisecond
+	// The server partner's control toward each peer is small and fixed:
+	// each announcement to a non-seed names only the newest segment
+	// (up-to implies the others), and a peer also implies the server's
+	// holdings from its partners' announcements (what a partner holds, the
+	// server holds); the server pings a peer at connect and every
+	// serverPingInterval (the peer's pings keep the connection alive),
+	// and a peer pings it every serverPingEvery-th round.
+	serverPingInterval = 30 * time.Second
+	serverPingEvery    = 2
+	// impliedAhead bounds how far past the known live edge a partner's
+	// announcement moves the server's implied holdings (segments).
+	impliedAhead = 8
 )

@@ -17,9 +17,13 @@ import (
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
-func withSlowStart(c qos.Config) qos.Config {
-	c.SlowStart = true
-	return c
+// newQoS is a peer's layer control: slow start (base layer first, one
+// more every ramp step) unless QoS is off, where every layer is fetched
+// from the start (the ablation switches off QoS, and only QoS).
+func newQoS(cfg Config) *qos.Controller {
+	c := cfg.QoS
+	c.SlowStart = !cfg.DisableQoS
+	return qos.New(c, cfg.Layers)
 }
 
 // Errors returned by Admit.
@@ -37,20 +41,25 @@ type chunkKey struct {
 
 // partner is a connected node.
 type partner struct {
-	id        wire.PeerID
-	hello     wire.Hello
-	server    bool
-	outbound  bool
-	since     time.Time
-	lastHeard time.Time
-	bm        *buffermap.Map
-	rtt       monitor.RTT
-	pingNonce uint64
-	pingAt    time.Time
-	recv      *monitor.Meter // media bytes received from it
-	sent      *monitor.Meter // media bytes sent to it
-	inflight  map[chunkKey]*request
-	inBytes   int
+	id         wire.PeerID
+	hello      wire.Hello
+	server     bool
+	outbound   bool
+	since      time.Time
+	lastHeard  time.Time
+	bm         *buffermap.Map
+	rtt        monitor.RTT
+	pingNonce  uint64
+	pingAt     time.Time
+	lastPinged time.Time
+	recv       *monitor.Meter // media bytes received from it
+	sent       *monitor.Meter // media bytes sent to it
+	inflight   map[chunkKey]*request
+	inBytes    int
+	// inLayer is inBytes per layer: a partner serves lower layers
+	// first, so a chunk waits only behind the bytes of its layer and
+	// those below.
+	inLayer [wire.MaxLayers]int
 	// tput estimates the partner's delivery capacity to us in bytes/s:
 	// chunk size over its service time (from the later of the request
 	// and the previous delivery), so it does not shrink when we ask little.
@@ -66,6 +75,15 @@ type partner struct {
 	// probeAt (zero: none outstanding).
 	probe   chunkKey
 	probeAt time.Time
+}
+
+// forget takes a request out of the partner's in-flight set.
+func (p *partner) forget(k chunkKey, r *request) {
+	delete(p.inflight, k)
+	p.inBytes -= r.size
+	if k.layer < len(p.inLayer) {
+		p.inLayer[k.layer] -= r.size
+	}
 }
 
 type request struct {
@@ -105,8 +123,11 @@ type Engine struct {
 	have     *buffermap.Map
 	liveEdge uint64
 	haveEdge bool
-	header   []byte
-	segDur   time.Duration
+	// impliedEdge is the newest segment the server holds by its peers'
+	// announcements (impliedAtServer; peer).
+	impliedEdge uint64
+	header      []byte
+	segDur      time.Duration
 
 	joinedAt time.Time
 	qos      *qos.Controller // the layers fetched (peer) and reported
@@ -116,6 +137,7 @@ type Engine struct {
 	limiter      *rate.Limiter    // upload: the cap's token bucket
 
 	lastBM, lastPing time.Time
+	pingRound        int
 	nonce            uint64
 
 	stats Stats
@@ -185,7 +207,7 @@ func New(cfg Config, env Env) *Engine {
 		},
 		serverState: serverState{seeds: make(map[wire.PeerID]bool)},
 		segDur:      cfg.SegmentDuration,
-		qos:         qos.New(withSlowStart(cfg.QoS), cfg.Layers),
+		qos:         newQoS(cfg),
 		joinedAt:    env.Now(),
 		down:        newRateMeter(),
 		up:          newRateMeter(),
@@ -357,8 +379,7 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 	case *wire.Reject:
 		k := chunkKey{m.Seq, int(m.Layer)}
 		if r := p.inflight[k]; r != nil {
-			delete(p.inflight, k)
-			p.inBytes -= r.size
+			p.forget(k, r)
 		}
 		if m.Reason == wire.RejectBusy {
 			p.busyUntil = now.Add(busyBackoff)
@@ -433,9 +454,16 @@ func (e *Engine) Tick() {
 	}
 	if now.Sub(e.lastPing) >= pingInterval {
 		e.lastPing = now
+		e.pingRound++
 		for _, p := range e.list() {
 			if now.Sub(p.lastHeard) > idleTimeout {
 				e.env.Disconnect(p.id)
+				continue
+			}
+			switch {
+			case e.IsServer() && now.Sub(p.lastPinged) < serverPingInterval:
+				continue
+			case p.server && e.pingRound%serverPingEvery != 0:
 				continue
 			}
 			e.ping(p, now)
@@ -448,7 +476,7 @@ func (e *Engine) Tick() {
 
 func (e *Engine) ping(p *partner, now time.Time) {
 	e.nonce++
-	p.pingNonce, p.pingAt = e.nonce, now
+	p.pingNonce, p.pingAt, p.lastPinged = e.nonce, now, now
 	e.send(p.id, &wire.Ping{Nonce: e.nonce})
 }
 

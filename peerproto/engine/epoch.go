@@ -7,7 +7,6 @@ import (
 
 	"github.com/coopstreaming/coop/peerproto/buffermap"
 	"github.com/coopstreaming/coop/peerproto/monitor"
-	"github.com/coopstreaming/coop/peerproto/qos"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
@@ -34,7 +33,7 @@ func (e *Engine) Restart(epoch uint64) {
 	e.epoch = epoch
 	e.segs = make(map[uint64]*seg)
 	e.have = buffermap.New(0, e.cfg.Window, e.cfg.Layers)
-	e.liveEdge, e.haveEdge = 0, false
+	e.liveEdge, e.haveEdge, e.impliedEdge = 0, false, 0
 	e.queue, e.delayed, e.pendingHaves = nil, nil, nil
 	clear(e.seeds)
 	for _, p := range e.list() {
@@ -96,11 +95,11 @@ func (e *Engine) resetStream(now time.Time) {
 	epochs := e.stats.Epochs + 1
 	e.segs = make(map[uint64]*seg)
 	e.have = buffermap.New(0, e.cfg.Window, e.cfg.Layers)
-	e.liveEdge, e.haveEdge = 0, false
+	e.liveEdge, e.haveEdge, e.impliedEdge = 0, false, 0
 	e.clock.Reset()
 	e.playing, e.started = false, false
 	e.startSeq, e.playhead = 0, 0
-	e.qos = qos.New(withSlowStart(e.cfg.QoS), e.cfg.Layers)
+	e.qos = newQoS(e.cfg)
 	e.pendingHaves, e.queue = nil, nil
 	e.seenLayer = [wire.MaxLayers]bool{}
 	for l := range e.chunkSizes {
@@ -112,7 +111,7 @@ func (e *Engine) resetStream(now time.Time) {
 	e.stats = Stats{Layers: e.cfg.Layers, Epochs: epochs, Banned: e.stats.Banned, LastBan: e.stats.LastBan}
 	for _, p := range e.list() {
 		p.inflight = make(map[chunkKey]*request)
-		p.inBytes, p.bm, p.upToSet, p.upTo = 0, nil, false, 0
+		p.inBytes, p.inLayer, p.bm, p.upToSet, p.upTo = 0, [wire.MaxLayers]int{}, nil, false, 0
 		if !p.server {
 			e.env.Disconnect(p.id)
 		}

@@ -106,12 +106,39 @@ func (e *Engine) onHave(p *partner, m *wire.Have, now time.Time) {
 		if p.server {
 			e.noteLiveEdge(h.Seq, at, false)
 			e.noteServerSegment(h.Seq, now, m.Flags&wire.HaveSeed != 0)
+		} else {
+			e.impliedAtServer(h.Seq, now)
 		}
 	}
 	if !e.IsServer() && now.Sub(e.lastSchedule) >= 20*time.Millisecond {
 		e.playback(now)
 		e.schedule(now)
 	}
+}
+
+// impliedAtServer records that the server holds every layer of segment
+// seq because a partner announced it (everything a peer holds came from
+// the server, which keeps its window): the server need not announce each
+// segment to each peer. The playback clock is not moved (a partner's
+// announcement is later than the server's); the live edge is, by at most
+// impliedAhead past what the server said, so a lying partner cannot send
+// requests far ahead.
+func (e *Engine) impliedAtServer(seq uint64, now time.Time) {
+	srv := e.partners[e.serverID]
+	if srv == nil || srv.bm == nil || !e.haveEdge || seq > e.liveEdge+impliedAhead || seq < srv.bm.Base() {
+		return
+	}
+	if seq >= srv.bm.Base()+uint64(srv.bm.Window()) {
+		srv.bm.Advance(seq - uint64(srv.bm.Window()) + 1)
+	}
+	if srv.bm.Has(seq, 0) {
+		return
+	}
+	for l := 0; l < e.cfg.Layers; l++ {
+		srv.bm.Set(seq, l)
+	}
+	e.impliedEdge = max(e.impliedEdge, seq)
+	e.noteServerSegment(seq, now, false)
 }
 
 // noteServerSegment records that the server holds segment seq.
@@ -186,8 +213,7 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 	k := chunkKey{m.Seq, int(m.Layer)}
 	req := p.inflight[k]
 	if req != nil {
-		delete(p.inflight, k)
-		p.inBytes -= req.size
+		p.forget(k, req)
 		start := req.at
 		if p.lastArrival.After(start) {
 			start = p.lastArrival
@@ -379,8 +405,7 @@ func (e *Engine) expireRequests(now time.Time) {
 		}
 		slices.SortFunc(expired, cmpChunk)
 		for _, k := range expired {
-			p.inBytes -= p.inflight[k].size
-			delete(p.inflight, k)
+			p.forget(k, p.inflight[k])
 			e.stats.Timeouts++
 			e.send(p.id, &wire.Cancel{Seq: k.seq, Layer: uint8(k.layer)})
 		}
@@ -402,17 +427,21 @@ func (e *Engine) schedule(now time.Time) {
 	}
 	e.views, e.viewIDs = e.views[:0], e.viewIDs[:0]
 	inflight := 0
+	var layerBytes [wire.MaxLayers]int
 	for _, p := range e.list() {
 		id := p.id
 		e.views = append(e.views, scheduler.Partner{
 			Map: p.bm, Rate: p.tput, RTT: p.rtt.Smoothed(100 * time.Millisecond),
-			InFlight: len(p.inflight), InFlightBytes: p.inBytes, Server: p.server,
+			InFlight: len(p.inflight), InFlightBytes: p.inBytes, LayerBytes: p.inLayer, Server: p.server,
 			Unavailable: now.Before(p.busyUntil),
 		})
 		e.viewIDs = append(e.viewIDs, id)
 		inflight += p.inBytes
+		for l, b := range p.inLayer {
+			layerBytes[l] += b
+		}
 	}
-	to := e.liveEdge
+	to := max(e.liveEdge, min(e.impliedEdge, e.liveEdge+impliedAhead))
 	if limit := e.playhead + uint64(e.cfg.Window-e.cfg.KeepBehind) - 1; to > limit {
 		to = limit
 	}
@@ -455,6 +484,7 @@ func (e *Engine) schedule(now time.Time) {
 		StrictServer:     e.cfg.DisableServerFallback,
 		MaxInFlightBytes: maxInFlight,
 		InFlightBytes:    inflight,
+		LayerBytes:       layerBytes,
 		Rand:             e.env.Rand(),
 	}
 	if e.cfg.DisableRarestFirst {
@@ -480,6 +510,7 @@ func (e *Engine) request(p *partner, seq uint64, layer int, now time.Time) {
 		timeout = min(max(timeout, 1500*time.Millisecond), 6*time.Second)
 		p.inflight[k] = &request{at: now, expires: now.Add(timeout), size: size}
 		p.inBytes += size
+		p.inLayer[layer] += size
 	}
 	var flags uint8
 	if s := e.segs[seq]; s == nil || (s.man == nil && !e.cfg.SkipVerify) || (e.cfg.SkipVerify && s.rawManifest == nil) {

@@ -157,7 +157,8 @@ func (e *Engine) flushDelayed(now time.Time) {
 		newest = d.added
 	}
 	e.delayed = e.delayed[i:]
-	msg := &wire.Have{Flags: wire.HaveUpTo, AgeMs: uint32(now.Sub(newest) / time.Millisecond), Entries: entries}
+	// The newest entry implies the others (up-to): one entry per peer.
+	msg := &wire.Have{Flags: wire.HaveUpTo, AgeMs: uint32(now.Sub(newest) / time.Millisecond), Entries: entries[len(entries)-1:]}
 	for _, p := range e.list() {
 		id := p.id
 		if !e.seeds[id] {

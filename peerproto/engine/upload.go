@@ -27,18 +27,26 @@ func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
 		e.send(p.id, &wire.Reject{Seq: m.Seq, Layer: m.Layer, Reason: wire.RejectNotFound})
 		return
 	}
-	perPeer, queued := 0, 0
+	// Layer-aware: the queue is served lower layers first, so a request
+	// waits only behind those of its layer and below, and only those count
+	// against the queue's bounds (enhancement requests never get a base
+	// request refused).
+	perPeer, queued, queuedLen := 0, 0, 0
 	for _, r := range e.queue {
 		if r.from == p.id {
 			perPeer++
 		}
+		if r.layer > int(m.Layer) {
+			continue
+		}
+		queuedLen++
 		if rs := e.segs[r.seq]; rs != nil && r.layer < len(rs.chunks) {
 			queued += len(rs.chunks[r.layer])
 		}
 	}
 	admit := upload.Admit(upload.Request{
 		Server: e.IsServer(), UploadCap: e.cfg.UploadCap, ServerQueue: e.cfg.ServerQueue,
-		QueueLen: len(e.queue), QueuedBytes: queued, PerPartner: perPeer, ChunkSize: len(s.chunks[m.Layer]),
+		QueueLen: queuedLen, QueuedBytes: queued, PerPartner: perPeer, ChunkSize: len(s.chunks[m.Layer]),
 		Seed: e.seeds[p.id], Urgent: m.Flags&wire.RequestUrgent != 0, Newcomer: now.Sub(p.since) < upload.NewcomerAge,
 	})
 	if !admit {

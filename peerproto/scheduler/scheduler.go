@@ -30,6 +30,9 @@ type Partner struct {
 	// InFlight and InFlightBytes count outstanding requests to it.
 	InFlight      int
 	InFlightBytes int
+	// LayerBytes is InFlightBytes per layer: a partner serves lower
+	// layers first, so a chunk's wait counts its layer and those below.
+	LayerBytes [MaxLayers]int
 	// Server marks the server partner.
 	Server bool
 	// Unavailable marks a partner that must not get requests now (busy).
@@ -69,8 +72,10 @@ type Input struct {
 	Pipeline time.Duration
 	// MaxInFlightBytes bounds all outstanding requests (0: no bound).
 	MaxInFlightBytes int
-	// InFlightBytes is what is outstanding already.
+	// InFlightBytes is what is outstanding already; LayerBytes the same
+	// per layer (MaxInFlightBytes bounds a chunk's layer and those below).
 	InFlightBytes int
+	LayerBytes    [MaxLayers]int
 	// Rand breaks ties.
 	Rand *rand.Rand
 }
@@ -88,11 +93,27 @@ type candidate struct {
 	urgent   bool
 	rarity   int
 	tie      uint32
+	// needsBelow: the layer below is a candidate of this round, so this
+	// one is asked for only if that one is.
+	needsBelow bool
 }
 
 // Scheduler holds reusable buffers; the zero value is ready.
 type Scheduler struct {
-	cands []candidate
+	cands    []candidate
+	assigned map[Chunk]struct{}
+}
+
+// MaxLayers is the most layers a stream has (wire.MaxLayers).
+const MaxLayers = 8
+
+// below sums the bytes of layers 0..l.
+func below(b *[MaxLayers]int, l int) int {
+	n := 0
+	for i := 0; i <= l && i < MaxLayers; i++ {
+		n += b[i]
+	}
+	return n
 }
 
 const defaultRateGuess = 64 << 10 // bytes/s assumed for an unmeasured partner
@@ -130,9 +151,14 @@ func (s *Scheduler) Schedule(in *Input, out []Assignment) []Assignment {
 		if !dl.After(in.Now) {
 			continue // too late to matter
 		}
+		// An upper layer is useless without the ones below: it is a
+		// candidate only when the layer below is held, in flight or a
+		// candidate (then only if that one is assigned, needsBelow).
+		held := true
 		for l := 0; l < in.Layers; l++ {
 			c := Chunk{Seq: seq, Layer: l}
 			if in.Have.Has(seq, l) || in.Pending(c) {
+				held = true
 				continue
 			}
 			holders := 0
@@ -142,19 +168,31 @@ func (s *Scheduler) Schedule(in *Input, out []Assignment) []Assignment {
 				}
 			}
 			if holders == 0 {
-				continue
+				break // nobody holds it: no layer above is a candidate
 			}
 			s.cands = append(s.cands, candidate{Chunk: c, deadline: dl, urgent: dl.Sub(in.Now) < in.Urgent,
-				rarity: holders, tie: in.Rand.Uint32()})
+				rarity: holders, tie: in.Rand.Uint32(), needsBelow: !held})
+			held = false
 		}
 	}
 	slices.SortFunc(s.cands, func(a, b candidate) int { return compare(&a, &b, in.RandomFirst) })
 
-	inflight := in.InFlightBytes
+	if s.assigned == nil {
+		s.assigned = make(map[Chunk]struct{})
+	}
+	clear(s.assigned)
+	layerBytes := in.LayerBytes
 	for i := range s.cands {
 		c := &s.cands[i]
+		if c.needsBelow {
+			if _, ok := s.assigned[Chunk{Seq: c.Seq, Layer: c.Layer - 1}]; !ok {
+				continue
+			}
+		}
 		size := in.ChunkSize(c.Layer)
-		if in.MaxInFlightBytes > 0 && inflight+size > in.MaxInFlightBytes && !c.urgent {
+		// The bound counts what is outstanding of this layer and those
+		// below: enhancement chunks never hold back a base chunk.
+		if in.MaxInFlightBytes > 0 && below(&layerBytes, c.Layer)+size > in.MaxInFlightBytes && !c.urgent {
 			continue
 		}
 		p := pick(in, c, size)
@@ -164,7 +202,11 @@ func (s *Scheduler) Schedule(in *Input, out []Assignment) []Assignment {
 		pp := &in.Partners[p]
 		pp.InFlight++
 		pp.InFlightBytes += size
-		inflight += size
+		if c.Layer < MaxLayers {
+			pp.LayerBytes[c.Layer] += size
+			layerBytes[c.Layer] += size
+		}
+		s.assigned[c.Chunk] = struct{}{}
 		out = append(out, Assignment{Chunk: c.Chunk, Partner: p})
 	}
 	return out
@@ -228,7 +270,7 @@ func pick(in *Input, c *candidate, size int) int {
 		if rate <= 0 {
 			rate = defaultRateGuess
 		}
-		eta := in.Now.Add(p.RTT + time.Duration(float64(p.InFlightBytes+size)/rate*float64(time.Second)))
+		eta := in.Now.Add(p.RTT + time.Duration(float64(below(&p.LayerBytes, c.Layer)+size)/rate*float64(time.Second)))
 		if best < 0 || eta.Before(bestETA) {
 			best, bestETA = i, eta
 		}
@@ -236,7 +278,10 @@ func pick(in *Input, c *candidate, size int) int {
 	if best >= 0 && bestETA.Before(c.deadline) {
 		return best
 	}
-	if server >= 0 && in.StrictServer {
+	// The server is the fallback of the base layer only: an upper layer
+	// late or missing at the partners is not worth its upload (QoS drops
+	// what the swarm cannot carry); only its seeds fetch upper layers.
+	if server >= 0 && (in.StrictServer || c.Layer > 0) {
 		if in.ServerAllowed != nil && in.ServerAllowed(c.Chunk) {
 			return server
 		}

@@ -165,3 +165,94 @@ func TestStrictServerIsNeverAFallback(t *testing.T) {
 	in.ServerAllowed = func(c Chunk) bool { return c.Seq == 3 }
 	require.Len(t, (&Scheduler{}).Schedule(in, nil), 1, "strict: seeded chunks still come from the server")
 }
+
+func TestUpperLayersFollowTheirBase(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(in *Input)
+		want  []Chunk // chunks of segment 5 that must be asked for
+		never []Chunk // and must not
+	}{
+		{"base missing everywhere: no upper layer", func(in *Input) {
+			in.Partners[0].Map = mapWith(Chunk{5, 1}, Chunk{5, 2})
+		}, nil, []Chunk{{5, 1}, {5, 2}}},
+		{"base held: layer 1 asked", func(in *Input) {
+			in.Have.Set(5, 0)
+			in.Partners[0].Map = mapWith(Chunk{5, 1})
+		}, []Chunk{{5, 1}}, nil},
+		{"base in flight: layer 1 asked", func(in *Input) {
+			in.Pending = func(c Chunk) bool { return c == Chunk{5, 0} }
+			in.Partners[0].Map = mapWith(Chunk{5, 1})
+		}, []Chunk{{5, 1}}, nil},
+		{"base assigned this round: every layer", func(in *Input) {
+			in.Partners[0].Map = mapWith(all(5, 5, 3)...)
+		}, []Chunk{{5, 0}, {5, 1}, {5, 2}}, nil},
+		{"base not assignable (no slot): no upper layer", func(in *Input) {
+			in.Partners[0].Map = mapWith(Chunk{5, 1}, Chunk{5, 2})
+			in.Partners = append(in.Partners, Partner{Map: mapWith(Chunk{5, 0}), Rate: 1e9, InFlight: 16})
+		}, nil, []Chunk{{5, 1}, {5, 2}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := input(Partner{Rate: 1e9})
+			in.From, in.To = 5, 5
+			in.Deadline = func(seq uint64) time.Time { return t0.Add(10 * time.Second) }
+			tc.setup(in)
+			got := map[Chunk]bool{}
+			for _, a := range (&Scheduler{}).Schedule(in, nil) {
+				got[a.Chunk] = true
+			}
+			for _, c := range tc.want {
+				require.True(t, got[c], "%v asked", c)
+			}
+			for _, c := range tc.never {
+				require.False(t, got[c], "%v not asked", c)
+			}
+		})
+	}
+}
+
+func TestServerIsNoFallbackForUpperLayers(t *testing.T) {
+	server := Partner{Map: mapWith(all(0, 9, 3)...), Server: true}
+	slow := Partner{Map: mapWith(all(0, 9, 3)...), Rate: 1000} // late for everything
+	in := input(slow, server)
+	in.From, in.To = 0, 0
+	in.ServerAllowed = func(Chunk) bool { return false }
+	out := (&Scheduler{}).Schedule(in, nil)
+	for _, a := range out {
+		if a.Layer == 0 {
+			require.Equal(t, 1, a.Partner, "a late base chunk falls back on the server")
+		} else {
+			require.Equal(t, 0, a.Partner, "an upper layer never does: %v", a)
+		}
+	}
+	// Seeds still fetch every layer from the server.
+	in = input(server)
+	in.From, in.To = 0, 0
+	in.ServerAllowed = func(Chunk) bool { return true }
+	require.Len(t, (&Scheduler{}).Schedule(in, nil), 3)
+}
+
+func TestQueueAccountingIsLayerAware(t *testing.T) {
+	// 30 kB of enhancement chunks queued at the partner: a base chunk's
+	// wait does not count them (the partner serves the base first), nor
+	// does the in-flight bound.
+	p := Partner{Map: mapWith(all(0, 9, 3)...), Rate: 20000, InFlight: 0}
+	p.LayerBytes[2] = 30000
+	p.InFlightBytes = 30000
+	in := input(p)
+	in.From, in.To, in.Layers = 0, 0, 1
+	in.Deadline = func(uint64) time.Time { return t0.Add(900 * time.Millisecond) } // 10 kB at 20 kB/s: 0.5 s
+	in.Partners = append(in.Partners, Partner{Map: mapWith(all(0, 9, 3)...), Server: true})
+	out := (&Scheduler{}).Schedule(in, nil)
+	require.Len(t, out, 1)
+	require.Equal(t, 0, out[0].Partner, "the peer makes the deadline: its queue ahead of a base chunk is empty")
+
+	in = input(Partner{Map: mapWith(all(0, 9, 3)...), Rate: 1e9})
+	in.From, in.To, in.Layers = 3, 3, 1
+	in.Deadline = func(uint64) time.Time { return t0.Add(10 * time.Second) }
+	in.MaxInFlightBytes, in.InFlightBytes = 15000, 40000
+	in.LayerBytes[1], in.LayerBytes[2] = 20000, 20000
+	require.Len(t, (&Scheduler{}).Schedule(in, nil), 1, "enhancement bytes in flight do not hold back a base chunk")
+	in.LayerBytes[0] = 10000
+	require.Empty(t, (&Scheduler{}).Schedule(in, nil), "base bytes do")
+}
