@@ -25,9 +25,14 @@ import (
 
 // simProfile sizes the simulator evaluation (`make sim`).
 type simProfile struct {
-	Name     string
-	Ns       []int
-	Seeds    []uint64
+	Name  string
+	Ns    []int
+	Seeds []uint64
+	// KeySeeds run, besides Seeds, the rows the issue's targets name
+	// (coop layered and single layer up to N = 1000, homogeneous 1.2x,
+	// churn with a 1 min mean, flash crowd, 6 Mbit/s, no server
+	// partnership up to N = 1000), so each is a median of 3 seeds.
+	KeySeeds []uint64
 	Duration time.Duration
 	SpeedN   int
 	SpeedDur time.Duration
@@ -35,10 +40,10 @@ type simProfile struct {
 
 func currentSimProfile() simProfile {
 	if os.Getenv("COOP_SIM_PROFILE") == "full" {
-		return simProfile{Name: "full", Ns: []int{100, 500, 1000, 2000, 5000, 10000}, Seeds: []uint64{1, 2, 3},
+		return simProfile{Name: "full", Ns: []int{100, 500, 1000, 2000, 5000, 10000}, Seeds: []uint64{1, 2, 3}, KeySeeds: []uint64{1, 2, 3},
 			Duration: 300 * time.Second, SpeedN: 5000, SpeedDur: 300 * time.Second}
 	}
-	return simProfile{Name: "quick", Ns: []int{100, 500, 1000, 2000, 5000}, Seeds: []uint64{1},
+	return simProfile{Name: "quick", Ns: []int{100, 500, 1000, 2000, 5000}, Seeds: []uint64{1}, KeySeeds: []uint64{1, 2, 3},
 		Duration: 60 * time.Second, SpeedN: 5000, SpeedDur: 60 * time.Second}
 }
 
@@ -168,8 +173,25 @@ func TestSimEvaluation(t *testing.T) {
 	const target = 500
 	d := prof.Duration
 	var jobs []job
-	add := func(name string, n int, sc swarm.Scenario) { jobs = append(jobs, job{name, n, sc}) }
-	for _, seed := range prof.Seeds {
+	full := true // this seed runs every row, not only the key ones
+	key := func(name string) bool {
+		return slices.Contains([]string{"coop layered", "coop single layer", "coop homogeneous 1.2x", "coop 6 Mbit/s",
+			"churn exponential (mean 1 min)", "flash crowd (10% at start, 90% within 10 s)",
+			"ablation: no server partnership (server only seeds)"}, name)
+	}
+	add := func(name string, n int, sc swarm.Scenario) {
+		if full || key(name) && n <= 1000 {
+			jobs = append(jobs, job{name, n, sc})
+		}
+	}
+	seeds := slices.Clone(prof.Seeds)
+	for _, s := range prof.KeySeeds {
+		if !slices.Contains(seeds, s) {
+			seeds = append(seeds, s)
+		}
+	}
+	for _, seed := range seeds {
+		full = slices.Contains(prof.Seeds, seed)
 		for _, n := range prof.Ns {
 			if n != prof.SpeedN || seed != prof.Seeds[0] || d != prof.SpeedDur {
 				add("coop layered", n, simScenario(seed, n, d, nil)) // else: the speed run below
@@ -182,6 +204,10 @@ func TestSimEvaluation(t *testing.T) {
 				}())
 			}
 		}
+		// 1080p-like: 6 Mbit/s in 3 layers, the same upload factors.
+		hd := simScenario(seed, target, d, nil)
+		hd.StreamRate = 750000
+		add("coop 6 Mbit/s", target, hd)
 		for _, m := range []int{2, 4, 8} { // M = 6 is the layered point above
 			add(fmt.Sprintf("coop M=%d", m), target, simScenario(seed, target, d, func(c *engine.Config) { c.Partners = m }))
 		}
@@ -351,8 +377,9 @@ func TestSimEvaluation(t *testing.T) {
 		"runs on the discrete-event network of `lab/sim` (virtual clock, per-peer upload/download serialisation, " +
 		"per-pair delays from a GT-ITM transit-stub network of 800 routers, `lab/topology`): 1 Mbit/s, 500 ms segments, " +
 		"server upload capped at 5x, peer uploads 20% 3x / 50% 1.5x / 30% 0.5x unless stated, M = 6, " +
-		fmt.Sprintf("%v runs, first 15 s excluded, medians over seeds %v. Manifests are not verified in the simulator "+
-			"(the benchmark measures that cost).\n\n", d, prof.Seeds))
+		fmt.Sprintf("%v runs, first 15 s excluded, medians over seeds %v (coop layered and single layer up to N = 1000, homogeneous 1.2x, "+
+			"churn with a 1 min mean, flash crowd, 6 Mbit/s and no server partnership up to N = 1000: seeds %v). "+
+			"Manifests are not verified in the simulator (the benchmark measures that cost).\n\n", d, prof.Seeds, prof.KeySeeds))
 	md.WriteString("Baselines run on the same network, source, upload profile and churn (`lab/baseline`): a degree-bounded " +
 		"push **tree** (⌊upload ÷ stream rate⌋ children; join by descent to the nearest free slot; an orphan rejoins at the root " +
 		"with its subtree) and a **gossip** mesh after CoolStreaming/DONet (gossip membership, M = 4 random partners, buffer maps " +
@@ -361,11 +388,12 @@ func TestSimEvaluation(t *testing.T) {
 		"the row says 30 s.\n\n")
 	writeComparison(&md, point, target)
 	md.WriteString("\n## All runs\n\n")
-	md.WriteString("| scenario | N | base continuity (mean / p5) | offload | server copies/segment | quality | startup p50 | latency p95 | control overhead |\n|---|---|---|---|---|---|---|---|---|\n")
+	md.WriteString("| scenario | N | seeds | base continuity (mean / p5) | offload | server copies/segment | quality | startup p50 / p95 | latency p95 | control overhead | server control / media MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, k := range order {
 		r := medianRun(groups[k])
-		fmt.Fprintf(&md, "| %s | %d | %.3f / %.3f | %.3f | %.2f | %.2f | %.1f s | %.1f s | %.1f%% |\n", r.Scenario, r.N,
-			r.Continuity, r.ContinuityP5, r.Offload, r.CopiesPerSegment, r.Quality, r.StartupP50, r.LatencyP95, 100*r.ControlOverhead)
+		fmt.Fprintf(&md, "| %s | %d | %d | %.3f / %.3f | %.3f | %.2f | %.2f | %.1f / %.1f s | %.1f s | %.1f%% | %.2f / %.1f |\n", r.Scenario, r.N,
+			len(groups[k]), r.Continuity, r.ContinuityP5, r.Offload, r.CopiesPerSegment, r.Quality, r.StartupP50, r.StartupP95, r.LatencyP95,
+			100*r.ControlOverhead, r.ServerControlMB, r.ServerMediaMB)
 	}
 	pc := func(name string, n int) float64 { return point(name, n).Continuity }
 	fmt.Fprintf(&md, "\n## What it shows (and where CoopStreaming does not win)\n\n"+
