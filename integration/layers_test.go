@@ -59,6 +59,7 @@ func startInProcessOrigin(t *testing.T, sink *captureSink) *core.Origin {
 	cfg := config.Default()
 	cfg.RTMP.Address, cfg.RTSP.Address, cfg.HTTP.Address = freeAddr(t), freeAddr(t), freeAddr(t)
 	cfg.RTSP.UDPRTPAddress, cfg.RTSP.UDPRTCPAddress = "", ""
+	cfg.HLS.Address = freeAddr(t) // never the default :8888 (another test run may hold it)
 	o := &core.Origin{Config: cfg, Sink: sink, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	require.NoError(t, o.Initialize())
 	t.Cleanup(o.Close)

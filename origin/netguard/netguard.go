@@ -67,8 +67,8 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		backoff = 0
 		if l.MaxConns > 0 && l.open.Load() >= int64(l.MaxConns) {
+			l.reject("conn_limit") // counted before the peer can see the close
 			_ = c.Close()
-			l.reject("conn_limit")
 			l.warnf("connection refused: too many open connections", nil, "remote", c.RemoteAddr().String(), "max", l.MaxConns)
 			continue
 		}

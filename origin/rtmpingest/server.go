@@ -155,6 +155,12 @@ func (s *Server) Close() {
 	if s.srv != nil {
 		_ = s.srv.Close()
 	}
+	// go-rtmp closes only a listener its Serve has registered: a Close
+	// that comes first (an Initialize failing right after Start) would
+	// leave Serve blocked in Accept and this Wait forever.
+	if s.ln != nil {
+		_ = s.ln.Close()
+	}
 	s.wg.Wait()
 }
 
