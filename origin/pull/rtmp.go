@@ -11,21 +11,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	rtmp "github.com/yutopp/go-rtmp"
 	"github.com/yutopp/go-rtmp/handshake"
 	rtmpmsg "github.com/yutopp/go-rtmp/message"
 
-	"github.com/coopstreaming/coop/origin/flv"
+	"github.com/coopstreaming/coop/origin/flvunits"
 	"github.com/coopstreaming/coop/origin/media"
 	"github.com/coopstreaming/coop/origin/rtmpguard"
 	"github.com/coopstreaming/coop/segment"
 )
-
-// trackWait is how long an RTMP session waits for a video sequence header
-// before it starts with audio alone.
-const trackWait = 2 * time.Second
 
 // go-rtmp v0.0.7's ClientConn cannot play: a stream it creates has no
 // state handler, so the first media message on it panics inside the
@@ -102,7 +96,9 @@ func pullRTMP(ctx context.Context, u *url.URL, timeout time.Duration, pub *publi
 	}}); err != nil {
 		return fmt.Errorf("rtmp connect command: %w", err)
 	}
-	fr := &flvReader{pub: pub}
+	// The same conversion as RTMP ingest (flvunits): bad tags are
+	// skipped silently here, the upstream is not ours to report.
+	conv := &flvunits.Converter{Sink: flvSink{pub: pub}}
 	var cmsg rtmp.ChunkMessage
 	for {
 		select {
@@ -139,11 +135,19 @@ func pullRTMP(ctx context.Context, u *url.URL, timeout time.Duration, pub *publi
 					return err
 				}
 			case *rtmpmsg.VideoMessage:
-				if err := fr.onVideo(ts, m.Payload); err != nil {
+				body, err := flvunits.ReadTag(m.Payload)
+				if err == nil {
+					err = conv.Video(ts, body)
+				}
+				if err != nil {
 					return err
 				}
 			case *rtmpmsg.AudioMessage:
-				if err := fr.onAudio(ts, m.Payload); err != nil {
+				body, err := flvunits.ReadTag(m.Payload)
+				if err == nil {
+					err = conv.Audio(ts, body)
+				}
+				if err != nil {
 					return err
 				}
 			}
@@ -203,111 +207,8 @@ func printable(b []byte) string {
 	return string(out)
 }
 
-// flvReader turns FLV tag bodies into units (the same rules as RTMP
-// ingest: H.264, H.265 by Enhanced RTMP, AAC).
-type flvReader struct {
-	pub        *publisher
-	started    bool
-	firstSeen  time.Time
-	video      segment.Codec
-	videoParam [][]byte
-	audioConf  []byte
-	videoIdx   int
-	audioIdx   int
-}
+// flvSink delivers an RTMP upstream's tracks and units to its publisher.
+type flvSink struct{ pub *publisher }
 
-func (r *flvReader) onVideo(timestamp uint32, payload io.Reader) error {
-	body, err := io.ReadAll(io.LimitReader(payload, flv.MaxTagSize+1))
-	if err != nil {
-		return err
-	}
-	tag, err := flv.ParseVideo(body)
-	if err != nil {
-		return nil
-	}
-	switch tag.PacketType {
-	case flv.VideoSequenceHeader:
-		switch tag.Codec {
-		case flv.VideoH264:
-			if c, err := flv.ParseAVCConfig(tag.Data); err == nil {
-				r.video, r.videoParam = segment.CodecH264, [][]byte{c.SPS[0], c.PPS[0]}
-			}
-		case flv.VideoH265:
-			if c, err := flv.ParseHEVCConfig(tag.Data); err == nil {
-				r.video, r.videoParam = segment.CodecH265, [][]byte{c.VPS, c.SPS, c.PPS}
-			}
-		}
-	case flv.VideoNALUs:
-		if r.video == 0 {
-			return nil
-		}
-		if err := r.startIfReady(true); err != nil {
-			return err
-		}
-		var au h264.AVCC
-		if err := au.Unmarshal(tag.Data); err != nil {
-			return nil
-		}
-		key := tag.KeyFrame
-		if r.video == segment.CodecH264 {
-			key = key || h264.IsRandomAccess(au)
-		} else {
-			key = key || h265.IsRandomAccess(au)
-		}
-		dts := time.Duration(timestamp) * time.Millisecond
-		return r.pub.write(&media.Unit{Track: r.videoIdx, NALUs: au, Key: key, DTS: dts,
-			PTS: dts + time.Duration(tag.CompositionTime)*time.Millisecond})
-	}
-	return nil
-}
-
-func (r *flvReader) onAudio(timestamp uint32, payload io.Reader) error {
-	body, err := io.ReadAll(io.LimitReader(payload, flv.MaxTagSize+1))
-	if err != nil {
-		return err
-	}
-	tag, err := flv.ParseAudio(body)
-	if err != nil {
-		return nil
-	}
-	if tag.SequenceHeader {
-		r.audioConf = append([]byte(nil), tag.Data...)
-		return nil
-	}
-	if r.audioConf == nil {
-		return nil
-	}
-	if err := r.startIfReady(false); err != nil || !r.started {
-		return err
-	}
-	t := time.Duration(timestamp) * time.Millisecond
-	return r.pub.write(&media.Unit{Track: r.audioIdx, AU: append([]byte(nil), tag.Data...), PTS: t, DTS: t})
-}
-
-func (r *flvReader) startIfReady(video bool) error {
-	if r.started {
-		return nil
-	}
-	if !video {
-		if r.firstSeen.IsZero() {
-			r.firstSeen = time.Now()
-		}
-		if time.Since(r.firstSeen) < trackWait {
-			return nil
-		}
-	}
-	var tracks []segment.Track
-	if r.video != 0 {
-		r.videoIdx = len(tracks)
-		tracks = append(tracks, segment.Track{ID: uint8(len(tracks)), Codec: r.video, Params: r.videoParam})
-	}
-	if r.audioConf != nil {
-		r.audioIdx = len(tracks)
-		tracks = append(tracks, segment.Track{ID: uint8(len(tracks)), Codec: segment.CodecAAC, Params: [][]byte{r.audioConf}})
-	}
-	if err := r.pub.start(tracks); err != nil {
-		return err
-	}
-	r.started = true
-	return nil
-}
+func (f flvSink) Start(tracks []segment.Track) error { return f.pub.start(tracks) }
+func (f flvSink) Write(u *media.Unit) error          { return f.pub.write(u) }

@@ -18,11 +18,8 @@ import (
 	rtmp "github.com/yutopp/go-rtmp"
 	rtmpmsg "github.com/yutopp/go-rtmp/message"
 
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
-
 	"github.com/coopstreaming/coop/origin/auth"
-	"github.com/coopstreaming/coop/origin/flv"
+	"github.com/coopstreaming/coop/origin/flvunits"
 	"github.com/coopstreaming/coop/origin/media"
 	"github.com/coopstreaming/coop/origin/netguard"
 	"github.com/coopstreaming/coop/origin/ratelog"
@@ -75,7 +72,7 @@ func (s *Server) Start() error {
 		s.Timeout = 10 * time.Second
 	}
 	if s.TrackWait <= 0 {
-		s.TrackWait = 2 * time.Second
+		s.TrackWait = flvunits.DefaultTrackWait
 	}
 	if s.Log == nil {
 		s.Log = slog.Default()
@@ -106,6 +103,7 @@ func (s *Server) Start() error {
 			}
 			s.track(conn, true)
 			h := &handler{s: s, remote: remote, conn: conn}
+			h.conv = flvunits.Converter{Sink: h, TrackWait: s.TrackWait, OnSkip: h.onSkip}
 			return &trackedConn{Conn: g, done: func() { s.track(conn, false); h.close() }}, &rtmp.ConnConfig{
 				Handler: h,
 				ControlState: rtmp.StreamControlStateConfig{
@@ -183,19 +181,15 @@ type handler struct {
 	remote string
 	conn   net.Conn
 
-	mu        sync.Mutex
-	app       string
-	path      string
-	pub       *stream.Publication
-	started   bool
-	closed    bool
-	firstSeen time.Time
-
-	video      segment.Codec
-	videoParam [][]byte
-	audioConf  []byte
-	videoIdx   int
-	audioIdx   int
+	// mu guards app, path, pub, closed and conv (go-rtmp's callbacks and
+	// the close on disconnect).
+	mu     sync.Mutex
+	app    string
+	path   string
+	pub    *stream.Publication
+	closed bool
+	// conv turns the publisher's tags into units for pub.
+	conv flvunits.Converter
 }
 
 func (h *handler) OnConnect(_ uint32, cmd *rtmpmsg.NetConnectionConnect) error {
@@ -249,129 +243,59 @@ func (h *handler) OnPublish(_ *rtmp.StreamContext, _ uint32, cmd *rtmpmsg.NetStr
 }
 
 func (h *handler) OnVideo(timestamp uint32, payload io.Reader) error {
-	body, err := io.ReadAll(io.LimitReader(payload, flv.MaxTagSize+1))
+	body, err := flvunits.ReadTag(payload)
 	if err != nil {
 		return err
-	}
-	tag, err := flv.ParseVideo(body)
-	if err != nil {
-		h.s.Log.Debug("RTMP video tag skipped", "remote", h.remote, "err", err)
-		return nil
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.pub == nil {
 		return nil
 	}
-	switch tag.PacketType {
-	case flv.VideoSequenceHeader:
-		return h.onVideoConfig(tag)
-	case flv.VideoNALUs:
-		if h.video == 0 {
-			return nil // no configuration yet
-		}
-		if err := h.startIfReady(true); err != nil {
-			return err
-		}
-		var au h264.AVCC
-		if err := au.Unmarshal(tag.Data); err != nil {
-			h.s.Log.Debug("RTMP bad AVCC frame", "remote", h.remote, "err", err)
-			return nil
-		}
-		key := tag.KeyFrame
-		if h.video == segment.CodecH264 {
-			key = key || h264.IsRandomAccess(au)
-		} else {
-			key = key || h265.IsRandomAccess(au)
-		}
-		dts := time.Duration(timestamp) * time.Millisecond
-		u := &media.Unit{Track: h.videoIdx, NALUs: au, Key: key, DTS: dts,
-			PTS: dts + time.Duration(tag.CompositionTime)*time.Millisecond}
-		return h.write(u)
-	}
-	return nil
-}
-
-func (h *handler) onVideoConfig(tag flv.VideoTag) error {
-	switch tag.Codec {
-	case flv.VideoH264:
-		c, err := flv.ParseAVCConfig(tag.Data)
-		if err != nil {
-			h.s.warn.Warn(h.s.Log, "RTMP bad AVC configuration", "remote", h.remote, "err", err)
-			return nil
-		}
-		h.video, h.videoParam = segment.CodecH264, [][]byte{c.SPS[0], c.PPS[0]}
-	case flv.VideoH265:
-		c, err := flv.ParseHEVCConfig(tag.Data)
-		if err != nil {
-			h.s.warn.Warn(h.s.Log, "RTMP bad HEVC configuration", "remote", h.remote, "err", err)
-			return nil
-		}
-		h.video, h.videoParam = segment.CodecH265, [][]byte{c.VPS, c.SPS, c.PPS}
-	}
-	return nil
+	return h.conv.Video(timestamp, body)
 }
 
 func (h *handler) OnAudio(timestamp uint32, payload io.Reader) error {
-	body, err := io.ReadAll(io.LimitReader(payload, flv.MaxTagSize+1))
+	body, err := flvunits.ReadTag(payload)
 	if err != nil {
 		return err
-	}
-	tag, err := flv.ParseAudio(body)
-	if err != nil {
-		h.s.Log.Debug("RTMP audio tag skipped", "remote", h.remote, "err", err)
-		return nil
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.pub == nil {
 		return nil
 	}
-	if tag.SequenceHeader {
-		h.audioConf = append([]byte(nil), tag.Data...)
-		return nil
-	}
-	if h.audioConf == nil {
-		return nil
-	}
-	if err := h.startIfReady(false); err != nil || !h.started {
-		return err
-	}
-	t := time.Duration(timestamp) * time.Millisecond
-	return h.write(&media.Unit{Track: h.audioIdx, AU: tag.Data, PTS: t, DTS: t})
+	return h.conv.Audio(timestamp, body)
 }
 
-// startIfReady fixes the track list on the first video frame, or after
-// TrackWait of audio alone.
-func (h *handler) startIfReady(video bool) error {
-	if h.started {
-		return nil
+// onSkip logs a tag the converter passed over: bad configuration records
+// at a bounded rate, the rest at debug level.
+func (h *handler) onSkip(what flvunits.Skip, err error) {
+	switch what {
+	case flvunits.SkipVideoTag:
+		h.s.Log.Debug("RTMP video tag skipped", "remote", h.remote, "err", err)
+	case flvunits.SkipAudioTag:
+		h.s.Log.Debug("RTMP audio tag skipped", "remote", h.remote, "err", err)
+	case flvunits.SkipAVCConfig:
+		h.s.warn.Warn(h.s.Log, "RTMP bad AVC configuration", "remote", h.remote, "err", err)
+	case flvunits.SkipHEVCConfig:
+		h.s.warn.Warn(h.s.Log, "RTMP bad HEVC configuration", "remote", h.remote, "err", err)
+	case flvunits.SkipFrame:
+		h.s.Log.Debug("RTMP bad AVCC frame", "remote", h.remote, "err", err)
 	}
-	if !video {
-		if h.firstSeen.IsZero() {
-			h.firstSeen = time.Now()
-		}
-		if time.Since(h.firstSeen) < h.s.TrackWait {
-			return nil
-		}
-	}
-	var tracks []segment.Track
-	if h.video != 0 {
-		h.videoIdx = len(tracks)
-		tracks = append(tracks, segment.Track{ID: uint8(len(tracks)), Codec: h.video, Params: h.videoParam})
-	}
-	if h.audioConf != nil {
-		h.audioIdx = len(tracks)
-		tracks = append(tracks, segment.Track{ID: uint8(len(tracks)), Codec: segment.CodecAAC, Params: [][]byte{h.audioConf}})
-	}
+}
+
+// Start implements flvunits.Sink.
+func (h *handler) Start(tracks []segment.Track) error {
 	if err := h.pub.SetTracks(tracks); err != nil {
 		return fmt.Errorf("start %s: %w", h.path, err)
 	}
-	h.started = true
 	return nil
 }
 
-func (h *handler) write(u *media.Unit) error {
+// Write implements flvunits.Sink: a unit the publication refuses is
+// dropped, only a replaced publication ends the session.
+func (h *handler) Write(u *media.Unit) error {
 	if err := h.pub.Write(u); err != nil {
 		if errors.Is(err, stream.ErrReplaced) {
 			return err
