@@ -600,13 +600,25 @@ func scaleFinding(point func(string, int) runSummary, ns []int, d time.Duration)
 // N = 500, seeds 1–3, 60 s simulated. It prints the medians and, with
 // COOP_SIM_QUICK_OUT, writes them there. COOP_SIM_QUICK_ONLY restricts it
 // to the scenarios whose name contains that text; COOP_SIM_QUICK_PAR runs
-// that many at once (default 1).
+// that many at once (default 1); COOP_SIM_QUICK_PLAYOUT and
+// COOP_SIM_QUICK_START_SLACK set the playout delay and start slack.
 func TestSimQuick(t *testing.T) {
 	if os.Getenv("COOP_SIM_QUICK") == "" {
 		t.Skip("reduced simulator matrix: run with COOP_SIM_QUICK=1")
 	}
 	const d = 60 * time.Second
 	seeds := []uint64{1, 2, 3}
+	// COOP_SIM_QUICK_PLAYOUT and COOP_SIM_QUICK_START_SLACK (durations)
+	// override the playout delay and a newcomer's least start slack.
+	playout, _ := time.ParseDuration(os.Getenv("COOP_SIM_QUICK_PLAYOUT"))
+	slack, _ := time.ParseDuration(os.Getenv("COOP_SIM_QUICK_START_SLACK"))
+	simScenario := func(seed uint64, n int, d time.Duration, _ func(*engine.Config)) swarm.Scenario {
+		sc := simScenario(seed, n, d, func(c *engine.Config) { c.PlayoutDelay, c.MinStartSlack = playout, slack })
+		if playout > 5*time.Second {
+			sc.StartGrace = playout + 15*time.Second
+		}
+		return sc
+	}
 	points := []struct {
 		name string
 		n    int
