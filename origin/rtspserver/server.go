@@ -16,17 +16,14 @@ import (
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/pion/rtp"
 
 	"github.com/coopstreaming/coop/origin/auth"
 	"github.com/coopstreaming/coop/origin/media"
 	"github.com/coopstreaming/coop/origin/netguard"
 	"github.com/coopstreaming/coop/origin/ratelog"
+	"github.com/coopstreaming/coop/origin/rtpunits"
 	"github.com/coopstreaming/coop/origin/stream"
 	"github.com/coopstreaming/coop/segment"
 )
@@ -315,44 +312,13 @@ func (s *Server) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Re
 
 // tracksOf maps an announced description to stream tracks, in media order.
 func tracksOf(desc *description.Session) ([]segment.Track, error) {
-	var tracks []segment.Track
-	for _, medi := range desc.Medias {
-		for _, f := range medi.Formats {
-			t := segment.Track{ID: uint8(len(tracks))}
-			switch f := f.(type) {
-			case *format.H264:
-				sps, pps := f.SafeParams()
-				if sps == nil || pps == nil {
-					return nil, errors.New("H264 without sprop-parameter-sets is not supported")
-				}
-				t.Codec, t.Params = segment.CodecH264, [][]byte{sps, pps}
-			case *format.H265:
-				vps, sps, pps := f.SafeParams()
-				if vps == nil || sps == nil || pps == nil {
-					return nil, errors.New("H265 without sprop-vps/sps/pps is not supported")
-				}
-				t.Codec, t.Params = segment.CodecH265, [][]byte{vps, sps, pps}
-			case *format.MPEG4Audio:
-				if f.Config == nil {
-					return nil, errors.New("AAC without config")
-				}
-				asc, err := f.Config.Marshal()
-				if err != nil {
-					return nil, fmt.Errorf("AAC config: %w", err)
-				}
-				t.Codec, t.Params = segment.CodecAAC, [][]byte{asc}
-			default:
-				continue
-			}
-			if len(tracks) == segment.MaxTracks {
-				return nil, errors.New("too many tracks")
-			}
-			tracks = append(tracks, t)
-			break // one format per media
-		}
+	carried, err := rtpunits.Tracks(desc)
+	if err != nil {
+		return nil, err
 	}
-	if len(tracks) == 0 {
-		return nil, errors.New("no H264, H265 or AAC track")
+	tracks := make([]segment.Track, len(carried))
+	for i, c := range carried {
+		tracks[i] = c.Track
 	}
 	return tracks, nil
 }
@@ -412,130 +378,32 @@ func (s *Server) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Respon
 	trackIdx := 0
 	for _, medi := range session.AnnouncedDescription().Medias {
 		for _, f := range medi.Formats {
-			dec, err := newDepacketizer(f, trackIdx)
+			dec, err := rtpunits.NewDecoder(f, trackIdx)
 			if err != nil {
 				continue
 			}
 			trackIdx++
 			m := medi
-			session.OnPacketRTP(m, f, func(pkt *rtp.Packet) {
-				pts, ok := session.PacketPTS2(m, pkt)
-				if !ok {
-					s.Log.Debug("RTSP packet without PTS")
-					return
-				}
-				units, err := dec.decode(pkt, pts)
-				if err != nil {
-					s.Log.Debug("RTSP packet not decoded", "err", err)
-					return
-				}
-				for _, u := range units {
+			session.OnPacketRTP(m, f, dec.OnPacket(
+				func(pkt *rtp.Packet) (int64, bool) { return session.PacketPTS2(m, pkt) },
+				func(u *media.Unit) error {
+					// A unit the publication refuses is dropped; a
+					// replaced publication ends the session.
 					if err := p.pub.Write(u); err != nil && errors.Is(err, stream.ErrReplaced) {
 						session.Close()
-						return
+						return err
 					}
-				}
-			})
+					return nil
+				},
+				func(what rtpunits.Skip, err error) {
+					if what == rtpunits.SkipNoPTS {
+						s.Log.Debug("RTSP packet without PTS")
+					} else {
+						s.Log.Debug("RTSP packet not decoded", "err", err)
+					}
+				}))
 			break
 		}
 	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
-}
-
-// depacketizer turns one format's RTP packets into units.
-type depacketizer struct {
-	clockRate int
-	decode    func(pkt *rtp.Packet, pts int64) ([]*media.Unit, error)
-}
-
-func ticksToDuration(t int64, clockRate int) time.Duration {
-	return time.Duration(t) * time.Second / time.Duration(clockRate)
-}
-
-// dtsExtractor is what mediacommon's H.264 and H.265 DTS extractors share.
-type dtsExtractor interface {
-	Extract(au [][]byte, pts int64) (int64, error)
-}
-
-// videoDecoder turns RTP packets of one video format into units: it waits
-// for the first random-access unit and derives each unit's DTS.
-func videoDecoder(track, clockRate int, decode func(*rtp.Packet) ([][]byte, error),
-	isRAP func([][]byte) bool, params func() [][]byte, newExtractor func() dtsExtractor,
-) func(*rtp.Packet, int64) ([]*media.Unit, error) {
-	var dtsx dtsExtractor
-	var prevDTS int64
-	return func(pkt *rtp.Packet, pts int64) ([]*media.Unit, error) {
-		au, err := decode(pkt)
-		if err != nil {
-			return nil, err
-		}
-		key := isRAP(au)
-		if dtsx == nil {
-			if !key {
-				return nil, nil // wait for a key frame
-			}
-			dtsx = newExtractor()
-		}
-		probe := au
-		if key {
-			// The DTS extractor reads the parameter sets in-band;
-			// publishers that send them only in the SDP get them prepended.
-			probe = append(params(), au...)
-		}
-		dts, err := dtsx.Extract(probe, pts)
-		if err != nil {
-			// The extractor cannot follow every reference structure
-			// (x265 temporal layers): keep the frame with a DTS that is
-			// monotonic and not after its PTS.
-			dts = min(prevDTS+1, pts)
-			if dts <= prevDTS {
-				dts = prevDTS + 1
-			}
-		}
-		prevDTS = dts
-		return []*media.Unit{{Track: track, NALUs: au, Key: key,
-			PTS: ticksToDuration(pts, clockRate), DTS: ticksToDuration(dts, clockRate)}}, nil
-	}
-}
-
-func newDepacketizer(f format.Format, track int) (*depacketizer, error) {
-	d := &depacketizer{clockRate: f.ClockRate()}
-	switch f := f.(type) {
-	case *format.H264:
-		rd, err := f.CreateDecoder()
-		if err != nil {
-			return nil, err
-		}
-		d.decode = videoDecoder(track, d.clockRate, rd.Decode, h264.IsRandomAccess,
-			func() [][]byte { sps, pps := f.SafeParams(); return [][]byte{sps, pps} },
-			func() dtsExtractor { x := &h264.DTSExtractor{}; x.Initialize(); return x })
-	case *format.H265:
-		rd, err := f.CreateDecoder()
-		if err != nil {
-			return nil, err
-		}
-		d.decode = videoDecoder(track, d.clockRate, rd.Decode, h265.IsRandomAccess,
-			func() [][]byte { vps, sps, pps := f.SafeParams(); return [][]byte{vps, sps, pps} },
-			func() dtsExtractor { x := &h265.DTSExtractor{}; x.Initialize(); return x })
-	case *format.MPEG4Audio:
-		rd, err := f.CreateDecoder()
-		if err != nil {
-			return nil, err
-		}
-		d.decode = func(pkt *rtp.Packet, pts int64) ([]*media.Unit, error) {
-			aus, err := rd.Decode(pkt)
-			if err != nil || len(aus) == 0 {
-				return nil, err
-			}
-			units := make([]*media.Unit, len(aus))
-			for i, au := range aus {
-				t := ticksToDuration(pts+int64(i)*mpeg4audio.SamplesPerAccessUnit, d.clockRate)
-				units[i] = &media.Unit{Track: track, AU: au, PTS: t, DTS: t}
-			}
-			return units, nil
-		}
-	default:
-		return nil, fmt.Errorf("format %T not supported", f)
-	}
-	return d, nil
 }
