@@ -135,24 +135,25 @@ func pullRTMP(ctx context.Context, u *url.URL, timeout time.Duration, pub *publi
 					return err
 				}
 			case *rtmpmsg.VideoMessage:
-				body, err := flvunits.ReadTag(m.Payload)
-				if err == nil {
-					err = conv.Video(ts, body)
-				}
-				if err != nil {
+				if err := feed(conv.Video, ts, m.Payload); err != nil {
 					return err
 				}
 			case *rtmpmsg.AudioMessage:
-				body, err := flvunits.ReadTag(m.Payload)
-				if err == nil {
-					err = conv.Audio(ts, body)
-				}
-				if err != nil {
+				if err := feed(conv.Audio, ts, m.Payload); err != nil {
 					return err
 				}
 			}
 		}
 	}
+}
+
+// feed reads one tag body and hands it to a converter method.
+func feed(conv func(uint32, []byte) error, ts uint32, payload io.Reader) error {
+	body, err := flvunits.ReadTag(payload)
+	if err != nil {
+		return err
+	}
+	return conv(ts, body)
 }
 
 // countingReader counts the bytes read through it.
