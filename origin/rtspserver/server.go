@@ -375,35 +375,38 @@ func (s *Server) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Respon
 	if c := guardConn(ctx.Conn); c != nil {
 		c.Exempt(true) // gortsplib times recording sessions out itself
 	}
-	trackIdx := 0
-	for _, medi := range session.AnnouncedDescription().Medias {
-		for _, f := range medi.Formats {
-			dec, err := rtpunits.NewDecoder(f, trackIdx)
-			if err != nil {
-				continue
-			}
-			trackIdx++
-			m := medi
-			session.OnPacketRTP(m, f, dec.OnPacket(
-				func(pkt *rtp.Packet) (int64, bool) { return session.PacketPTS2(m, pkt) },
-				func(u *media.Unit) error {
-					// A unit the publication refuses is dropped; a
-					// replaced publication ends the session.
-					if err := p.pub.Write(u); err != nil && errors.Is(err, stream.ErrReplaced) {
-						session.Close()
-						return err
-					}
-					return nil
-				},
-				func(what rtpunits.Skip, err error) {
-					if what == rtpunits.SkipNoPTS {
-						s.Log.Debug("RTSP packet without PTS")
-					} else {
-						s.Log.Debug("RTSP packet not decoded", "err", err)
-					}
-				}))
-			break
+	// The track of each carried format is the one ANNOUNCE declared
+	// (rtpunits.Tracks), so a format whose decoder cannot be made leaves
+	// its own track empty and never shifts the others' units onto it.
+	carried, err := rtpunits.Tracks(session.AnnouncedDescription())
+	if err != nil {
+		return &base.Response{StatusCode: base.StatusBadRequest}, err
+	}
+	for _, c := range carried {
+		dec, err := rtpunits.NewDecoder(c.Format, int(c.Track.ID))
+		if err != nil {
+			s.Log.Debug("RTSP track not decoded", "err", err)
+			continue
 		}
+		m := c.Media
+		session.OnPacketRTP(m, c.Format, dec.OnPacket(
+			func(pkt *rtp.Packet) (int64, bool) { return session.PacketPTS2(m, pkt) },
+			func(u *media.Unit) error {
+				// A unit the publication refuses is dropped; a
+				// replaced publication ends the session.
+				if err := p.pub.Write(u); err != nil && errors.Is(err, stream.ErrReplaced) {
+					session.Close()
+					return err
+				}
+				return nil
+			},
+			func(what rtpunits.Skip, err error) {
+				if what == rtpunits.SkipNoPTS {
+					s.Log.Debug("RTSP packet without PTS")
+				} else {
+					s.Log.Debug("RTSP packet not decoded", "err", err)
+				}
+			}))
 	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
