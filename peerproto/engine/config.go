@@ -211,6 +211,13 @@ const (
 	// and a peer pings it every serverPingEvery-th round.
 	serverPingInterval = 30 * time.Second
 	serverPingEvery    = 2
+	// repairBacklog: the server serves a non-seed's request only while
+	// less than this much of its upload is queued on its uplink
+	// (repairWaits). Measured in the simulator (TestSimQuick, 3 seeds):
+	// 20 ms gave N = 500 0.997 at 3.8 server copies per segment and
+	// N = 1000 0.991 at 3.3, against 0.995 at 4.4 and 0.991 at 4.2 with no
+	// such rule; 10 ms and 50 ms did less well.
+	repairBacklog = 20 * time.Millisecond
 	// impliedAhead bounds how far past the known live edge a partner's
 	// announcement moves the server's implied holdings (segments).
 	impliedAhead = 8

@@ -112,3 +112,47 @@ func TestQueuedUpperLayersDoNotCrowdOutTheBase(t *testing.T) {
 		}
 	}
 }
+
+// backlogEnv has some bytes queued on the uplink, below the engine's
+// MaxBacklog.
+type backlogEnv struct {
+	*recEnv
+	backlog int
+}
+
+func (b backlogEnv) UploadBacklog() int { return b.backlog }
+
+// With its uplink busy the server serves its seeds and holds back
+// repairs, so fresh chunks never wait behind them on the link.
+func TestTheServerServesSeedsBeforeRepairsOnABusyLink(t *testing.T) {
+	env := backlogEnv{newRecEnv(), 8000} // 80 ms of a 100 kB/s cap, under MaxBacklog (16 KiB)
+	srv := engine.New(engine.Config{Role: wire.RoleServer, ID: 1, Stream: "s", UploadCap: 100e3, Layers: 1}, env)
+	for id := wire.PeerID(2); id <= 5; id++ {
+		connectPeer(t, srv, id)
+	}
+	require.NoError(t, srv.AddSegment(0, nil, [][]byte{make([]byte, 40000)})) // 80 kB/s: one seed
+	var seed, other wire.PeerID
+	for i, m := range env.sent {
+		if h, ok := m.(*wire.Have); ok && h.Flags&wire.HaveSeed != 0 {
+			seed = env.to[i]
+		}
+	}
+	require.NotZero(t, seed)
+	for id := wire.PeerID(2); id <= 5 && other == 0; id++ {
+		if id != seed {
+			other = id
+		}
+	}
+	env.now = env.now.Add(10 * time.Second)
+	env.sent, env.to = nil, nil
+	srv.Receive(other, &wire.Request{Seq: 0, Layer: 0, Flags: wire.RequestUrgent})
+	srv.Receive(seed, &wire.Request{Seq: 0, Layer: 0})
+	served := map[wire.PeerID]bool{}
+	for i, m := range env.sent {
+		if _, ok := m.(*wire.Data); ok {
+			served[env.to[i]] = true
+		}
+	}
+	require.True(t, served[seed], "the seed is served")
+	require.False(t, served[other], "the repair waits while the link is busy")
+}

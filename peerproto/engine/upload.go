@@ -100,6 +100,10 @@ func (e *Engine) serve(now time.Time) {
 			kept = append(kept, r)
 			continue
 		}
+		if e.repairWaits(r.from) {
+			kept = append(kept, r)
+			continue
+		}
 		if perConn != nil && perConn.Backlog(r.from) >= e.cfg.MaxBacklog {
 			e.stats.SkippedBacklog++
 			kept = append(kept, r)
@@ -128,6 +132,17 @@ func (e *Engine) serve(now time.Time) {
 		e.stats.ServedChunks++
 	}
 	e.queue = kept
+}
+
+// repairWaits tells whether the server holds back a request of a peer
+// that is not one of its seeds (a repair of what partners did not deliver)
+// because its uplink already has more than repairBacklog of its upload
+// queued: a seed's fresh chunk, which feeds everyone else, then never waits
+// behind repairs on the link. The request stays queued (and expires as
+// any other).
+func (e *Engine) repairWaits(from wire.PeerID) bool {
+	return e.IsServer() && e.cfg.UploadCap > 0 && !e.seeds[from] &&
+		float64(e.env.UploadBacklog()) >= repairBacklog.Seconds()*e.cfg.UploadCap
 }
 
 func (e *Engine) isNew(id wire.PeerID, now time.Time) bool {
