@@ -81,6 +81,7 @@ func TestChaos(t *testing.T) {
 		t.Skip("hostile-load harness: run with `make chaos` (COOP_CHAOS=1)")
 	}
 	requireTool(t, "ffmpeg", "ffprobe")
+	gitHead() // before any result is written
 	attacks := chaosAttacks()
 	if only := os.Getenv("COOP_CHAOS_ONLY"); only != "" {
 		var keep []attack
@@ -334,8 +335,14 @@ func metricsText(httpAddr string) string {
 	return string(b)
 }
 
-// gitHead names the commit measured ("" outside a git checkout).
-func gitHead() string {
+// measuredCommit is the commit under test, read before the run writes its
+// results (which would make the tree dirty).
+var measuredCommit = sync.OnceValue(gitDescribe)
+
+func gitHead() string { return measuredCommit() }
+
+// gitDescribe names the checkout's commit ("" outside a git checkout).
+func gitDescribe() string {
 	out, err := exec.Command("git", "describe", "--always", "--dirty").Output()
 	if err != nil {
 		return ""
