@@ -177,7 +177,8 @@ func runAttack(t *testing.T, env *chaosEnv, a attack, window time.Duration) chao
 		for {
 			rss, fds := procUsage(o.cmd.Process.Pid)
 			prss, pfds := procUsage(pluginPID)
-			heap := metricValue(metricsText(env.o.httpAddr), "coop_plugin_heap_bytes") / (1 << 20)
+			text, _ := metricsText(env.o.httpAddr) // a failed read counts as no sample
+			heap := metricValue(text, "coop_plugin_heap_bytes") / (1 << 20)
 			peaks.Lock()
 			peaks.oRSS, peaks.oFD = math.Max(peaks.oRSS, rss), max(peaks.oFD, fds)
 			peaks.pRSS, peaks.pFD = math.Max(peaks.pRSS, prss), max(peaks.pFD, pfds)
@@ -309,10 +310,14 @@ func writeChaosReport(t *testing.T, results []chaosResult) {
 	t.Logf("chaos report:\n%s", md.String())
 }
 
-// tryGetJSON is getJSON that reports failure instead of failing the test.
+// testHTTP is the client of the tests' API reads: a timeout generous for a
+// loaded machine, so a hung server fails a read instead of hanging it.
+var testHTTP = &http.Client{Timeout: 30 * time.Second}
+
+// tryGetJSON decodes the JSON at url (a 200 answer), reporting failure
+// instead of failing the test (getJSON is the failing form).
 func tryGetJSON(url string, v any) error {
-	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url)
+	resp, err := testHTTP.Get(url)
 	if err != nil {
 		return err
 	}
@@ -323,16 +328,16 @@ func tryGetJSON(url string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// metricsText reads the origin's /metrics ("" when unreachable).
-func metricsText(httpAddr string) string {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + httpAddr + "/metrics")
+// metricsText reads the origin's /metrics (originProc.metrics is the
+// failing form).
+func metricsText(httpAddr string) (string, error) {
+	resp, err := testHTTP.Get("http://" + httpAddr + "/metrics")
 	if err != nil {
-		return ""
+		return "", err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 // measuredCommit is the commit under test, read before the run writes its

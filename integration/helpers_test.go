@@ -260,12 +260,9 @@ func (o *originProc) waitPublishing(t *testing.T, path string) streamInfo {
 
 func (o *originProc) metrics(t *testing.T) string {
 	t.Helper()
-	resp, err := http.Get("http://" + o.httpAddr + "/metrics")
+	text, err := metricsText(o.httpAddr)
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	_, _ = b.ReadFrom(resp.Body)
-	return b.String()
+	return text
 }
 
 // x264 test pattern publisher arguments (the OBS stand-in).

@@ -61,11 +61,7 @@ func (o *originProc) p2p(t *testing.T) p2pStatus {
 
 func getJSON(t *testing.T, url string, v any) {
 	t.Helper()
-	resp, err := http.Get(url)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode, url)
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
+	require.NoError(t, tryGetJSON(url, v))
 }
 
 // peerStats mirrors coop-peer's /stats (the fields tests read).

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -199,7 +200,7 @@ func normalize(n *Node, maxStreams int) (int, error) {
 			claims = append(claims, c)
 		}
 	}
-	slices.SortFunc(claims, func(a, b Claim) int { return cmpString(a.Stream, b.Stream) })
+	slices.SortFunc(claims, func(a, b Claim) int { return strings.Compare(a.Stream, b.Stream) })
 	claims = slices.CompactFunc(claims, func(a, b Claim) bool { return a.Stream == b.Stream })
 	dropped := len(n.Streams) - len(claims)
 	if len(claims) > maxStreams {
@@ -210,19 +211,9 @@ func normalize(n *Node, maxStreams int) (int, error) {
 	return dropped, nil
 }
 
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 // aggregate builds a View from live nodes (any order).
 func aggregate(backend string, nodes []Node, maxStreams int) View {
-	slices.SortFunc(nodes, func(a, b Node) int { return cmpString(a.ID, b.ID) })
+	slices.SortFunc(nodes, func(a, b Node) int { return strings.Compare(a.ID, b.ID) })
 	v := View{Backend: backend, Nodes: nodes, Streams: []Stream{}}
 	byName := map[string]*Stream{}
 	var names []string
