@@ -130,6 +130,10 @@ type Config struct {
 	OnPlay func(seq uint64, layers [][]byte)
 	// OnHeader receives the stream header.
 	OnHeader func(header []byte)
+	// OnSegment receives each segment as soon as every layer of it is
+	// held and verified, with its signed manifest unchanged (peer; an edge
+	// re-serves them in its own swarm). The slices must not be modified.
+	OnSegment func(seq uint64, rawManifest []byte, layers [][]byte)
 	// OnRestart is called when a peer sees the server's stream restart
 	// (a new epoch) and resets its buffer and playback clock.
 	OnRestart func()

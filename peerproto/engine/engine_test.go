@@ -146,3 +146,35 @@ func TestServerOverControlBudgetSkipsAnnouncementsWithoutLosingSegments(t *testi
 		require.Equal(t, 1.0, st.Continuity(), "peer %d", p.ID)
 	}
 }
+
+func TestOnSegmentHandsOnEachWholeSegmentWithItsSignedManifestBeforeItPlays(t *testing.T) {
+	p := newPair(t, "ok")
+	type got struct {
+		seq    uint64
+		raw    []byte
+		layers int
+		at     time.Time
+	}
+	var segs []got
+	pub := p.priv.Public().(ed25519.PublicKey)
+	p.peer = p.net.AddNode(3, 1e6, 1e7, func(env engine.Env) *engine.Engine {
+		return engine.New(engine.Config{ID: 3, Stream: "s", Token: "ok", StreamKey: pub, PlayoutDelay: 3 * time.Second, DisableQoS: true,
+			OnSegment: func(seq uint64, raw []byte, layers [][]byte) {
+				segs = append(segs, got{seq, raw, len(layers), p.net.Now()})
+			}}, env)
+	})
+	p.net.Connect(3, 1)
+	for i := 0; i < 6; i++ {
+		seq := uint64(i)
+		p.net.At(sim.Epoch.Add(time.Duration(i)*time.Second), func() { p.addSegment(t, seq, false) })
+	}
+	p.net.Run(sim.Epoch.Add(8 * time.Second))
+	require.NotEmpty(t, segs)
+	for _, s := range segs {
+		require.Equal(t, 2, s.layers)
+		man, err := manifest.Verify(pub, s.raw)
+		require.NoError(t, err, "the manifest is handed on unchanged")
+		require.Equal(t, s.seq, man.Seq)
+		require.True(t, s.at.Before(p.peer.Engine.Deadline(s.seq)), "segment %d handed on before its deadline", s.seq)
+	}
+}

@@ -324,6 +324,22 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 		e.stats.UsefulFromPeers += uint64(len(m.Payload))
 	}
 	e.pendingHaves = append(e.pendingHaves, wire.HaveEntry{Seq: m.Seq, Layer: m.Layer})
+	if e.cfg.OnSegment != nil && s.layers > 0 && e.complete(m.Seq, s) {
+		e.cfg.OnSegment(m.Seq, s.rawManifest, s.chunks[:s.layers])
+	}
+}
+
+// complete tells whether every layer of segment seq is held.
+func (e *Engine) complete(seq uint64, s *seg) bool {
+	if len(s.chunks) < s.layers {
+		return false
+	}
+	for l := 0; l < s.layers; l++ {
+		if !e.have.Has(seq, l) {
+			return false
+		}
+	}
+	return true
 }
 
 // playback plays every segment whose deadline has come.
