@@ -475,3 +475,37 @@ func (m *Accuse) appendBody(b []byte) []byte {
 }
 
 func (m *Accuse) decodeBody(r *reader) { m.Peer, m.Reason = PeerID(r.u64()), r.str() }
+
+func (m *Subscribe) appendBody(b []byte) []byte {
+	return append(b, m.Substream, m.Substreams, m.Layers)
+}
+
+func (m *Subscribe) decodeBody(r *reader) {
+	m.Substream, m.Substreams, m.Layers = r.u8(), r.u8(), r.u8()
+	if r.err == nil && (m.Substreams == 0 || m.Substreams > MaxSubstreams || m.Substream >= m.Substreams || m.Layers > MaxLayers) {
+		r.fail(fmt.Errorf("%w: sub-stream %d of %d, %d layers", ErrInvalid, m.Substream, m.Substreams, m.Layers))
+	}
+}
+
+func (m *Subscribed) appendBody(b []byte) []byte { return append(b, m.Substream, m.Layers) }
+
+func (m *Subscribed) decodeBody(r *reader) {
+	m.Substream, m.Layers = r.u8(), r.u8()
+	if r.err == nil && (m.Substream >= MaxSubstreams || m.Layers > MaxLayers) {
+		r.fail(fmt.Errorf("%w: sub-stream %d, %d layers", ErrInvalid, m.Substream, m.Layers))
+	}
+}
+
+func (m *Hops) appendBody(b []byte) []byte {
+	b = append(b, uint8(len(m.Hops)))
+	return append(b, m.Hops...)
+}
+
+func (m *Hops) decodeBody(r *reader) {
+	n := int(r.u8())
+	if r.err == nil && n > MaxSubstreams {
+		r.fail(fmt.Errorf("%w: %d sub-streams", ErrInvalid, n))
+		return
+	}
+	m.Hops = append([]uint8(nil), r.bytes(n)...)
+}

@@ -63,11 +63,15 @@ const (
 	TypeStreamHeader
 	TypeReport
 	TypeAccuse
+	TypeSubscribe
+	TypeSubscribed
+	TypeHops
 	typeMax
 )
 
 var typeNames = [...]string{"", "Hello", "Welcome", "BufferMap", "Have", "Request", "Cancel", "Data", "Reject",
-	"GetCandidates", "Candidates", "Ping", "Pong", "Goodbye", "StreamHeader", "Report", "Accuse"}
+	"GetCandidates", "Candidates", "Ping", "Pong", "Goodbye", "StreamHeader", "Report", "Accuse",
+	"Subscribe", "Subscribed", "Hops"}
 
 // String returns the type's name.
 func (t Type) String() string {
@@ -279,6 +283,36 @@ type Accuse struct {
 	Reason string
 }
 
+// MaxSubstreams bounds the sub-streams a stream is split into for push.
+const MaxSubstreams = 16
+
+// NoHops is the hop count of a node that has no parent on a sub-stream.
+const NoHops = 255
+
+// Subscribe asks a partner to push one sub-stream: every chunk of a
+// segment whose number is Substream modulo Substreams, in the layers
+// below Layers, forwarded as soon as the partner holds it. Layers 0 ends
+// the subscription.
+type Subscribe struct {
+	Substream, Substreams, Layers uint8
+}
+
+// Subscribed answers a Subscribe: the layers the parent will push
+// (0: refused, or the parent stopped pushing).
+type Subscribed struct {
+	Substream, Layers uint8
+}
+
+// Hops tells partners how many push hops the node is from the server on
+// each sub-stream (0: the server; NoHops: no parent), so that children
+// choose parents near the source and push never forms a loop.
+type Hops struct {
+	Hops []uint8
+}
+
+func (*Subscribe) Type() Type     { return TypeSubscribe }
+func (*Subscribed) Type() Type    { return TypeSubscribed }
+func (*Hops) Type() Type          { return TypeHops }
 func (*Accuse) Type() Type        { return TypeAccuse }
 func (*Hello) Type() Type         { return TypeHello }
 func (*Welcome) Type() Type       { return TypeWelcome }
@@ -331,6 +365,12 @@ func New(t Type) (Message, error) {
 		return &Report{}, nil
 	case TypeAccuse:
 		return &Accuse{}, nil
+	case TypeSubscribe:
+		return &Subscribe{}, nil
+	case TypeSubscribed:
+		return &Subscribed{}, nil
+	case TypeHops:
+		return &Hops{}, nil
 	}
 	return nil, fmt.Errorf("%w: %d", ErrUnknownType, t)
 }

@@ -33,6 +33,9 @@ func samples() []Message {
 		&StreamHeader{Header: []byte("CSHD")},
 		&Report{UploadRate: 1, DownloadRate: 2, Partners: 3, ContinuityPermille: 999, MaxLayer: 2, FromServer: 10, FromPeers: 90},
 		&Accuse{Peer: 5, Reason: "hash mismatch"},
+		&Subscribe{Substream: 2, Substreams: 4, Layers: 3}, &Subscribe{Substream: 0, Substreams: 1, Layers: 0},
+		&Subscribed{Substream: 3, Layers: 1},
+		&Hops{Hops: []uint8{0, 3, NoHops, 1}},
 	}
 }
 
@@ -58,16 +61,22 @@ func badFrames() map[string]struct {
 		frame []byte
 		want  error
 	}{
-		"empty":                {nil, ErrEmptyFrame},
-		"unknown type":         {[]byte{200}, ErrUnknownType},
-		"truncated request":    {req[:len(req)-1], ErrTruncated},
-		"trailing byte":        {append(append([]byte{}, req...), 0), ErrTrailing},
-		"layer out of range":   {[]byte{byte(TypeRequest), 0, 0, 0, 0, 0, 0, 0, 1, 9, 0}, ErrInvalid},
-		"huge have count":      {[]byte{byte(TypeHave), 0, 0, 0, 0, 0, 0xff, 0xff}, ErrInvalid},
-		"window too large":     {[]byte{byte(TypeBufferMap), 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1}, ErrInvalid},
-		"bits past the window": {[]byte{byte(TypeBufferMap), 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0x01}, ErrInvalid},
-		"bad role":             {append([]byte{byte(TypeHello)}, Marshal(&Hello{Role: 9})[5:]...), ErrInvalid},
-		"manifest too large":   {[]byte{byte(TypeData), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0}, ErrInvalid},
+		"empty":                      {nil, ErrEmptyFrame},
+		"unknown type":               {[]byte{200}, ErrUnknownType},
+		"truncated request":          {req[:len(req)-1], ErrTruncated},
+		"trailing byte":              {append(append([]byte{}, req...), 0), ErrTrailing},
+		"layer out of range":         {[]byte{byte(TypeRequest), 0, 0, 0, 0, 0, 0, 0, 1, 9, 0}, ErrInvalid},
+		"huge have count":            {[]byte{byte(TypeHave), 0, 0, 0, 0, 0, 0xff, 0xff}, ErrInvalid},
+		"window too large":           {[]byte{byte(TypeBufferMap), 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1}, ErrInvalid},
+		"bits past the window":       {[]byte{byte(TypeBufferMap), 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 1, 0x01}, ErrInvalid},
+		"bad role":                   {append([]byte{byte(TypeHello)}, Marshal(&Hello{Role: 9})[5:]...), ErrInvalid},
+		"manifest too large":         {[]byte{byte(TypeData), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0}, ErrInvalid},
+		"sub-stream past the count":  {[]byte{byte(TypeSubscribe), 4, 4, 1}, ErrInvalid},
+		"no sub-streams":             {[]byte{byte(TypeSubscribe), 0, 0, 1}, ErrInvalid},
+		"too many sub-streams":       {[]byte{byte(TypeSubscribe), 0, MaxSubstreams + 1, 1}, ErrInvalid},
+		"subscribed too many layers": {[]byte{byte(TypeSubscribed), 0, MaxLayers + 1}, ErrInvalid},
+		"hops past the maximum":      {append([]byte{byte(TypeHops), MaxSubstreams + 1}, make([]byte, MaxSubstreams+1)...), ErrInvalid},
+		"truncated hops":             {[]byte{byte(TypeHops), 4, 0, 1}, ErrTruncated},
 	}
 }
 
