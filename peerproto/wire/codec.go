@@ -310,10 +310,19 @@ func (m *Data) decodeBody(r *reader) {
 
 func (m *Reject) appendBody(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, m.Seq)
-	return append(b, m.Layer, m.Reason)
+	b = append(b, m.Layer, m.Reason)
+	if m.Reason == RejectRedirect {
+		b = appendString(b, m.Addr)
+	}
+	return b
 }
 
-func (m *Reject) decodeBody(r *reader) { m.Seq, m.Layer, m.Reason = r.u64(), r.layer(), r.u8() }
+func (m *Reject) decodeBody(r *reader) {
+	m.Seq, m.Layer, m.Reason = r.u64(), r.layer(), r.u8()
+	if r.err == nil && m.Reason == RejectRedirect {
+		m.Addr = r.str()
+	}
+}
 
 func (m *GetCandidates) appendBody(b []byte) []byte { return append(b, m.Max) }
 func (m *GetCandidates) decodeBody(r *reader)       { m.Max = r.u8() }

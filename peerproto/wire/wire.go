@@ -222,6 +222,10 @@ const (
 	RejectAuth     uint8 = 4 // bad join token (on Hello)
 	RejectBanned   uint8 = 5
 	RejectVersion  uint8 = 6
+	// RejectRedirect (on Hello): this node should not serve the stream
+	// to the dialler (it is at its load limit); Addr names the node to
+	// use instead.
+	RejectRedirect uint8 = 7
 )
 
 // Reject refuses a request (or, with Seq and Layer zero, a Hello).
@@ -229,6 +233,9 @@ type Reject struct {
 	Seq    uint64
 	Layer  uint8
 	Reason uint8
+	// Addr is the node to dial instead (host:port, at most MaxStringLen
+	// bytes); it is on the wire only when Reason is RejectRedirect.
+	Addr string
 }
 
 // GetCandidates asks for partner candidates.
