@@ -55,11 +55,33 @@ type Node struct {
 	// the other side is a *RejectedError.
 	OnAdmitError func(remote string, err error)
 	// Server, when set, is the server partner's address: the node dials
-	// it at start and again, every ServerRetry, whenever it is not
-	// connected (the server restarted, the network blinked).
+	// it at start and again whenever it is not connected (the server
+	// restarted, the network blinked).
 	Server string
-	// ServerRetry is the pause between attempts to reach Server [1s].
+	// Servers are further addresses of the server partner (other nodes
+	// of a cluster serving the stream). The node tries Server and then
+	// Servers in turn until one admits it; when it loses that server it
+	// goes on with the next address, while its partners keep it playing.
+	// A Reject with reason wire.RejectRedirect makes it try the address
+	// the Reject names first.
+	Servers []string
+	// ServerRetry is the pause after a round in which every server
+	// address failed; it doubles each failed round up to ServerRetryMax
+	// [1s].
 	ServerRetry time.Duration
+	// ServerRetryMax caps that pause [DefaultServerRetryMax].
+	ServerRetryMax time.Duration
+	// MaxRedirects bounds the redirects followed in a row without being
+	// admitted [DefaultMaxRedirects].
+	MaxRedirects int
+	// ServerIdleTimeout closes the server partner's connection when it
+	// sends nothing for this long, so a silent (dead) server is replaced
+	// sooner than IdleTimeout [IdleTimeout].
+	ServerIdleTimeout time.Duration
+	// OnServer, when set, sees the outcome of every attempt to reach a
+	// server address on the event loop: nil when admitted, else the
+	// error (a refusal is a *RejectedError).
+	OnServer func(addr string, err error)
 
 	eng    *engine.Engine
 	ln     net.Listener
@@ -71,8 +93,11 @@ type Node struct {
 	cancel context.CancelFunc
 	closed chan struct{}
 
-	serverDialing bool
-	lastServerTry time.Time
+	// servers is serverList() at Start; srv is the failover state
+	// (event loop only); serverAddr is the connected server's address.
+	servers    []string
+	srv        serverState
+	serverAddr atomic.Pointer[string]
 
 	counters Counters
 	slowLog  rate.Sometimes
@@ -89,6 +114,9 @@ type Counters struct {
 	Throttled atomic.Uint64
 	// Conns is the number of admitted connections now.
 	Conns atomic.Int64
+	// ServerConnects counts the times a server address admitted the
+	// node; ServerRedirects the redirects it followed.
+	ServerConnects, ServerRedirects atomic.Uint64
 }
 
 // Counters returns the node's transport counters.
@@ -98,6 +126,8 @@ func (n *Node) Counters() *Counters { return &n.counters }
 type RejectedError struct {
 	// Reason is the wire.Reject reason.
 	Reason uint8
+	// Addr is the node to use instead (wire.RejectRedirect only).
+	Addr string
 }
 
 func (e *RejectedError) Error() string {
@@ -112,6 +142,8 @@ func (e *RejectedError) Error() string {
 		return "refused by peer: protocol, version or stream mismatch"
 	case wire.RejectNotFound:
 		return "refused by peer: no such stream"
+	case wire.RejectRedirect:
+		return "redirected by peer to " + e.Addr
 	default:
 		return fmt.Sprintf("refused by peer: reason %d", e.Reason)
 	}
@@ -121,6 +153,7 @@ func (e *RejectedError) Error() string {
 type conn struct {
 	id     wire.PeerID
 	nc     net.Conn
+	idle   time.Duration // the read idle timeout
 	mu     sync.Mutex
 	queue  [][]byte
 	queued int
@@ -159,6 +192,16 @@ func (n *Node) Start() error {
 	if n.ServerRetry <= 0 {
 		n.ServerRetry = time.Second
 	}
+	if n.ServerRetryMax <= 0 {
+		n.ServerRetryMax = DefaultServerRetryMax
+	}
+	if n.MaxRedirects <= 0 {
+		n.MaxRedirects = DefaultMaxRedirects
+	}
+	if n.ServerIdleTimeout <= 0 {
+		n.ServerIdleTimeout = n.IdleTimeout
+	}
+	n.servers = n.serverList()
 	if n.Log == nil {
 		n.Log = slog.Default()
 	}
@@ -266,15 +309,6 @@ func (n *Node) loop() {
 	}
 }
 
-// keepServer dials the server partner when it is not connected.
-func (n *Node) keepServer() {
-	if n.Server == "" || n.serverDialing || n.eng.HasServer() || time.Since(n.lastServerTry) < n.ServerRetry {
-		return
-	}
-	n.serverDialing, n.lastServerTry = true, time.Now()
-	n.dialThen(wire.Candidate{Addr: n.Server}, func() { n.serverDialing = false })
-}
-
 // HandOff gives the node an inbound connection whose Hello the caller has
 // already read with r (a listener shared by several streams dispatches by
 // the Hello's stream). The node owns nc from then on.
@@ -282,7 +316,7 @@ func (n *Node) HandOff(nc net.Conn, r *wire.Reader, hello *wire.Hello) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		n.handshake(nc, true, 0, r, hello)
+		n.handshake(nc, true, 0, r, hello, nil)
 	}()
 }
 
@@ -300,7 +334,7 @@ func (n *Node) accept() {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			n.handshake(nc, true, 0, nil, nil)
+			n.handshake(nc, true, 0, nil, nil, nil)
 		}()
 	}
 }
@@ -326,14 +360,19 @@ func (n *Node) dialThen(c wire.Candidate, done func()) {
 			n.Log.Debug("dial failed", "addr", c.Addr, "err", err)
 			return
 		}
-		n.handshake(nc, false, c.Peer, nil, nil)
+		n.handshake(nc, false, c.Peer, nil, nil, nil)
 	}()
 }
 
 // handshake exchanges Hellos, lets the engine admit the connection and
-// then runs its reader.
-func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID, r *wire.Reader, theirs *wire.Hello) {
+// then runs its reader. report, when set, is told once whether the
+// connection was admitted (nil) or why not, before the reader runs.
+func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID, r *wire.Reader, theirs *wire.Hello,
+	report func(error)) {
 	fail := func(err error) {
+		if report != nil {
+			report(err)
+		}
 		if n.OnAdmitError != nil {
 			n.OnAdmitError(nc.RemoteAddr().String(), err)
 		}
@@ -347,7 +386,7 @@ func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID, r *wire.Re
 	// only after admitting the dialler, or with a Reject.
 	var hello *wire.Hello
 	if err := n.Do(func(e *engine.Engine) { hello = e.Hello() }); err != nil {
-		nc.Close()
+		fail(err)
 		return
 	}
 	_ = nc.SetDeadline(time.Now().Add(n.HandshakeTimeout))
@@ -405,7 +444,10 @@ func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID, r *wire.Re
 		}
 	}
 	_ = nc.SetDeadline(time.Time{})
-	c := &conn{id: theirs.Peer, nc: nc, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &conn{id: theirs.Peer, nc: nc, idle: n.IdleTimeout, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	if theirs.Role == wire.RoleServer {
+		c.idle = n.ServerIdleTimeout
+	}
 	registered := false
 	if err := n.Do(func(e *engine.Engine) {
 		if _, dup := n.conns[c.id]; dup {
@@ -417,7 +459,13 @@ func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID, r *wire.Re
 		e.Connected(theirs, !inbound)
 	}); err != nil || !registered {
 		nc.Close()
+		if report != nil {
+			report(errors.New("tcpnode: duplicate connection or closed"))
+		}
 		return
+	}
+	if report != nil {
+		report(nil)
 	}
 	n.wg.Add(1)
 	go func() {
@@ -442,7 +490,7 @@ func ReadHello(nc net.Conn) (*wire.Reader, *wire.Hello, error) {
 	case *wire.Hello:
 		return r, m, nil
 	case *wire.Reject:
-		return nil, nil, &RejectedError{Reason: m.Reason}
+		return nil, nil, &RejectedError{Reason: m.Reason, Addr: m.Addr}
 	default:
 		return nil, nil, fmt.Errorf("expected Hello, got %v", m.Type())
 	}
@@ -476,7 +524,7 @@ func (n *Node) reader(c *conn, r *wire.Reader) {
 				return
 			}
 		}
-		_ = c.nc.SetReadDeadline(time.Now().Add(n.IdleTimeout))
+		_ = c.nc.SetReadDeadline(time.Now().Add(c.idle))
 		m, _, err := r.Read()
 		if err != nil {
 			if n.ctx.Err() == nil {
