@@ -4,6 +4,11 @@
 //	coop-peer --server HOST:7070 --stream live/KEY
 //	ffplay http://127.0.0.1:8090/stream.ts
 //
+// --server takes several addresses (comma-separated or repeated: the
+// nodes of a cluster): coop-peer attaches to the first that admits it,
+// follows a node's redirect to another, and when it loses its server it
+// goes on with the next address while its partners keep it playing.
+//
 // It attaches to the plugin's peer port (the server partner and tracker),
 // gets partners from it, exchanges buffer maps and segments with them, and
 // plays the stream out as HTTP MPEG-TS, local RTSP (--rtsp, default
@@ -26,6 +31,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,18 +46,64 @@ import (
 // exitRefused is the exit code when the server refuses to let us join.
 const exitRefused = 3
 
+// Defaults of --server and --server-timeout. A live server sends a Have
+// per segment and answers the peer's pings every 4 s, so 10 s of silence
+// is a dead one.
+const (
+	defaultServer        = "127.0.0.1:7070"
+	defaultServerTimeout = 10 * time.Second
+)
+
+// addrList is --server: addresses, comma-separated and/or repeated; the
+// first use replaces the default.
+type addrList struct {
+	list []string
+	set  bool
+}
+
+func (a *addrList) String() string {
+	if a == nil {
+		return ""
+	}
+	return strings.Join(a.list, ",")
+}
+
+func (a *addrList) Set(v string) error {
+	if !a.set {
+		a.list, a.set = nil, true
+	}
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			return fmt.Errorf("%q is not HOST:PORT: %w", s, err)
+		}
+		a.list = append(a.list, s)
+	}
+	if len(a.list) == 0 {
+		return errors.New("no address")
+	}
+	return nil
+}
+
 type options struct {
-	server, stream, token, listen, advertise, httpAddr, streamKey, logLevel string
-	uploadKbps, partners                                                    int
-	playoutDelay, statusEvery                                               time.Duration
-	quiet                                                                   bool
-	rtspAddr                                                                string
-	open                                                                    bool
+	stream, token, listen, advertise, httpAddr, streamKey, logLevel string
+	servers                                                         addrList
+	serverTimeout                                                   time.Duration
+	uploadKbps, partners                                            int
+	playoutDelay, statusEvery                                       time.Duration
+	quiet                                                           bool
+	rtspAddr                                                        string
+	open                                                            bool
 }
 
 func main() {
 	var o options
-	flag.StringVar(&o.server, "server", "127.0.0.1:7070", "plugin peer port of the origin (HOST:PORT)")
+	o.servers = addrList{list: []string{defaultServer}}
+	flag.Var(&o.servers, "server", "plugin peer port of the origin (HOST:PORT); several, comma-separated or repeated, are tried in turn and on failover")
+	flag.DurationVar(&o.serverTimeout, "server-timeout", defaultServerTimeout, "replace a server partner that sends nothing for this long")
 	flag.StringVar(&o.stream, "stream", "", "stream to join, e.g. live/KEY (required)")
 	flag.StringVar(&o.token, "token", "", "join token (when the operator set plugin.tokenSecret)")
 	flag.StringVar(&o.listen, "listen", ":0", "address partners connect to (port 0: any)")
@@ -100,26 +152,27 @@ func run(o options) (int, error) {
 	defer view.close()
 	refused := make(chan error, 1)
 	node := &tcpnode.Node{
-		Listen: o.listen, Advertise: o.advertise, Server: o.server, Log: log,
+		Listen: o.listen, Advertise: o.advertise, Server: o.servers.list[0], Servers: o.servers.list[1:], Log: log,
+		ServerIdleTimeout: o.serverTimeout,
 		Config: engine.Config{
 			Stream: o.stream, Token: o.token, StreamKey: key, Partners: o.partners,
 			UploadCap: float64(o.uploadKbps) * 1000 / 8, PlayoutDelay: o.playoutDelay,
 			OnPlay:   func(seq uint64, layers [][]byte) { out.Play(seq, layers); view.play(seq, layers) },
 			OnHeader: func(h []byte) { out.SetHeader(h); view.header(h) },
 		},
-		OnAdmitError: func(remote string, err error) {
+		OnServer: func(addr string, err error) {
 			var rej *tcpnode.RejectedError
-			if remote != o.server || !errors.As(err, &rej) {
+			if !errors.As(err, &rej) {
 				return
 			}
 			switch rej.Reason {
 			case wire.RejectAuth, wire.RejectBanned, wire.RejectVersion:
 				select {
-				case refused <- fmt.Errorf("the server at %s refused to let us join %s: %w", o.server, o.stream, err):
+				case refused <- fmt.Errorf("the server at %s refused to let us join %s: %w", addr, o.stream, err):
 				default:
 				}
 			case wire.RejectNotFound:
-				log.Warn("the server has no such stream (yet); retrying", "stream", o.stream)
+				log.Warn("the server has no such stream (yet); retrying", "server", addr, "stream", o.stream)
 			}
 		},
 	}
@@ -144,7 +197,7 @@ func run(o options) (int, error) {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
-	log.Info("joining", "server", o.server, "stream", o.stream, "p2p_listen", node.Addr().String(),
+	log.Info("joining", "server", o.servers.String(), "stream", o.stream, "p2p_listen", node.Addr().String(),
 		"play", "http://"+ln.Addr().String()+"/stream.ts")
 	if o.open {
 		view.open("http://" + ln.Addr().String() + "/")
@@ -172,10 +225,17 @@ type Snapshot struct {
 	Stream string `json:"stream"`
 	// State is "connecting" (no server), "waiting for stream" (connected,
 	// nothing played lately) or "playing".
-	State           string        `json:"state"`
-	Epoch           uint64        `json:"epoch"`
-	Restarts        uint64        `json:"streamRestarts"`
-	ServerConnected bool          `json:"serverConnected"`
+	State           string `json:"state"`
+	Epoch           uint64 `json:"epoch"`
+	Restarts        uint64 `json:"streamRestarts"`
+	ServerConnected bool   `json:"serverConnected"`
+	// Server is the address of the server partner now ("" when none);
+	// ServerConnects counts the times a server admitted us (more than
+	// one: reconnections and failovers), ServerRedirects the redirects
+	// followed.
+	Server          string        `json:"server"`
+	ServerConnects  uint64        `json:"serverConnects"`
+	ServerRedirects uint64        `json:"serverRedirects"`
 	Partners        int           `json:"partners"`
 	Layers          int           `json:"layers"`
 	MaxLayers       int           `json:"maxLayers"`
@@ -207,7 +267,8 @@ type Play struct {
 }
 
 func snapshot(n *tcpnode.Node, out *playout.Playout, stream string) Snapshot {
-	s := Snapshot{Stream: stream, Playout: out.Stats()}
+	s := Snapshot{Stream: stream, Playout: out.Stats(), Server: n.ServerAddr(),
+		ServerConnects: n.Counters().ServerConnects.Load(), ServerRedirects: n.Counters().ServerRedirects.Load()}
 	_ = n.Do(func(e *engine.Engine) {
 		st := e.Stats()
 		s.ServerConnected = e.HasServer()
