@@ -103,7 +103,9 @@ func TestDialable(t *testing.T) {
 // failing is a registry whose View fails.
 type failing struct{ registry.Registry }
 
-func (failing) View(context.Context) (registry.View, error) { return registry.View{}, errors.New("down") }
+func (failing) View(context.Context) (registry.View, error) {
+	return registry.View{}, errors.New("down")
+}
 
 func TestRedirectorUsesAFreshViewOnly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
