@@ -26,6 +26,8 @@ type Cluster struct {
 	Heartbeat Duration `yaml:"heartbeat"`
 	// TTL is how long entries outlive the node's last heartbeat.
 	TTL Duration `yaml:"ttl"`
+	// Placement configures redirects by load (placement.go).
+	Placement Placement `yaml:"placement"`
 }
 
 func (c *Cluster) validate() error {
@@ -35,6 +37,9 @@ func (c *Cluster) validate() error {
 		return errors.New("config: cluster.role: edge is not implemented yet (issue 15: edges relaying an origin's swarm); use origin")
 	default:
 		return fmt.Errorf("config: cluster.role: %q is not one of origin, edge", c.Role)
+	}
+	if err := c.Placement.validate(); err != nil {
+		return err
 	}
 	if len(c.NodeID) > registry.MaxIDLen {
 		return fmt.Errorf("config: cluster.nodeID: longer than %d bytes", registry.MaxIDLen)
