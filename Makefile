@@ -13,6 +13,10 @@ PROFILE   ?= quick
 # detector only makes them 5-10x slower, so `make test` runs them without it.
 # The engine they drive is raced in peerproto/engine and peerproto/tcpnode.
 LAB_PKGS  := /lab/
+# Parallel tests per package (t.Parallel): the end-to-end tests mostly wait
+# on real-time media, so 4 at once; more would pile up ffmpeg encodes on 2
+# cores (integration/helpers_test.go says which tests stay serial).
+TEST_PARALLEL ?= 4
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help build run peer proto play-peer sim sim-speed test test-short lint fuzz bench chaos deps publish play
@@ -48,7 +52,7 @@ proto: ## regenerate plugin/pluginapi/pluginv1 (needs protoc, protoc-gen-go v1.3
 
 test: deps ## vet, then every test: concurrent code with the race detector, the single-goroutine simulator lab without
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout 15m $$($(GO) list $(PKGS) | grep -vE '$(LAB_PKGS)')
+	$(GO) test -race -count=1 -parallel $(TEST_PARALLEL) -timeout 15m $$($(GO) list $(PKGS) | grep -vE '$(LAB_PKGS)')
 	$(GO) test -count=1 -timeout 10m $$($(GO) list $(PKGS) | grep -E '$(LAB_PKGS)')
 
 test-short: ## unit tests only (no ffmpeg, no child processes)

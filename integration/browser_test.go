@@ -26,6 +26,7 @@ func saveScreenshot(t *testing.T, b *browser, name string) {
 // the page itself that the video plays: video.currentTime advances and
 // getVideoPlaybackQuality().totalVideoFrames grows over 5 s.
 func TestBrowserPlaysTheOriginsPlayerPage(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	chromiumBinary(t)
 	o := startOrigin(t)
@@ -47,6 +48,7 @@ func TestBrowserPlaysTheOriginsPlayerPage(t *testing.T) {
 // reader, and reads from the page that it links the stream to its player
 // and draws the live plots from /v1/history.
 func TestBrowserShowsTheStatusPageWithLivePlots(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	chromiumBinary(t)
 	o, peerAddr := startP2POrigin(t)

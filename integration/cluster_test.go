@@ -86,6 +86,7 @@ func keepAlive(p *rawPeer) {
 // rebuilt by the next heartbeats and re-syncs; a SIGKILLed node leaves
 // the other's view within its TTL, and its peers leave the candidates.
 func TestClusterTwoOriginsShareRegistryAndTracker(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	srv := redistest.Start(t)
 	const ttl = 2 * time.Second

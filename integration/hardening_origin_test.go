@@ -94,6 +94,7 @@ func publishRTSP(t *testing.T, url string, d time.Duration) *proc {
 // the stream and a full reader are untouched (before the fix, the RTMP
 // publisher was disconnected and an RTSP publisher's origin panicked).
 func TestReadersOfSomeTracksPlayThemAndDisturbNobody(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	cases := []struct {
 		name    string
@@ -108,6 +109,7 @@ func TestReadersOfSomeTracksPlayThemAndDisturbNobody(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			o := startOrigin(t)
 			pub := c.publish(t, o)
 			o.waitPublishing(t, "live/part")
@@ -193,6 +195,7 @@ func dribble(s string, gap time.Duration) func(net.Conn, <-chan struct{}) {
 // half a request, or a request one byte at a time are closed within 2 ×
 // timeout, and so are idle and slowloris HTTP API connections; TCP and UDP
 // readers that play longer than the timeout are not cut.
+// Serial (helpers_test.go): it asserts closes within 2 x timeout + 1 s.
 func TestIdleHalfOpenAndSlowlorisConnectionsAreClosedWithinTheTimeout(t *testing.T) {
 	requireTool(t, "ffmpeg")
 	const timeout = 2 * time.Second
@@ -253,6 +256,8 @@ func openFDs(pid int) int {
 // Break 6 of issue 12: an origin that runs out of file descriptors keeps
 // its RTSP listener: it refuses while exhausted and serves again once
 // descriptors are free (gortsplib's accept loop used to end for good).
+// Serial (helpers_test.go): it exhausts descriptors and counts the
+// rate-limited warnings over the time that takes.
 func TestTheRTSPPortSurvivesRunningOutOfFileDescriptors(t *testing.T) {
 	requireTool(t, "ffmpeg", "prlimit")
 	o := startOrigin(t)
@@ -299,6 +304,7 @@ func TestTheRTSPPortSurvivesRunningOutOfFileDescriptors(t *testing.T) {
 // after five wrong passwords even the right one is refused for a while,
 // the refusals are counted and the log does not grow per attempt.
 func TestRTSPPasswordGuessingIsThrottled(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
 	o := startOrigin(t, "COOP_READ_USER=viewer", "COOP_READ_PASS=secret")
 	publishRTMP(t, o.rtmpURL("guess"), 30*time.Second, "320x240", "-preset", "ultrafast")
@@ -325,6 +331,7 @@ func TestRTSPPasswordGuessingIsThrottled(t *testing.T) {
 // Break 9 of issue 12: a UDP reader whose RTSP control connection closes
 // stops receiving RTP at once, not after the 60 s session timeout.
 func TestAUDPReaderEndsWithItsControlConnection(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	o := startOrigin(t)
 	publishRTMP(t, o.rtmpURL("udp"), 40*time.Second, "320x240", "-preset", "ultrafast", "-g", "30")
@@ -413,6 +420,8 @@ func TestAUDPReaderEndsWithItsControlConnection(t *testing.T) {
 // Bounded state (issue 12): connections beyond rtsp.maxConnections are
 // closed on accept and counted, paths beyond publish.maxStreams are
 // refused and counted, and the origin serves normally once they are gone.
+// Serial (helpers_test.go): a 500 ms read deadline tells a connection
+// closed at accept from one left open.
 func TestConnectionAndStreamCapsRefuseTheExcessOnly(t *testing.T) {
 	requireTool(t, "ffmpeg", "ffprobe")
 	const maxConns = 4

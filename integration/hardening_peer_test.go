@@ -40,6 +40,7 @@ func (p *peerProc) state() (peerState, error) {
 // instance of the stream (segments from 0, new epoch): a connected
 // coop-peer follows it and plays again without being restarted.
 func TestP2PPeerPlaysAgainAfterTheStreamRestarts(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	o, peerAddr := startP2POrigin(t, "COOP_PUBLISH_GRACEPERIOD=1s")
 	pub := publishRTMP(t, o.rtmpURL("again"), 10*time.Second, "320x240", "-b:v", "300k", "-g", "30")
@@ -69,6 +70,7 @@ func TestP2PPeerPlaysAgainAfterTheStreamRestarts(t *testing.T) {
 // Connections that never send a Hello, from one address, cannot hold the
 // plugin's pending-handshake slots: a real coop-peer joins meanwhile.
 func TestP2PHandshakeFloodLeavesRoomForARealPeer(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	o, peerAddr := startP2POrigin(t)
 	publishRTMP(t, o.rtmpURL("flood"), 40*time.Second, "320x240", "-b:v", "300k", "-g", "30")
@@ -257,6 +259,7 @@ func attackStalledReader(ctx context.Context, env *chaosEnv) attackReport {
 // SO_RCVBUF, its receive window stays full) loses its own data or its
 // connection; the server keeps serving everyone else.
 func TestP2PStalledReaderDoesNotStallTheServerPartner(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	env := hardeningEnv(t, "stalled", 2, chaosVideo)
 	for i, c := range underAttack(t, env, 12*time.Second, 14, attackStalledReader) {
@@ -303,6 +306,8 @@ func attackSustainedFlood(ctx context.Context, env *chaosEnv) attackReport {
 // the server partner, not everyone's. The plugin runs on one core
 // (GOMAXPROCS=1, a small server or a loaded one), where a flood that
 // monopolises the event loop shows at once.
+//
+// Serial (helpers_test.go): the flood takes a core by design.
 func TestP2PRequestFloodLeavesTheCanariesPlaying(t *testing.T) {
 	requireTool(t, "ffmpeg")
 	env := hardeningEnv(t, "reqflood", 3, chaosVideo, "GOMAXPROCS=1")
@@ -315,6 +320,7 @@ func TestP2PRequestFloodLeavesTheCanariesPlaying(t *testing.T) {
 // Two sybils accuse the canaries (whose ids GetCandidates hands out) and
 // flood accusations of random ids: no canary is banned, all keep playing.
 func TestP2PSybilAccusationsBanNobody(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	env := hardeningEnv(t, "sybil", 2, smallVideo)
 	for i, c := range underAttack(t, env, 10*time.Second, 10, attackAccuse) {
@@ -362,6 +368,7 @@ func pluginMemory(t *testing.T, o *originProc) (heapMiB, dataMiB float64) {
 // trickle its bytes cannot make the plugin allocate what they declared
 // (1.2 GiB): its Go heap stays bounded while the canaries play.
 func TestP2PFrameSizeBombsLeaveThePluginHeapBounded(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	env := hardeningEnv(t, "bombs", 1, smallVideo)
 	heap0, data0 := pluginMemory(t, env.o)

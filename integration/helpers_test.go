@@ -1,3 +1,30 @@
+// Parallel tests (the rule for every file of this package). The tests
+// wait on media in real time far more than they compute, so most call t.Parallel() and `make test` runs them with a
+// bounded -parallel (see the Makefile) so ffmpeg encodes do not pile up on
+// a 2-core machine. A test may call t.Parallel() when it:
+//   - takes every port from freeAddr/freeUDPPair (never a fixed port; the
+//     children bind port 0 themselves where they can) and starts origins
+//     through startOrigin/startP2POrigin/startEdge, which retry on new ports
+//     when another process took one meanwhile;
+//   - changes no process-wide state: no t.Setenv or os.Setenv (pass env to
+//     the child instead), no os.Chdir, no package-level variables written;
+//   - uses the binaries TestMain built once (binDir), never rebuilds them;
+//   - writes files only under t.TempDir() (or artefacts with its own name).
+//
+// A test stays serial (no t.Parallel(); Go runs the serial tests first, one
+// at a time, before the parallel ones) when it:
+//   - asserts how soon something happens where a neighbour's load could
+//     eat the margin (idle connections closed within 2 x timeout, a read
+//     deadline of 500 ms deciding closed versus open);
+//   - exhausts a resource on purpose (descriptors via prlimit) or counts
+//     rate-limited warnings over the time that takes;
+//   - is a CPU hog by design that would starve its neighbours' real-time
+//     encodes (a 720p 6 Mbit/s publisher, a request flood as fast as the
+//     socket takes it).
+// Each serial test says why in a comment above it. Table subtests that
+// each start their own origin are parallel too; subtests that share their
+// parent's processes stay sequential.
+
 package integration
 
 import (
@@ -65,19 +92,55 @@ func requireTool(t *testing.T, names ...string) {
 	}
 }
 
-// freeAddr returns a loopback address with a port that was free.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	return ln.Addr().String()
+// portsGiven holds every port freeAddr and freeUDPPair handed out in this
+// test process ("tcp/1234", "udp/1234"), so that parallel tests are never
+// given the same port, even after its first owner closed it.
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[string]bool{} // guarded by portsMu
+)
+
+// claimPort records proto/port as handed out and reports whether it was
+// still free to hand out.
+func claimPort(proto string, ports ...int) bool {
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for _, p := range ports {
+		if portsGiven[fmt.Sprintf("%s/%d", proto, p)] {
+			return false
+		}
+	}
+	for _, p := range ports {
+		portsGiven[fmt.Sprintf("%s/%d", proto, p)] = true
+	}
+	return true
 }
 
-// freeUDPPair returns two consecutive free UDP ports (RTP even, RTCP odd).
+// freeAddr returns a loopback address with a port that was free and that
+// no other test of this process was given. Another process (a connection's
+// ephemeral port, another test run) can still take it before the child
+// binds it: startOrigin and startEdge retry on new ports when that happens.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		addr := ln.Addr().String()
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if claimPort("tcp", port) {
+			return addr
+		}
+	}
+	t.Fatal("no free TCP port")
+	return ""
+}
+
+// freeUDPPair returns two consecutive free UDP ports (RTP even, RTCP odd)
+// that no other test of this process was given.
 func freeUDPPair(t *testing.T) (string, string) {
 	t.Helper()
-	for i := 0; i < 50; i++ {
+	for i := 0; i < 100; i++ {
 		c, err := net.ListenPacket("udp", "127.0.0.1:0")
 		require.NoError(t, err)
 		port := c.LocalAddr().(*net.UDPAddr).Port
@@ -93,7 +156,7 @@ func freeUDPPair(t *testing.T) (string, string) {
 		if b != nil {
 			b.Close()
 		}
-		if err1 == nil && err2 == nil {
+		if err1 == nil && err2 == nil && claimPort("udp", port, port+1) {
 			return fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", port+1)
 		}
 	}
@@ -153,18 +216,29 @@ func startProcess(t *testing.T, env []string, name string, args ...string) *proc
 	done := p.done
 	go func() { p.err = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
+		p.stop()
 		if t.Failed() {
 			t.Logf("%s output:\n%s", filepath.Base(name), tail(out.String(), 4000))
 		}
 	})
 	return p
+}
+
+// stop ends the process: SIGTERM, then after 5 s SIGKILL to its process
+// group; it returns once the process is reaped.
+func (p *proc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
 }
 
 func tail(s string, n int) string {
@@ -189,37 +263,97 @@ func (o *originProc) rtspURL(key string) string { return "rtsp://" + o.rtsp + "/
 
 func startOrigin(t *testing.T, env ...string) *originProc {
 	t.Helper()
-	rtp, rtcp := freeUDPPair(t)
-	o := &originProc{rtmp: freeAddr(t), rtsp: freeAddr(t), httpAddr: freeAddr(t), hls: freeAddr(t)}
-	base := []string{
-		"COOP_RTMP_ADDRESS=" + o.rtmp, "COOP_RTSP_ADDRESS=" + o.rtsp, "COOP_HTTP_ADDRESS=" + o.httpAddr,
-		"COOP_RTSP_UDPRTPADDRESS=" + rtp, "COOP_RTSP_UDPRTCPADDRESS=" + rtcp, "COOP_HLS_ADDRESS=" + o.hls,
-		// The plugin is off unless a test turns it on (startP2POrigin).
-		"COOP_PLUGIN_ENABLED=false",
-	}
-	p := startProcess(t, append(base, env...), filepath.Join(binDir, "coop-origin"))
-	o.proc, o.cmd, o.out = p, p.cmd, p.out
-	waitFor(t, 10*time.Second, "origin HTTP API", func() bool {
-		resp, err := http.Get("http://" + o.httpAddr + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	o, _ := launchOrigin(t, false, env)
 	return o
+}
+
+// addrInUse is how a child reports that a port it was handed is taken.
+const addrInUse = "address already in use"
+
+// launchOrigin starts coop-origin (with args) on fresh loopback ports, the
+// P2P plugin on when plugin is set (its peer address is returned), and
+// waits for its API and plugin. env is added after the port settings. A
+// port that another process took between freeAddr and the child's bind
+// makes the origin exit (or the plugin fail its listen): it then starts
+// again on new ports, at most 3 times.
+func launchOrigin(t *testing.T, plugin bool, env []string, args ...string) (*originProc, string) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		rtp, rtcp := freeUDPPair(t)
+		o := &originProc{rtmp: freeAddr(t), rtsp: freeAddr(t), httpAddr: freeAddr(t), hls: freeAddr(t)}
+		all := []string{
+			"COOP_RTMP_ADDRESS=" + o.rtmp, "COOP_RTSP_ADDRESS=" + o.rtsp, "COOP_HTTP_ADDRESS=" + o.httpAddr,
+			"COOP_RTSP_UDPRTPADDRESS=" + rtp, "COOP_RTSP_UDPRTCPADDRESS=" + rtcp, "COOP_HLS_ADDRESS=" + o.hls,
+			// The plugin is off unless a test turns it on (startP2POrigin).
+			"COOP_PLUGIN_ENABLED=false",
+		}
+		peerAddr := ""
+		if plugin {
+			peerAddr = freeAddr(t)
+			all = append(all, "COOP_PLUGIN_ENABLED=true", "COOP_PLUGIN_PATH="+filepath.Join(binDir, "coop-plugin"),
+				"COOP_PLUGIN_ADDRESS="+peerAddr, "COOP_PLUGIN_KEYFILE="+filepath.Join(t.TempDir(), "stream.key"))
+		}
+		p := startProcess(t, append(all, env...), filepath.Join(binDir, "coop-origin"), args...)
+		o.proc, o.cmd, o.out = p, p.cmd, p.out
+		exited := func() bool {
+			select {
+			case <-p.done:
+				return true
+			default:
+				return false
+			}
+		}
+		// Generous: the machine may be busy with other tests.
+		up := poll(20*time.Second, func() bool {
+			if exited() {
+				return true
+			}
+			resp, err := http.Get("http://" + o.httpAddr + "/healthz")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			return resp.StatusCode == 200
+		}) && !exited()
+		if up && plugin {
+			pluginUp := func() bool {
+				var st p2pStatus
+				return tryGetJSON("http://"+o.httpAddr+"/v1/p2p", &st) == nil && st.Up
+			}
+			up = poll(20*time.Second, func() bool {
+				return exited() || strings.Contains(o.out.String(), "peer listen on") || pluginUp()
+			}) && pluginUp()
+		}
+		if up {
+			return o, peerAddr
+		}
+		if attempt < 3 && strings.Contains(o.out.String(), addrInUse) {
+			t.Logf("origin attempt %d: a port was taken meanwhile, starting again on new ports", attempt)
+			p.stop()
+			continue
+		}
+		t.Fatalf("origin did not come up (plugin %v):\n%s", plugin, tail(o.out.String(), 4000))
+	}
+}
+
+// poll calls cond every 100 ms until it holds (true) or timeout passes
+// (false).
+func poll(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !poll(timeout, cond) {
+		t.Fatalf("timed out after %v waiting for %s", timeout, what)
 	}
-	t.Fatalf("timed out after %v waiting for %s", timeout, what)
 }
 
 // streamInfo mirrors the API's stream object (the fields tests read).

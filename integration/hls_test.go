@@ -52,6 +52,7 @@ func httpGet(t *testing.T, url string) (int, string) {
 // origin's playlist with ffprobe and decodes 10 s of it with ffmpeg, which
 // plays LL-HLS as plain HLS (it ignores the part tags): zero errors.
 func TestHLSPlaysWithZeroDecodeErrors(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
 	cases := []struct {
 		name    string
@@ -67,6 +68,7 @@ func TestHLSPlaysWithZeroDecodeErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			o := startOrigin(t, c.env...)
 			args := []string{"-hide_banner", "-nostats", "-loglevel", "warning", "-re",
 				"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
@@ -109,6 +111,7 @@ func TestHLSPlaysWithZeroDecodeErrors(t *testing.T) {
 // TestHLSNeedsTheReadCredentials: with read.user set, HLS (playlist and
 // player page) answers 401 without credentials and plays with them.
 func TestHLSNeedsTheReadCredentials(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
 	o := startOrigin(t, "COOP_READ_USER=viewer", "COOP_READ_PASS=secret")
 	publishRTMP(t, o.rtmpURL("private"), 30*time.Second, "320x240", "-preset", "ultrafast", "-g", "30")
@@ -149,6 +152,7 @@ func mediaPlaylistPrefix(t *testing.T, o *originProc, key string) string {
 // same playlist (same muxer, the timeline goes on), and an ffmpeg reader
 // that plays across the gap decodes without errors.
 func TestHLSContinuesAcrossAPublisherReconnect(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	o := startOrigin(t, "COOP_PUBLISH_GRACEPERIOD=15s")
 	first := publishRTMP(t, o.rtmpURL("again"), 8*time.Second, "320x240", "-preset", "ultrafast", "-g", "30")
@@ -180,6 +184,7 @@ func TestHLSContinuesAcrossAPublisherReconnect(t *testing.T) {
 // the cap and closed after the timeout; meanwhile RTSP is untouched and,
 // once they are gone, HLS serves again.
 func TestHLSHostileConnectionsAreCappedAndTimedOut(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
 	o := startOrigin(t, "COOP_HLS_MAXCONNECTIONS=16", "COOP_TIMEOUT=3s")
 	publishRTMP(t, o.rtmpURL("busy"), 40*time.Second, "320x240", "-preset", "ultrafast", "-g", "30")

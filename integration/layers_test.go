@@ -107,6 +107,7 @@ func decodeFile(t *testing.T, path string) ([]string, int) {
 // rebuilt from the segments decodes with zero errors with every layer and
 // with the base layer alone, and fewer layers give fewer frames.
 func TestLayersDecodeAloneAndTogether(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
 	cases := []struct {
 		name       string
@@ -127,6 +128,7 @@ func TestLayersDecodeAloneAndTogether(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			sink := &captureSink{}
 			o := startInProcessOrigin(t, sink)
 			// The publisher stops by itself after 8 s of media; the deadline

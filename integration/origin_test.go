@@ -21,6 +21,7 @@ func requireCleanPlay(t *testing.T, r playResult, minFrames int) {
 }
 
 func TestRTMPPublishPlaysOverRTSPWithZeroDecodeErrors(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
 	cases := []struct {
 		name       string
@@ -34,6 +35,7 @@ func TestRTMPPublishPlaysOverRTSPWithZeroDecodeErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			o := startOrigin(t)
 			publishRTMP(t, o.rtmpURL("cam"), 25*time.Second, c.size, c.video...)
 			o.waitPublishing(t, "live/cam")
@@ -55,6 +57,7 @@ func TestRTMPPublishPlaysOverRTSPWithZeroDecodeErrors(t *testing.T) {
 }
 
 func TestRTSPPublishH264AndH265PlayBack(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
 	cases := []struct {
 		name, codec string
@@ -66,6 +69,7 @@ func TestRTSPPublishH264AndH265PlayBack(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			o := startOrigin(t)
 			args := []string{"-hide_banner", "-nostats", "-loglevel", "warning", "-re",
 				"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine",
@@ -121,6 +125,7 @@ func amfCommand(payload []byte) []byte {
 }
 
 func TestHostileInputsDoNotDisturbAPlayingStream(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	o := startOrigin(t)
 	publishRTMP(t, o.rtmpURL("live1"), 30*time.Second, "640x360", "-bf", "3", "-g", "60")
@@ -172,6 +177,7 @@ func TestHostileInputsDoNotDisturbAPlayingStream(t *testing.T) {
 }
 
 func TestPublisherReconnectWithinGraceKeepsRTSPReaders(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	o := startOrigin(t, "COOP_PUBLISH_GRACEPERIOD=10s")
 	first := publishRTMP(t, o.rtmpURL("cam"), 6*time.Second, "640x360", "-bf", "2", "-g", "30")
@@ -193,6 +199,7 @@ func TestPublisherReconnectWithinGraceKeepsRTSPReaders(t *testing.T) {
 }
 
 func TestPublishAuthAndBusyPathAreRefusedInsideTheProtocol(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	o := startOrigin(t, "COOP_PUBLISH_KEYS=goodkey")
 	wrong := publishRTMP(t, o.rtmpURL("badkey"), 20*time.Second, "320x240")
@@ -212,6 +219,7 @@ func TestPublishAuthAndBusyPathAreRefusedInsideTheProtocol(t *testing.T) {
 }
 
 func TestAfterTheGracePeriodReadersGetACleanEnd(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	o := startOrigin(t, "COOP_PUBLISH_GRACEPERIOD=2s")
 	pub := publishRTMP(t, o.rtmpURL("short"), 6*time.Second, "320x240", "-g", "30")
@@ -229,6 +237,7 @@ func TestAfterTheGracePeriodReadersGetACleanEnd(t *testing.T) {
 }
 
 func TestReadCredentialsProtectPlayback(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
 	o := startOrigin(t, "COOP_READ_USER=viewer", "COOP_READ_PASS=secret")
 	publishRTMP(t, o.rtmpURL("private"), 20*time.Second, "320x240")

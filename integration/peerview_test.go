@@ -61,6 +61,7 @@ func firstVideoPacketFlags(t *testing.T, url string) string {
 // coop-peer; ffmpeg and GStreamer play the peer's local RTSP, ffmpeg
 // decodes its local HLS, and headless Chromium plays its page.
 func TestPeerServesLocalRTSPHLSAndPage(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe", "gst-launch-1.0")
 	o, peerAddr := startP2POrigin(t)
 	publishRTMP(t, o.rtmpURL("view"), 90*time.Second, "320x240", "-preset", "ultrafast", "-g", "30", "-bf", "2")
@@ -117,6 +118,7 @@ func TestPeerServesLocalRTSPHLSAndPage(t *testing.T) {
 // pushed over RTSP to an upstream origin, pulled by an edge, carried by the
 // swarm to a coop-peer, decodes from the peer's local RTSP.
 func TestPulledH265PlaysFromThePeersLocalRTSP(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
 	up := startOrigin(t)
 	args := []string{"-hide_banner", "-nostats", "-loglevel", "warning", "-re",

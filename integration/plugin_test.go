@@ -42,14 +42,7 @@ type p2pStatus struct {
 // startP2POrigin starts an origin with the plugin on a free peer port.
 func startP2POrigin(t *testing.T, env ...string) (*originProc, string) {
 	t.Helper()
-	peerAddr := freeAddr(t)
-	base := []string{
-		"COOP_PLUGIN_ENABLED=true", "COOP_PLUGIN_PATH=" + filepath.Join(binDir, "coop-plugin"),
-		"COOP_PLUGIN_ADDRESS=" + peerAddr, "COOP_PLUGIN_KEYFILE=" + filepath.Join(t.TempDir(), "stream.key"),
-	}
-	o := startOrigin(t, append(base, env...)...)
-	waitFor(t, 15*time.Second, "plugin up", func() bool { return o.p2p(t).Up })
-	return o, peerAddr
+	return launchOrigin(t, true, env)
 }
 
 func (o *originProc) p2p(t *testing.T) p2pStatus {
@@ -187,6 +180,7 @@ func videoGaps(ctx context.Context, url string, d time.Duration) (int, time.Dura
 // re-serves the stream to ffprobe/ffmpeg. Then the plugin is killed with
 // SIGKILL while an RTSP reader plays from the origin.
 func TestP2PPeersPlayThroughPlugin(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
 	o, peerAddr := startP2POrigin(t)
 	publishRTMP(t, o.rtmpURL("p2p"), 75*time.Second, "640x360", "-b:v", "800k", "-bf", "3", "-g", "60")
@@ -301,9 +295,11 @@ func TestP2PPeersPlayThroughPlugin(t *testing.T) {
 // the origin: the plugin notices it was orphaned): the plugin process must
 // be gone too.
 func TestP2POriginSignalsLeaveNoPlugin(t *testing.T) {
+	t.Parallel()
 	requireTool(t)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
 			o, _ := startP2POrigin(t)
 			pid := o.p2p(t).PID
 			require.Positive(t, pid)
@@ -322,6 +318,7 @@ func TestP2POriginSignalsLeaveNoPlugin(t *testing.T) {
 // is refused with a clear error and one with a minted token plays; a
 // client sending garbage to the plugin port is dropped without harm.
 func TestP2PTokensAndGarbage(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	const secret = "integration-secret"
 	o, peerAddr := startP2POrigin(t, "COOP_PLUGIN_TOKENSECRET="+secret)

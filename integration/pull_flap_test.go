@@ -14,6 +14,7 @@ import (
 // "upstream source failed" at most once per 30 s (ratelog), not once per
 // session, while the state and counters follow every session.
 func TestPullFlappingUpstreamLogsOncePerInterval(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	upAddr := freeAddr(t)
 	start := time.Now()

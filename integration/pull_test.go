@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,33 +51,7 @@ func startEdge(t *testing.T, p2p bool, paths map[string]string) (*originProc, st
 	}
 	cfg := filepath.Join(t.TempDir(), "coop.yml")
 	require.NoError(t, os.WriteFile(cfg, []byte(yml.String()), 0o600))
-	rtp, rtcp := freeUDPPair(t)
-	o := &originProc{rtmp: freeAddr(t), rtsp: freeAddr(t), httpAddr: freeAddr(t), hls: freeAddr(t)}
-	env := []string{
-		"COOP_RTMP_ADDRESS=" + o.rtmp, "COOP_RTSP_ADDRESS=" + o.rtsp, "COOP_HTTP_ADDRESS=" + o.httpAddr,
-		"COOP_RTSP_UDPRTPADDRESS=" + rtp, "COOP_RTSP_UDPRTCPADDRESS=" + rtcp,
-		"COOP_HLS_ADDRESS=" + o.hls, "COOP_PLUGIN_ENABLED=false",
-	}
-	peerAddr := ""
-	if p2p {
-		peerAddr = freeAddr(t)
-		env = append(env, "COOP_PLUGIN_ENABLED=true", "COOP_PLUGIN_PATH="+filepath.Join(binDir, "coop-plugin"),
-			"COOP_PLUGIN_ADDRESS="+peerAddr, "COOP_PLUGIN_KEYFILE="+filepath.Join(t.TempDir(), "stream.key"))
-	}
-	p := startProcess(t, env, filepath.Join(binDir, "coop-origin"), "-config", cfg)
-	o.proc, o.cmd, o.out = p, p.cmd, p.out
-	waitFor(t, 10*time.Second, "edge origin HTTP API", func() bool {
-		resp, err := http.Get("http://" + o.httpAddr + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
-	if p2p {
-		waitFor(t, 15*time.Second, "plugin up", func() bool { return o.p2p(t).Up })
-	}
-	return o, peerAddr
+	return launchOrigin(t, p2p, nil, "-config", cfg)
 }
 
 // rtmpListenUpstream is ffmpeg acting as an RTMP server (the stand-in for
@@ -95,6 +68,7 @@ func rtmpListenUpstream(t *testing.T, addr string, d time.Duration) *proc {
 // an RTSP reader, over LL-HLS and, through the real plugin, to a real
 // coop-peer.
 func TestPullRTSPUpstreamServedOverRTSPAndP2P(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
 	up := startOrigin(t)
 	publishRTMP(t, up.rtmpURL("cam"), 60*time.Second, "320x240", "-preset", "ultrafast", "-g", "30", "-bf", "2")
@@ -142,6 +116,7 @@ func findStream(t *testing.T, o *originProc, path string) streamInfo {
 // RTSP reader plays from the edge: the source reconnects and the reader,
 // kept attached through the grace period, plays on.
 func TestPullRTMPUpstreamReconnects(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
 	upAddr := freeAddr(t)
 	first := rtmpListenUpstream(t, upAddr, 60*time.Second)
@@ -182,6 +157,7 @@ func TestPullRTMPUpstreamReconnects(t *testing.T) {
 // state with the error and a growing retry count, a rate-limited log
 // line, and an origin that stays up and serves.
 func TestPullUnreachableUpstream(t *testing.T) {
+	t.Parallel()
 	requireTool(t, "ffmpeg")
 	dead := freeAddr(t)
 	edge, _ := startEdge(t, false, map[string]string{

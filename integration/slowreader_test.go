@@ -85,6 +85,8 @@ func stalledRTSPReader(t *testing.T, url string) net.Conn {
 	return c // and never read again
 }
 
+// Serial (helpers_test.go): its 720p 6 Mbit/s x264 publisher takes more
+// than a core and would starve parallel tests' real-time encodes.
 func TestASlowReaderLosesPacketsAloneAndNobodyElseStalls(t *testing.T) {
 	requireTool(t, "ffmpeg")
 	o := startOrigin(t, "COOP_RTSP_WRITEQUEUESIZE=64")
