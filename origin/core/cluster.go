@@ -66,6 +66,7 @@ func (o *Origin) clusterSelf(cn *clusterNode, apiAddr string) registry.Node {
 		Addr: registry.Addresses{RTSP: c.RTSP.Address, API: apiAddr}}
 	if o.HLS != nil {
 		n.Addr.HLS = c.HLS.Address
+		n.Load.Readers += o.HLS.Viewers()
 	}
 	var out uint64
 	infos := o.Streams.Snapshot()
@@ -93,6 +94,7 @@ func (o *Origin) clusterSelf(cn *clusterNode, apiAddr string) registry.Node {
 		cl.Stream, cl.PublicKey = s.Path, key
 		n.Streams = append(n.Streams, cl)
 	}
+	o.advertise(&n.Addr)
 	now := time.Now()
 	cn.mu.Lock()
 	if !cn.lastAt.IsZero() && out >= cn.lastOut {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +57,8 @@ type Origin struct {
 	history *httpapi.History
 	// cluster is the registry and heartbeat (cluster.*).
 	cluster *clusterNode
+	// placer redirects clients by load (cluster.placement; nil: never).
+	placer atomic.Pointer[placer]
 
 	closeOnce sync.Once
 }
@@ -77,7 +80,7 @@ func (o *Origin) Initialize() error {
 		Address: c.RTSP.Address, UDPRTPAddress: c.RTSP.UDPRTPAddress, UDPRTCPAddress: c.RTSP.UDPRTCPAddress,
 		Timeout: time.Duration(c.Timeout), WriteQueueSize: c.RTSP.WriteQueueSize, MaxConns: c.RTSP.MaxConnections,
 		Auth: checker, ReadUser: c.Read.User, ReadPass: c.Read.Pass,
-		Log: o.Log.With("component", "rtsp"), Metrics: metrics,
+		Log: o.Log.With("component", "rtsp"), Metrics: metrics, Redirect: o.redirectRTSP,
 	}
 	srv := o.RTSP.Initialize()
 	if c.Plugin.Enabled && o.Sink == nil {
@@ -114,7 +117,7 @@ func (o *Origin) Initialize() error {
 			QueueSize: c.HLS.QueueSize, ReadUser: c.Read.User, ReadPass: c.Read.Pass,
 			MaxConns: c.HLS.MaxConnections, Timeout: time.Duration(c.Timeout),
 			Page: webui.Player, Assets: webui.Assets(), Log: o.Log.With("component", "hls"),
-			OnReject: func(reason string) { metrics.Reject("hls", reason) },
+			OnReject: func(reason string) { metrics.Reject("hls", reason) }, Redirect: o.redirectHLS,
 		}
 		if err := o.HLS.Initialize(); err != nil {
 			return err
@@ -177,6 +180,7 @@ func (o *Origin) Initialize() error {
 		o.Plugin.Start()
 	}
 	o.startCluster(ln.Addr().String())
+	o.startPlacement()
 	o.Pull = &pull.Manager{Streams: o.Streams, Timeout: time.Duration(c.Timeout), Log: o.Log.With("component", "pull")}
 	for name, p := range c.Paths {
 		if p.Source != "" {
@@ -233,6 +237,7 @@ func (o *Origin) close() {
 	if o.RTSP != nil {
 		o.RTSP.Close()
 	}
+	o.stopPlacement()
 	if o.cluster != nil {
 		o.cluster.close(o.Log)
 	}

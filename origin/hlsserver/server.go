@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"path"
 	"sort"
 	"strings"
@@ -90,6 +91,13 @@ type Server struct {
 	Assets http.Handler
 	// Log receives the server's logs (default slog.Default()).
 	Log *slog.Logger
+	// Redirect, when set, is asked at each request of a stream's entry
+	// playlist (STREAM/index.m3u8) whether another node should serve the
+	// client: it returns that node's HLS address (host:port) or "" to
+	// serve it here. A redirected client gets a 302 Found to the same
+	// playlist there (ffmpeg, hls.js, Safari and VLC follow it and fetch
+	// everything else from that node).
+	Redirect func(r RedirectRequest) string
 
 	// mu guards muxers and closed.
 	mu      sync.Mutex
@@ -102,6 +110,42 @@ type Server struct {
 	// warn rate-limits the warnings a remote party can trigger (bad
 	// credentials, a publisher's tracks HLS cannot carry).
 	warn ratelog.Limiter
+	// viewers estimates the HLS clients (Viewers).
+	viewers viewers
+}
+
+// RedirectRequest is what Server.Redirect is asked about.
+type RedirectRequest struct {
+	// Path is the stream path ("live/KEY").
+	Path string
+	// Host is the host the client used to reach this node (the request's
+	// Host header, without port), for a target address without one.
+	Host string
+}
+
+// Viewers estimates the HLS clients now: the client connections that
+// fetched a playlist within the last 10 s.
+func (s *Server) Viewers() int { return s.viewers.count(time.Now()) }
+
+// redirect answers a client another node should serve with a 302 (true:
+// answered).
+func (s *Server) redirect(w http.ResponseWriter, r *http.Request, streamPath, file string) bool {
+	if s.Redirect == nil || file != "index.m3u8" {
+		return false
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	to := s.Redirect(RedirectRequest{Path: streamPath, Host: host})
+	if to == "" {
+		return false
+	}
+	u := url.URL{Scheme: "http", Host: to, Path: "/" + streamPath + "/" + file, RawQuery: r.URL.RawQuery}
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	w.Header().Set("Cache-Control", "no-store")
+	http.Redirect(w, r, u.String(), http.StatusFound)
+	return true
 }
 
 // Initialize applies defaults and checks the settings; Start listens.
@@ -326,6 +370,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if sm == nil {
 		http.Error(w, "stream not found: "+streamPath, http.StatusNotFound)
 		return
+	}
+	if s.redirect(w, r, streamPath, file) {
+		return
+	}
+	if path.Ext(file) == ".m3u8" {
+		s.viewers.touch(r.RemoteAddr, time.Now())
 	}
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	cw := &countingWriter{ResponseWriter: w}

@@ -55,6 +55,13 @@ type Server struct {
 	Log *slog.Logger
 	// Metrics receives counters (optional).
 	Metrics *stream.Metrics
+	// Redirect, when set, is asked at each DESCRIBE of an existing
+	// stream (after the read credentials are checked) whether another
+	// node should serve the reader: it returns that node's RTSP address
+	// (host:port) or "" to serve it here. A redirected reader gets a 302
+	// Found naming the same path and query on that node; clients that
+	// follow it (ffmpeg, ffprobe, VLC, GStreamer) read from there.
+	Redirect func(r RedirectRequest) string
 
 	srv  *gortsplib.Server
 	ln   *netguard.Listener
@@ -227,16 +234,51 @@ func (s *Server) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 	}
 }
 
+// RedirectRequest is what Server.Redirect is asked about.
+type RedirectRequest struct {
+	// Path is the stream path ("live/KEY").
+	Path string
+	// Host is the host the reader used to reach this node (from the
+	// request URL), for a target address without one.
+	Host string
+}
+
+// ReaderCount is the readers playing now.
+func (s *Server) ReaderCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.readers)
+}
+
 // OnDescribe implements gortsplib.ServerHandlerOnDescribe.
 func (s *Server) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
 	if res, err := s.checkRead(ctx.Conn, ctx.Request); err != nil {
 		return res, nil, err
 	}
-	ss, ok := s.Streams.ServerStream(cleanPath(ctx.Path))
+	path := cleanPath(ctx.Path)
+	ss, ok := s.Streams.ServerStream(path)
 	if !ok {
 		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
 	}
+	if res := s.redirect(ctx, path); res != nil {
+		return res, nil, nil
+	}
 	return &base.Response{StatusCode: base.StatusOK}, ss, nil
+}
+
+// redirect is the 302 Found for a reader another node should serve (nil:
+// serve it here).
+func (s *Server) redirect(ctx *gortsplib.ServerHandlerOnDescribeCtx, path string) *base.Response {
+	if s.Redirect == nil || ctx.Request.URL == nil {
+		return nil
+	}
+	to := s.Redirect(RedirectRequest{Path: path, Host: ctx.Request.URL.Hostname()})
+	if to == "" {
+		return nil
+	}
+	u := &base.URL{Scheme: "rtsp", Host: to, Path: "/" + path, RawQuery: ctx.Query}
+	s.Log.Debug("RTSP reader redirected", "path", path, "remote", ctx.Conn.NetConn().RemoteAddr().String(), "to", to)
+	return &base.Response{StatusCode: base.StatusFound, Header: base.Header{"Location": base.HeaderValue{u.String()}}}
 }
 
 func (s *Server) checkRead(conn *gortsplib.ServerConn, req *base.Request) (*base.Response, error) {
