@@ -48,6 +48,8 @@ type Service struct {
 	// redis is the cluster's shared store when Settings.ClusterRedis is
 	// set (one pool for every swarm's tracker).
 	redis *redis.Client
+	// relays are the running Relay calls by stream (relay.go).
+	relays map[string]*relayRun
 }
 
 type swarm struct {
@@ -61,6 +63,12 @@ type swarm struct {
 	epoch atomic.Uint64
 	// shared is the swarm's Redis tracker (nil: in memory).
 	shared *tracker.Redis
+	// relay, for a relayed stream, is the peer of the upstream swarm
+	// whose segments the swarm re-serves (nil: published here), upstream
+	// its server's address and streamKey the upstream's key (relay.go).
+	relay     *tcpnode.Node
+	upstream  string
+	streamKey []byte
 }
 
 // close ends the swarm's node, then its shared tracker.
@@ -223,6 +231,10 @@ func (s *Service) AnnounceStream(_ context.Context, info pluginapi.StreamInfo) e
 		info.Epoch = newEpoch()
 	}
 	old := s.streams[info.Name]
+	if old != nil && old.relay != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: stream %s is relayed from %s, not published here", pluginapi.ErrInvalid, info.Name, old.upstream)
+	}
 	if old != nil && old.info.Layers == info.Layers && old.info.SegmentDurationMs == info.SegmentDurationMs {
 		old.info = info
 		if old.epoch.Load() == info.Epoch {
@@ -240,7 +252,7 @@ func (s *Service) AnnounceStream(_ context.Context, info pluginapi.StreamInfo) e
 		return old.node.Do(func(e *engine.Engine) { e.SetHeader(info.Header); e.Restart(info.Epoch) })
 	}
 	delete(s.streams, info.Name)
-	sw, err := s.newSwarm(info)
+	sw, err := s.newSwarm(info, s.key)
 	if err == nil {
 		s.streams[info.Name] = sw
 	}
@@ -255,8 +267,10 @@ func (s *Service) AnnounceStream(_ context.Context, info pluginapi.StreamInfo) e
 	return nil
 }
 
-// newSwarm runs under s.mu.
-func (s *Service) newSwarm(info pluginapi.StreamInfo) (*swarm, error) {
+// newSwarm runs under s.mu. key is the server partner's key: the
+// plugin's own, or for a relayed stream one that presents the upstream's
+// public key (relay.go).
+func (s *Service) newSwarm(info pluginapi.StreamInfo, key ed25519.PrivateKey) (*swarm, error) {
 	st := s.settings
 	secret := []byte(st.TokenSecret)
 	sw := &swarm{name: info.Name, info: info}
@@ -278,7 +292,7 @@ func (s *Service) newSwarm(info pluginapi.StreamInfo) (*swarm, error) {
 		Advertise: s.ln.Addr().String(),
 		Log:       s.Log.With("stream", info.Name),
 		Config: engine.Config{
-			Role: wire.RoleServer, ID: ServerID, Stream: info.Name, SignKey: s.key, Epoch: sw.epoch.Load(),
+			Role: wire.RoleServer, ID: ServerID, Stream: info.Name, SignKey: key, Epoch: sw.epoch.Load(),
 			SegmentDuration: time.Duration(info.SegmentDurationMs) * time.Millisecond, Layers: info.Layers,
 			Partners: st.Partners, UploadCap: float64(st.UploadCap), Seeds: st.Seeds,
 			Tracker: tr, // one per swarm: this origin's directory of it, or the cluster's
@@ -329,6 +343,9 @@ func (s *Service) PushSegment(_ context.Context, seg pluginapi.Segment) error {
 	if err != nil {
 		return err
 	}
+	if sw.relay != nil {
+		return fmt.Errorf("%w: stream %s is relayed, not published here", pluginapi.ErrInvalid, seg.Stream)
+	}
 	if len(seg.Chunks) > sw.info.Layers {
 		return fmt.Errorf("%w: segment with %d layers, stream has %d", pluginapi.ErrInvalid, len(seg.Chunks), sw.info.Layers)
 	}
@@ -362,6 +379,10 @@ func (s *Service) SegmentRefused(stream string, seq uint64, err error) {
 func (s *Service) CloseStream(_ context.Context, name string) error {
 	s.mu.Lock()
 	sw := s.streams[name]
+	if sw != nil && sw.relay != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: stream %s is relayed: it ends with its Relay call", pluginapi.ErrInvalid, name)
+	}
 	delete(s.streams, name)
 	s.mu.Unlock()
 	if sw == nil {
@@ -388,18 +409,38 @@ func (s *Service) Stats(_ context.Context) ([]pluginapi.StreamStats, error) {
 		if err := sw.node.Do(func(e *engine.Engine) { st, sws = e.Stats(), e.Swarm(); edge, _ = e.LiveEdge() }); err != nil {
 			continue // closed meanwhile
 		}
-		out = append(out, pluginapi.StreamStats{
+		ss := pluginapi.StreamStats{
 			Stream: sw.name, Peers: sws.Peers, LiveEdge: edge, Segments: sw.segments.Load(),
 			ServerMediaBytes: st.MediaBytesOut, ServerControlBytes: st.ControlBytesOut,
 			PeerBytesFromServer: sws.FromServer, PeerBytesFromPeers: sws.FromPeers,
 			Continuity: sws.Continuity, RefusedJoins: sw.refused.Load(), Banned: sws.Banned, Epoch: sw.epoch.Load(),
-		})
+		}
+		if sw.relay != nil {
+			ss.StreamKey, ss.Upstream = sw.streamKey, sw.upstream
+			_ = sw.relay.Do(func(e *engine.Engine) {
+				rs := e.Stats()
+				ss.RelayBytesFromServer, ss.RelayBytesFromPeers = rs.UsefulFromServer, rs.UsefulFromPeers
+				ss.RelayConnected, ss.RelayPartners = e.HasServer(), len(e.Partners())
+				if ss.RelayConnected {
+					ss.RelayPartners-- // the server is counted apart
+				}
+			})
+		}
+		out = append(out, ss)
 	}
 	return out, nil
 }
 
 // Close ends every swarm and the listener.
 func (s *Service) Close() {
+	s.mu.Lock()
+	relays := s.relays
+	s.relays = nil
+	s.mu.Unlock()
+	for _, r := range relays { // each takes its relayed swarm with it
+		r.cancel()
+		<-r.done
+	}
 	s.mu.Lock()
 	streams := s.streams
 	s.streams = map[string]*swarm{}

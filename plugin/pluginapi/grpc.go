@@ -103,20 +103,29 @@ func (c *Client) PushSegment(_ context.Context, seg Segment) error {
 		}
 		c.push, c.stop = push, cancel
 	}
+	err := sendParts(seg, c.push.Send)
+	if err != nil {
+		if errors.Is(err, io.EOF) { // the real status comes with the close
+			_, err = c.push.CloseAndRecv()
+		}
+		c.resetLocked()
+		return fmt.Errorf("plugin push %s #%d: %w", seg.Stream, seg.Seq, fromStatus(err))
+	}
+	return nil
+}
+
+// sendParts cuts a segment into parts of at most MaxPartBytes, in order.
+func sendParts(seg Segment, send func(*pluginv1.SegmentPart) error) error {
 	for layer, chunk := range seg.Chunks {
 		for off := 0; off < len(chunk); off += MaxPartBytes {
 			end := min(off+MaxPartBytes, len(chunk))
-			err := c.push.Send(&pluginv1.SegmentPart{
+			err := send(&pluginv1.SegmentPart{
 				Stream: seg.Stream, Seq: seg.Seq, DurationMs: seg.DurationMs, RandomAccess: seg.RandomAccess,
 				LayerCount: uint32(len(seg.Chunks)), Layer: uint32(layer), ChunkSize: uint32(len(chunk)),
 				Offset: uint32(off), Data: chunk[off:end],
 			})
 			if err != nil {
-				if errors.Is(err, io.EOF) { // the real status comes with the close
-					_, err = c.push.CloseAndRecv()
-				}
-				c.resetLocked()
-				return fmt.Errorf("plugin push %s #%d: %w", seg.Stream, seg.Seq, fromStatus(err))
+				return err
 			}
 		}
 	}
@@ -162,6 +171,8 @@ func (c *Client) Stats(ctx context.Context) ([]StreamStats, error) {
 			ServerMediaBytes: s.ServerMediaBytes, ServerControlBytes: s.ServerControlBytes,
 			PeerBytesFromServer: s.PeerBytesFromServer, PeerBytesFromPeers: s.PeerBytesFromPeers,
 			Continuity: s.Continuity, RefusedJoins: s.RefusedJoins, Banned: s.Banned, Epoch: s.Epoch,
+			StreamKey: s.StreamKey, Upstream: s.Upstream, RelayBytesFromServer: s.RelayBytesFromServer,
+			RelayBytesFromPeers: s.RelayBytesFromPeers, RelayConnected: s.RelayConnected, RelayPartners: int(s.RelayPartners),
 		})
 	}
 	if p := r.Process; p != nil {
@@ -171,6 +182,58 @@ func (c *Client) Stats(ctx context.Context) ([]StreamStats, error) {
 		c.mu.Unlock()
 	}
 	return out, nil
+}
+
+// Relay implements Relayer over the gRPC service: it reassembles the
+// plugin's segment parts and calls emit with each event, until the
+// plugin ends the relay, ctx ends or emit fails.
+func (c *Client) Relay(ctx context.Context, req RelayRequest, emit func(RelayEvent) error) error {
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := c.rpc.Relay(ctx, &pluginv1.RelayRequest{Stream: req.Stream, Upstream: req.Upstream, StreamKey: req.StreamKey, Token: req.Token})
+	if err != nil {
+		return fmt.Errorf("plugin relay %s: %w", req.Stream, fromStatus(err))
+	}
+	var asm Assembler
+	for {
+		ev, err := st.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("plugin relay %s: %w", req.Stream, fromStatus(err))
+		}
+		out := RelayEvent{Epoch: ev.Epoch}
+		switch {
+		case len(ev.Header) > MaxHeaderBytes:
+			return fmt.Errorf("%w: relayed header over 64 KiB", ErrInvalid)
+		case len(ev.Header) > 0:
+			out.Header = ev.Header
+		case ev.Part != nil:
+			if ev.Part.Stream != req.Stream {
+				return fmt.Errorf("%w: relay of %s sent a part of %q", ErrInvalid, req.Stream, ev.Part.Stream)
+			}
+			seg, err := asm.Add(ev.Part)
+			if err != nil {
+				return fmt.Errorf("plugin relay %s: %w", req.Stream, err)
+			}
+			if seg == nil {
+				continue
+			}
+			out.Segment = seg
+		default:
+			continue
+		}
+		if err := emit(out); err != nil {
+			return err
+		}
+	}
 }
 
 // RefusalObserver is implemented by a P2P that wants to hear of segments
@@ -254,6 +317,8 @@ func (s *grpcServer) GetStats(ctx context.Context, _ *pluginv1.GetStatsRequest) 
 			ServerMediaBytes: x.ServerMediaBytes, ServerControlBytes: x.ServerControlBytes,
 			PeerBytesFromServer: x.PeerBytesFromServer, PeerBytesFromPeers: x.PeerBytesFromPeers,
 			Continuity: x.Continuity, RefusedJoins: x.RefusedJoins, Banned: x.Banned, Epoch: x.Epoch,
+			StreamKey: x.StreamKey, Upstream: x.Upstream, RelayBytesFromServer: x.RelayBytesFromServer,
+			RelayBytesFromPeers: x.RelayBytesFromPeers, RelayConnected: x.RelayConnected, RelayPartners: uint32(max(0, x.RelayPartners)),
 		})
 	}
 	if pr, ok := s.impl.(ProcessReporter); ok {
@@ -262,6 +327,34 @@ func (s *grpcServer) GetStats(ctx context.Context, _ *pluginv1.GetStatsRequest) 
 			MemoryLimitBytes: p.MemoryLimitBytes, Rejected: p.Rejected}
 	}
 	return out, nil
+}
+
+func (s *grpcServer) Relay(r *pluginv1.RelayRequest, stream grpc.ServerStreamingServer[pluginv1.RelayEvent]) error {
+	rl, ok := s.impl.(Relayer)
+	if !ok {
+		return status.Error(codes.Unimplemented, "this plugin does not relay")
+	}
+	req := RelayRequest{Stream: r.Stream, Upstream: r.Upstream, StreamKey: r.StreamKey, Token: r.Token}
+	if err := req.Validate(); err != nil {
+		return toStatus(err)
+	}
+	err := rl.Relay(stream.Context(), req, func(ev RelayEvent) error {
+		if len(ev.Header) > 0 {
+			if err := stream.Send(&pluginv1.RelayEvent{Header: ev.Header, Epoch: ev.Epoch}); err != nil {
+				return err
+			}
+		}
+		if ev.Segment == nil {
+			return nil
+		}
+		return sendParts(*ev.Segment, func(p *pluginv1.SegmentPart) error {
+			return stream.Send(&pluginv1.RelayEvent{Part: p, Epoch: ev.Epoch})
+		})
+	})
+	if err != nil && stream.Context().Err() == nil {
+		return toStatus(err)
+	}
+	return nil
 }
 
 func (s *grpcServer) PushSegments(stream grpc.ClientStreamingServer[pluginv1.SegmentPart, pluginv1.PushSegmentsResponse]) error {

@@ -9,7 +9,10 @@ package pluginapi
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
+	"fmt"
+	"net"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
@@ -175,6 +178,21 @@ type StreamStats struct {
 	// Epoch is the stream instance the swarm serves (the cluster
 	// registry publishes it).
 	Epoch uint64
+	// StreamKey is the key the swarm's peers verify manifests with when
+	// it is not the plugin's own: a relayed stream's upstream key.
+	StreamKey []byte
+	// Upstream is a relayed stream's upstream peer address ("": the
+	// stream is published here).
+	Upstream string
+	// RelayBytesFromServer and RelayBytesFromPeers are the useful media
+	// bytes a relay received from the upstream's server partner and from
+	// other peers of the upstream swarm.
+	RelayBytesFromServer uint64
+	RelayBytesFromPeers  uint64
+	// RelayConnected tells whether a relay is connected to the upstream's
+	// server partner; RelayPartners counts its peer partners there.
+	RelayConnected bool
+	RelayPartners  int
 }
 
 // Offload is the share of the useful media bytes peers received that came
@@ -199,6 +217,65 @@ type P2P interface {
 	CloseStream(ctx context.Context, name string) error
 	// Stats returns every swarm's counters.
 	Stats(ctx context.Context) ([]StreamStats, error)
+}
+
+// RelayRequest asks the plugin to relay an upstream node's stream (an
+// edge): see Relayer.
+type RelayRequest struct {
+	// Stream is the stream's name, e.g. "live/KEY".
+	Stream string
+	// Upstream is host:port of the upstream node's peer port.
+	Upstream string
+	// StreamKey is the Ed25519 public key the upstream signs the
+	// stream's manifests with: the relay verifies every segment with it
+	// and hands it to its own peers.
+	StreamKey []byte
+	// Token is the join token presented upstream ("": one minted with
+	// the plugin's token secret, if it has one).
+	Token string
+}
+
+// RelayEvent is what a relay hands the host: a stream header, or one
+// verified segment, in order (a gap is a segment the relay never got).
+type RelayEvent struct {
+	// Epoch is the upstream stream instance the event belongs to; a new
+	// epoch means segment numbers started again.
+	Epoch uint64
+	// Header, when set, is a (new) stream header.
+	Header []byte
+	// Segment, when set, is a segment as the upstream signed it.
+	Segment *Segment
+}
+
+// Relayer is implemented by a P2P that can relay an upstream node's
+// swarm. Relay joins the stream's swarm at req.Upstream as a
+// high-capacity peer, verifies each segment with req.StreamKey,
+// re-serves the upstream's signed manifests unchanged in the plugin's
+// own swarm of that name (its peers get the upstream's key and epoch, so
+// peers of every node trust one key and can partner across nodes) and
+// calls emit with the header and every segment. It returns when ctx ends
+// (the relay's swarm ends with it), or with the error that stopped it;
+// an error from emit stops it too. emit is called from one goroutine.
+type Relayer interface {
+	Relay(ctx context.Context, req RelayRequest, emit func(RelayEvent) error) error
+}
+
+// Validate checks a relay request against the contract's limits.
+func (r *RelayRequest) Validate() error {
+	switch {
+	case r.Stream == "" || len(r.Stream) > MaxStreamName:
+		return errors.Join(ErrInvalid, errors.New("stream name empty or too long"))
+	case r.Upstream == "" || len(r.Upstream) > MaxStreamName:
+		return errors.Join(ErrInvalid, errors.New("upstream address empty or too long"))
+	case len(r.StreamKey) != ed25519.PublicKeySize:
+		return errors.Join(ErrInvalid, errors.New("stream key is not 32 bytes (Ed25519)"))
+	case len(r.Token) > MaxHeaderBytes:
+		return errors.Join(ErrInvalid, errors.New("token over 64 KiB"))
+	}
+	if _, _, err := net.SplitHostPort(r.Upstream); err != nil {
+		return errors.Join(ErrInvalid, fmt.Errorf("upstream %q is not host:port: %w", r.Upstream, err))
+	}
+	return nil
 }
 
 // Validate checks a segment against the contract's limits.

@@ -28,6 +28,144 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RelayRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stream name, the origin path (e.g. "live/KEY").
+	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// host:port of the upstream node's peer port.
+	Upstream string `protobuf:"bytes,2,opt,name=upstream,proto3" json:"upstream,omitempty"`
+	// Ed25519 public key the upstream signs the stream's manifests with
+	// (32 bytes): the relay verifies with it and its peers are given it.
+	StreamKey []byte `protobuf:"bytes,3,opt,name=stream_key,json=streamKey,proto3" json:"stream_key,omitempty"`
+	// Join token presented upstream; empty: one minted with the plugin's
+	// token secret, if it has one.
+	Token         string `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayRequest) Reset() {
+	*x = RelayRequest{}
+	mi := &file_pluginv1_p2p_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayRequest) ProtoMessage() {}
+
+func (x *RelayRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginv1_p2p_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayRequest.ProtoReflect.Descriptor instead.
+func (*RelayRequest) Descriptor() ([]byte, []int) {
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *RelayRequest) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *RelayRequest) GetUpstream() string {
+	if x != nil {
+		return x.Upstream
+	}
+	return ""
+}
+
+func (x *RelayRequest) GetStreamKey() []byte {
+	if x != nil {
+		return x.StreamKey
+	}
+	return nil
+}
+
+func (x *RelayRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+// One event of a relay: a stream header or one part of a segment.
+type RelayEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A (new) stream header; empty in segment events.
+	Header []byte `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// A part of a relayed segment (cut as on the push stream).
+	Part *SegmentPart `protobuf:"bytes,2,opt,name=part,proto3" json:"part,omitempty"`
+	// The stream instance (the upstream's epoch) the event belongs to.
+	Epoch         uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayEvent) Reset() {
+	*x = RelayEvent{}
+	mi := &file_pluginv1_p2p_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayEvent) ProtoMessage() {}
+
+func (x *RelayEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginv1_p2p_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayEvent.ProtoReflect.Descriptor instead.
+func (*RelayEvent) Descriptor() ([]byte, []int) {
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RelayEvent) GetHeader() []byte {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *RelayEvent) GetPart() *SegmentPart {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *RelayEvent) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type ConfigureRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Address the plugin listens on for peers (e.g. ":7070").
@@ -63,7 +201,7 @@ type ConfigureRequest struct {
 
 func (x *ConfigureRequest) Reset() {
 	*x = ConfigureRequest{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[0]
+	mi := &file_pluginv1_p2p_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -75,7 +213,7 @@ func (x *ConfigureRequest) String() string {
 func (*ConfigureRequest) ProtoMessage() {}
 
 func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[0]
+	mi := &file_pluginv1_p2p_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -88,7 +226,7 @@ func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{0}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ConfigureRequest) GetPeerAddress() string {
@@ -196,7 +334,7 @@ type ConfigureResponse struct {
 
 func (x *ConfigureResponse) Reset() {
 	*x = ConfigureResponse{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[1]
+	mi := &file_pluginv1_p2p_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -208,7 +346,7 @@ func (x *ConfigureResponse) String() string {
 func (*ConfigureResponse) ProtoMessage() {}
 
 func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[1]
+	mi := &file_pluginv1_p2p_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -221,7 +359,7 @@ func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
 func (*ConfigureResponse) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{1}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ConfigureResponse) GetPeerAddress() string {
@@ -266,7 +404,7 @@ type AnnounceStreamRequest struct {
 
 func (x *AnnounceStreamRequest) Reset() {
 	*x = AnnounceStreamRequest{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[2]
+	mi := &file_pluginv1_p2p_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +416,7 @@ func (x *AnnounceStreamRequest) String() string {
 func (*AnnounceStreamRequest) ProtoMessage() {}
 
 func (x *AnnounceStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[2]
+	mi := &file_pluginv1_p2p_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +429,7 @@ func (x *AnnounceStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnnounceStreamRequest.ProtoReflect.Descriptor instead.
 func (*AnnounceStreamRequest) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{2}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AnnounceStreamRequest) GetStream() string {
@@ -337,7 +475,7 @@ type AnnounceStreamResponse struct {
 
 func (x *AnnounceStreamResponse) Reset() {
 	*x = AnnounceStreamResponse{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[3]
+	mi := &file_pluginv1_p2p_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +487,7 @@ func (x *AnnounceStreamResponse) String() string {
 func (*AnnounceStreamResponse) ProtoMessage() {}
 
 func (x *AnnounceStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[3]
+	mi := &file_pluginv1_p2p_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +500,7 @@ func (x *AnnounceStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnnounceStreamResponse.ProtoReflect.Descriptor instead.
 func (*AnnounceStreamResponse) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{3}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{5}
 }
 
 type SegmentPart struct {
@@ -386,7 +524,7 @@ type SegmentPart struct {
 
 func (x *SegmentPart) Reset() {
 	*x = SegmentPart{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[4]
+	mi := &file_pluginv1_p2p_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -398,7 +536,7 @@ func (x *SegmentPart) String() string {
 func (*SegmentPart) ProtoMessage() {}
 
 func (x *SegmentPart) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[4]
+	mi := &file_pluginv1_p2p_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -411,7 +549,7 @@ func (x *SegmentPart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentPart.ProtoReflect.Descriptor instead.
 func (*SegmentPart) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{4}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SegmentPart) GetStream() string {
@@ -489,7 +627,7 @@ type PushSegmentsResponse struct {
 
 func (x *PushSegmentsResponse) Reset() {
 	*x = PushSegmentsResponse{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[5]
+	mi := &file_pluginv1_p2p_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +639,7 @@ func (x *PushSegmentsResponse) String() string {
 func (*PushSegmentsResponse) ProtoMessage() {}
 
 func (x *PushSegmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[5]
+	mi := &file_pluginv1_p2p_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +652,7 @@ func (x *PushSegmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushSegmentsResponse.ProtoReflect.Descriptor instead.
 func (*PushSegmentsResponse) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{5}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PushSegmentsResponse) GetAccepted() uint64 {
@@ -547,7 +685,7 @@ type CloseStreamRequest struct {
 
 func (x *CloseStreamRequest) Reset() {
 	*x = CloseStreamRequest{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[6]
+	mi := &file_pluginv1_p2p_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +697,7 @@ func (x *CloseStreamRequest) String() string {
 func (*CloseStreamRequest) ProtoMessage() {}
 
 func (x *CloseStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[6]
+	mi := &file_pluginv1_p2p_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +710,7 @@ func (x *CloseStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStreamRequest.ProtoReflect.Descriptor instead.
 func (*CloseStreamRequest) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{6}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CloseStreamRequest) GetStream() string {
@@ -590,7 +728,7 @@ type CloseStreamResponse struct {
 
 func (x *CloseStreamResponse) Reset() {
 	*x = CloseStreamResponse{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[7]
+	mi := &file_pluginv1_p2p_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -602,7 +740,7 @@ func (x *CloseStreamResponse) String() string {
 func (*CloseStreamResponse) ProtoMessage() {}
 
 func (x *CloseStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[7]
+	mi := &file_pluginv1_p2p_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -615,7 +753,7 @@ func (x *CloseStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStreamResponse.ProtoReflect.Descriptor instead.
 func (*CloseStreamResponse) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{7}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{9}
 }
 
 type GetStatsRequest struct {
@@ -626,7 +764,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[8]
+	mi := &file_pluginv1_p2p_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +776,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[8]
+	mi := &file_pluginv1_p2p_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +789,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{8}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{10}
 }
 
 type GetStatsResponse struct {
@@ -665,7 +803,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[9]
+	mi := &file_pluginv1_p2p_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +815,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[9]
+	mi := &file_pluginv1_p2p_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +828,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{9}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetStatsResponse) GetStreams() []*StreamStats {
@@ -723,7 +861,7 @@ type ProcessStats struct {
 
 func (x *ProcessStats) Reset() {
 	*x = ProcessStats{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[10]
+	mi := &file_pluginv1_p2p_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +873,7 @@ func (x *ProcessStats) String() string {
 func (*ProcessStats) ProtoMessage() {}
 
 func (x *ProcessStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[10]
+	mi := &file_pluginv1_p2p_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +886,7 @@ func (x *ProcessStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessStats.ProtoReflect.Descriptor instead.
 func (*ProcessStats) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{10}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ProcessStats) GetGoroutines() uint64 {
@@ -807,14 +945,27 @@ type StreamStats struct {
 	RefusedJoins uint64 `protobuf:"varint,10,opt,name=refused_joins,json=refusedJoins,proto3" json:"refused_joins,omitempty"`
 	Banned       uint64 `protobuf:"varint,11,opt,name=banned,proto3" json:"banned,omitempty"`
 	// The stream instance the swarm serves now.
-	Epoch         uint64 `protobuf:"varint,12,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Epoch uint64 `protobuf:"varint,12,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// The key the swarm's peers verify manifests with: the upstream's for a
+	// relayed stream (empty: the plugin's own, ConfigureResponse).
+	StreamKey []byte `protobuf:"bytes,13,opt,name=stream_key,json=streamKey,proto3" json:"stream_key,omitempty"`
+	// A relayed stream's upstream peer address (empty: published here).
+	Upstream string `protobuf:"bytes,14,opt,name=upstream,proto3" json:"upstream,omitempty"`
+	// Useful media bytes the relay received from the upstream's server
+	// partner and from other peers of its swarm.
+	RelayBytesFromServer uint64 `protobuf:"varint,15,opt,name=relay_bytes_from_server,json=relayBytesFromServer,proto3" json:"relay_bytes_from_server,omitempty"`
+	RelayBytesFromPeers  uint64 `protobuf:"varint,16,opt,name=relay_bytes_from_peers,json=relayBytesFromPeers,proto3" json:"relay_bytes_from_peers,omitempty"`
+	// The relay's connection to the upstream server partner is up, and its
+	// peer partners there.
+	RelayConnected bool   `protobuf:"varint,17,opt,name=relay_connected,json=relayConnected,proto3" json:"relay_connected,omitempty"`
+	RelayPartners  uint32 `protobuf:"varint,18,opt,name=relay_partners,json=relayPartners,proto3" json:"relay_partners,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *StreamStats) Reset() {
 	*x = StreamStats{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[11]
+	mi := &file_pluginv1_p2p_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +977,7 @@ func (x *StreamStats) String() string {
 func (*StreamStats) ProtoMessage() {}
 
 func (x *StreamStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[11]
+	mi := &file_pluginv1_p2p_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +990,7 @@ func (x *StreamStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStats.ProtoReflect.Descriptor instead.
 func (*StreamStats) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{11}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StreamStats) GetStream() string {
@@ -926,11 +1077,64 @@ func (x *StreamStats) GetEpoch() uint64 {
 	return 0
 }
 
+func (x *StreamStats) GetStreamKey() []byte {
+	if x != nil {
+		return x.StreamKey
+	}
+	return nil
+}
+
+func (x *StreamStats) GetUpstream() string {
+	if x != nil {
+		return x.Upstream
+	}
+	return ""
+}
+
+func (x *StreamStats) GetRelayBytesFromServer() uint64 {
+	if x != nil {
+		return x.RelayBytesFromServer
+	}
+	return 0
+}
+
+func (x *StreamStats) GetRelayBytesFromPeers() uint64 {
+	if x != nil {
+		return x.RelayBytesFromPeers
+	}
+	return 0
+}
+
+func (x *StreamStats) GetRelayConnected() bool {
+	if x != nil {
+		return x.RelayConnected
+	}
+	return false
+}
+
+func (x *StreamStats) GetRelayPartners() uint32 {
+	if x != nil {
+		return x.RelayPartners
+	}
+	return 0
+}
+
 var File_pluginv1_p2p_proto protoreflect.FileDescriptor
 
 const file_pluginv1_p2p_proto_rawDesc = "" +
 	"\n" +
-	"\x12pluginv1/p2p.proto\x12\x0ecoop.plugin.v1\"\xe5\x03\n" +
+	"\x12pluginv1/p2p.proto\x12\x0ecoop.plugin.v1\"w\n" +
+	"\fRelayRequest\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n" +
+	"\bupstream\x18\x02 \x01(\tR\bupstream\x12\x1d\n" +
+	"\n" +
+	"stream_key\x18\x03 \x01(\fR\tstreamKey\x12\x14\n" +
+	"\x05token\x18\x04 \x01(\tR\x05token\"k\n" +
+	"\n" +
+	"RelayEvent\x12\x16\n" +
+	"\x06header\x18\x01 \x01(\fR\x06header\x12/\n" +
+	"\x04part\x18\x02 \x01(\v2\x1b.coop.plugin.v1.SegmentPartR\x04part\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\xe5\x03\n" +
 	"\x10ConfigureRequest\x12!\n" +
 	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12\x1d\n" +
 	"\n" +
@@ -994,7 +1198,7 @@ const file_pluginv1_p2p_proto_rawDesc = "" +
 	"\brejected\x18\x05 \x03(\v2*.coop.plugin.v1.ProcessStats.RejectedEntryR\brejected\x1a;\n" +
 	"\rRejectedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xaf\x03\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xa6\x05\n" +
 	"\vStreamStats\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x14\n" +
 	"\x05peers\x18\x02 \x01(\rR\x05peers\x12\x1b\n" +
@@ -1010,13 +1214,21 @@ const file_pluginv1_p2p_proto_rawDesc = "" +
 	"\rrefused_joins\x18\n" +
 	" \x01(\x04R\frefusedJoins\x12\x16\n" +
 	"\x06banned\x18\v \x01(\x04R\x06banned\x12\x14\n" +
-	"\x05epoch\x18\f \x01(\x04R\x05epoch2\xb4\x03\n" +
+	"\x05epoch\x18\f \x01(\x04R\x05epoch\x12\x1d\n" +
+	"\n" +
+	"stream_key\x18\r \x01(\fR\tstreamKey\x12\x1a\n" +
+	"\bupstream\x18\x0e \x01(\tR\bupstream\x125\n" +
+	"\x17relay_bytes_from_server\x18\x0f \x01(\x04R\x14relayBytesFromServer\x123\n" +
+	"\x16relay_bytes_from_peers\x18\x10 \x01(\x04R\x13relayBytesFromPeers\x12'\n" +
+	"\x0frelay_connected\x18\x11 \x01(\bR\x0erelayConnected\x12%\n" +
+	"\x0erelay_partners\x18\x12 \x01(\rR\rrelayPartners2\xf9\x03\n" +
 	"\x03P2P\x12P\n" +
 	"\tConfigure\x12 .coop.plugin.v1.ConfigureRequest\x1a!.coop.plugin.v1.ConfigureResponse\x12_\n" +
 	"\x0eAnnounceStream\x12%.coop.plugin.v1.AnnounceStreamRequest\x1a&.coop.plugin.v1.AnnounceStreamResponse\x12S\n" +
 	"\fPushSegments\x12\x1b.coop.plugin.v1.SegmentPart\x1a$.coop.plugin.v1.PushSegmentsResponse(\x01\x12V\n" +
 	"\vCloseStream\x12\".coop.plugin.v1.CloseStreamRequest\x1a#.coop.plugin.v1.CloseStreamResponse\x12M\n" +
-	"\bGetStats\x12\x1f.coop.plugin.v1.GetStatsRequest\x1a .coop.plugin.v1.GetStatsResponseB9Z7github.com/coopstreaming/coop/plugin/pluginapi/pluginv1b\x06proto3"
+	"\bGetStats\x12\x1f.coop.plugin.v1.GetStatsRequest\x1a .coop.plugin.v1.GetStatsResponse\x12C\n" +
+	"\x05Relay\x12\x1c.coop.plugin.v1.RelayRequest\x1a\x1a.coop.plugin.v1.RelayEvent0\x01B9Z7github.com/coopstreaming/coop/plugin/pluginapi/pluginv1b\x06proto3"
 
 var (
 	file_pluginv1_p2p_proto_rawDescOnce sync.Once
@@ -1030,41 +1242,46 @@ func file_pluginv1_p2p_proto_rawDescGZIP() []byte {
 	return file_pluginv1_p2p_proto_rawDescData
 }
 
-var file_pluginv1_p2p_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_pluginv1_p2p_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_pluginv1_p2p_proto_goTypes = []any{
-	(*ConfigureRequest)(nil),       // 0: coop.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil),      // 1: coop.plugin.v1.ConfigureResponse
-	(*AnnounceStreamRequest)(nil),  // 2: coop.plugin.v1.AnnounceStreamRequest
-	(*AnnounceStreamResponse)(nil), // 3: coop.plugin.v1.AnnounceStreamResponse
-	(*SegmentPart)(nil),            // 4: coop.plugin.v1.SegmentPart
-	(*PushSegmentsResponse)(nil),   // 5: coop.plugin.v1.PushSegmentsResponse
-	(*CloseStreamRequest)(nil),     // 6: coop.plugin.v1.CloseStreamRequest
-	(*CloseStreamResponse)(nil),    // 7: coop.plugin.v1.CloseStreamResponse
-	(*GetStatsRequest)(nil),        // 8: coop.plugin.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),       // 9: coop.plugin.v1.GetStatsResponse
-	(*ProcessStats)(nil),           // 10: coop.plugin.v1.ProcessStats
-	(*StreamStats)(nil),            // 11: coop.plugin.v1.StreamStats
-	nil,                            // 12: coop.plugin.v1.ProcessStats.RejectedEntry
+	(*RelayRequest)(nil),           // 0: coop.plugin.v1.RelayRequest
+	(*RelayEvent)(nil),             // 1: coop.plugin.v1.RelayEvent
+	(*ConfigureRequest)(nil),       // 2: coop.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil),      // 3: coop.plugin.v1.ConfigureResponse
+	(*AnnounceStreamRequest)(nil),  // 4: coop.plugin.v1.AnnounceStreamRequest
+	(*AnnounceStreamResponse)(nil), // 5: coop.plugin.v1.AnnounceStreamResponse
+	(*SegmentPart)(nil),            // 6: coop.plugin.v1.SegmentPart
+	(*PushSegmentsResponse)(nil),   // 7: coop.plugin.v1.PushSegmentsResponse
+	(*CloseStreamRequest)(nil),     // 8: coop.plugin.v1.CloseStreamRequest
+	(*CloseStreamResponse)(nil),    // 9: coop.plugin.v1.CloseStreamResponse
+	(*GetStatsRequest)(nil),        // 10: coop.plugin.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),       // 11: coop.plugin.v1.GetStatsResponse
+	(*ProcessStats)(nil),           // 12: coop.plugin.v1.ProcessStats
+	(*StreamStats)(nil),            // 13: coop.plugin.v1.StreamStats
+	nil,                            // 14: coop.plugin.v1.ProcessStats.RejectedEntry
 }
 var file_pluginv1_p2p_proto_depIdxs = []int32{
-	11, // 0: coop.plugin.v1.GetStatsResponse.streams:type_name -> coop.plugin.v1.StreamStats
-	10, // 1: coop.plugin.v1.GetStatsResponse.process:type_name -> coop.plugin.v1.ProcessStats
-	12, // 2: coop.plugin.v1.ProcessStats.rejected:type_name -> coop.plugin.v1.ProcessStats.RejectedEntry
-	0,  // 3: coop.plugin.v1.P2P.Configure:input_type -> coop.plugin.v1.ConfigureRequest
-	2,  // 4: coop.plugin.v1.P2P.AnnounceStream:input_type -> coop.plugin.v1.AnnounceStreamRequest
-	4,  // 5: coop.plugin.v1.P2P.PushSegments:input_type -> coop.plugin.v1.SegmentPart
-	6,  // 6: coop.plugin.v1.P2P.CloseStream:input_type -> coop.plugin.v1.CloseStreamRequest
-	8,  // 7: coop.plugin.v1.P2P.GetStats:input_type -> coop.plugin.v1.GetStatsRequest
-	1,  // 8: coop.plugin.v1.P2P.Configure:output_type -> coop.plugin.v1.ConfigureResponse
-	3,  // 9: coop.plugin.v1.P2P.AnnounceStream:output_type -> coop.plugin.v1.AnnounceStreamResponse
-	5,  // 10: coop.plugin.v1.P2P.PushSegments:output_type -> coop.plugin.v1.PushSegmentsResponse
-	7,  // 11: coop.plugin.v1.P2P.CloseStream:output_type -> coop.plugin.v1.CloseStreamResponse
-	9,  // 12: coop.plugin.v1.P2P.GetStats:output_type -> coop.plugin.v1.GetStatsResponse
-	8,  // [8:13] is the sub-list for method output_type
-	3,  // [3:8] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	6,  // 0: coop.plugin.v1.RelayEvent.part:type_name -> coop.plugin.v1.SegmentPart
+	13, // 1: coop.plugin.v1.GetStatsResponse.streams:type_name -> coop.plugin.v1.StreamStats
+	12, // 2: coop.plugin.v1.GetStatsResponse.process:type_name -> coop.plugin.v1.ProcessStats
+	14, // 3: coop.plugin.v1.ProcessStats.rejected:type_name -> coop.plugin.v1.ProcessStats.RejectedEntry
+	2,  // 4: coop.plugin.v1.P2P.Configure:input_type -> coop.plugin.v1.ConfigureRequest
+	4,  // 5: coop.plugin.v1.P2P.AnnounceStream:input_type -> coop.plugin.v1.AnnounceStreamRequest
+	6,  // 6: coop.plugin.v1.P2P.PushSegments:input_type -> coop.plugin.v1.SegmentPart
+	8,  // 7: coop.plugin.v1.P2P.CloseStream:input_type -> coop.plugin.v1.CloseStreamRequest
+	10, // 8: coop.plugin.v1.P2P.GetStats:input_type -> coop.plugin.v1.GetStatsRequest
+	0,  // 9: coop.plugin.v1.P2P.Relay:input_type -> coop.plugin.v1.RelayRequest
+	3,  // 10: coop.plugin.v1.P2P.Configure:output_type -> coop.plugin.v1.ConfigureResponse
+	5,  // 11: coop.plugin.v1.P2P.AnnounceStream:output_type -> coop.plugin.v1.AnnounceStreamResponse
+	7,  // 12: coop.plugin.v1.P2P.PushSegments:output_type -> coop.plugin.v1.PushSegmentsResponse
+	9,  // 13: coop.plugin.v1.P2P.CloseStream:output_type -> coop.plugin.v1.CloseStreamResponse
+	11, // 14: coop.plugin.v1.P2P.GetStats:output_type -> coop.plugin.v1.GetStatsResponse
+	1,  // 15: coop.plugin.v1.P2P.Relay:output_type -> coop.plugin.v1.RelayEvent
+	10, // [10:16] is the sub-list for method output_type
+	4,  // [4:10] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_pluginv1_p2p_proto_init() }
@@ -1078,7 +1295,7 @@ func file_pluginv1_p2p_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pluginv1_p2p_proto_rawDesc), len(file_pluginv1_p2p_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

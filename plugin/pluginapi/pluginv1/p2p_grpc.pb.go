@@ -31,6 +31,7 @@ const (
 	P2P_PushSegments_FullMethodName   = "/coop.plugin.v1.P2P/PushSegments"
 	P2P_CloseStream_FullMethodName    = "/coop.plugin.v1.P2P/CloseStream"
 	P2P_GetStats_FullMethodName       = "/coop.plugin.v1.P2P/GetStats"
+	P2P_Relay_FullMethodName          = "/coop.plugin.v1.P2P/Relay"
 )
 
 // P2PClient is the client API for P2P service.
@@ -51,6 +52,14 @@ type P2PClient interface {
 	CloseStream(ctx context.Context, in *CloseStreamRequest, opts ...grpc.CallOption) (*CloseStreamResponse, error)
 	// GetStats returns the swarms' counters.
 	GetStats(ctx context.Context, in *GetStatsRequest, opts ...grpc.CallOption) (*GetStatsResponse, error)
+	// Relay makes the plugin an edge of an upstream node's swarm: it joins
+	// the stream's swarm at the upstream's peer port as a high-capacity
+	// peer, verifies every segment with the stream key, re-serves the
+	// signed segments unchanged in its own swarm of the same name (its
+	// peers verify the upstream's key and follow its epoch), and streams
+	// the header and each segment, in order, back to the host for its local
+	// readers. The relay and its swarm end when the host cancels the call.
+	Relay(ctx context.Context, in *RelayRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RelayEvent], error)
 }
 
 type p2PClient struct {
@@ -114,6 +123,25 @@ func (c *p2PClient) GetStats(ctx context.Context, in *GetStatsRequest, opts ...g
 	return out, nil
 }
 
+func (c *p2PClient) Relay(ctx context.Context, in *RelayRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RelayEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &P2P_ServiceDesc.Streams[1], P2P_Relay_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RelayRequest, RelayEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type P2P_RelayClient = grpc.ServerStreamingClient[RelayEvent]
+
 // P2PServer is the server API for P2P service.
 // All implementations must embed UnimplementedP2PServer
 // for forward compatibility.
@@ -132,6 +160,14 @@ type P2PServer interface {
 	CloseStream(context.Context, *CloseStreamRequest) (*CloseStreamResponse, error)
 	// GetStats returns the swarms' counters.
 	GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error)
+	// Relay makes the plugin an edge of an upstream node's swarm: it joins
+	// the stream's swarm at the upstream's peer port as a high-capacity
+	// peer, verifies every segment with the stream key, re-serves the
+	// signed segments unchanged in its own swarm of the same name (its
+	// peers verify the upstream's key and follow its epoch), and streams
+	// the header and each segment, in order, back to the host for its local
+	// readers. The relay and its swarm end when the host cancels the call.
+	Relay(*RelayRequest, grpc.ServerStreamingServer[RelayEvent]) error
 	mustEmbedUnimplementedP2PServer()
 }
 
@@ -156,6 +192,9 @@ func (UnimplementedP2PServer) CloseStream(context.Context, *CloseStreamRequest) 
 }
 func (UnimplementedP2PServer) GetStats(context.Context, *GetStatsRequest) (*GetStatsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetStats not implemented")
+}
+func (UnimplementedP2PServer) Relay(*RelayRequest, grpc.ServerStreamingServer[RelayEvent]) error {
+	return status.Errorf(codes.Unimplemented, "method Relay not implemented")
 }
 func (UnimplementedP2PServer) mustEmbedUnimplementedP2PServer() {}
 func (UnimplementedP2PServer) testEmbeddedByValue()             {}
@@ -257,6 +296,17 @@ func _P2P_GetStats_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _P2P_Relay_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RelayRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(P2PServer).Relay(m, &grpc.GenericServerStream[RelayRequest, RelayEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type P2P_RelayServer = grpc.ServerStreamingServer[RelayEvent]
+
 // P2P_ServiceDesc is the grpc.ServiceDesc for P2P service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -286,6 +336,11 @@ var P2P_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "PushSegments",
 			Handler:       _P2P_PushSegments_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Relay",
+			Handler:       _P2P_Relay_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "pluginv1/p2p.proto",
