@@ -10,13 +10,21 @@ import (
 	"github.com/coopstreaming/coop/cluster/registry"
 )
 
-// Cluster configures the node's part in a cluster of origins (and, later,
-// edges) that share the stream registry and the swarms' trackers; see
+// Cluster configures the node's part in a cluster of origins and edges
+// that share the stream registry and the swarms' trackers; see
 // docs/scale.md.
 type Cluster struct {
-	// Role is origin (the default). edge is accepted by the parser but
-	// not implemented yet: it is refused with a clear error.
+	// Role is origin (the default: takes publishers, runs the streams'
+	// swarms) or edge (relays every stream the cluster's origins serve:
+	// its plugin joins the origin's swarm as a high-capacity peer and
+	// re-serves the origin's signed segments to its own peers, and its
+	// RTSP/HLS readers get the stream too). An edge needs cluster.redis
+	// and the plugin.
 	Role string `yaml:"role"`
+	// Upstream is host:port of the origin's plugin peer port an edge
+	// relays from ("": the peer address each stream's origin node
+	// registered).
+	Upstream string `yaml:"upstream"`
 	// NodeID names the node ("": hostname-APIport, see NodeID).
 	NodeID string `yaml:"nodeID"`
 	// Redis is host:port of the shared redis-server ("": in memory, one
@@ -34,7 +42,9 @@ func (c *Cluster) validate() error {
 	switch registry.Role(c.Role) {
 	case registry.RoleOrigin:
 	case registry.RoleEdge:
-		return errors.New("config: cluster.role: edge is not implemented yet (issue 15: edges relaying an origin's swarm); use origin")
+		if c.Redis == "" {
+			return errors.New("config: cluster.role: edge needs cluster.redis (an edge finds the origins' streams in the shared registry)")
+		}
 	default:
 		return fmt.Errorf("config: cluster.role: %q is not one of origin, edge", c.Role)
 	}
@@ -47,6 +57,14 @@ func (c *Cluster) validate() error {
 	if c.Redis != "" {
 		if _, _, err := net.SplitHostPort(c.Redis); err != nil {
 			return fmt.Errorf("config: cluster.redis: %q is not host:port: %w", c.Redis, err)
+		}
+	}
+	if c.Upstream != "" {
+		if _, _, err := net.SplitHostPort(c.Upstream); err != nil {
+			return fmt.Errorf("config: cluster.upstream: %q is not host:port: %w", c.Upstream, err)
+		}
+		if registry.Role(c.Role) != registry.RoleEdge {
+			return errors.New("config: cluster.upstream: only an edge (cluster.role: edge) has an upstream")
 		}
 	}
 	hb, ttl := time.Duration(c.Heartbeat), time.Duration(c.TTL)

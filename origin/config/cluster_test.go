@@ -23,8 +23,15 @@ func TestClusterKeys(t *testing.T) {
 	require.Equal(t, "127.0.0.1:6379", c.Cluster.Redis)
 	require.Equal(t, "a", c.NodeID())
 
+	c, err = Load("", []string{"COOP_CLUSTER_ROLE=edge", "COOP_CLUSTER_REDIS=127.0.0.1:6379", "COOP_CLUSTER_UPSTREAM=10.0.0.1:7070"})
+	require.NoError(t, err, "an edge with Redis and an upstream")
+	require.Equal(t, "edge", c.Cluster.Role)
+	require.Equal(t, "10.0.0.1:7070", c.Cluster.Upstream)
+
 	for _, bad := range []struct{ yml, key string }{
-		{"cluster:\n  role: edge\n", "cluster.role: edge is not implemented yet"},
+		{"cluster:\n  role: edge\n", "cluster.role: edge needs cluster.redis"},
+		{"cluster:\n  role: edge\n  redis: r:6379\n  upstream: nohostport\n", "cluster.upstream"},
+		{"cluster:\n  redis: r:6379\n  upstream: o:7070\n", "cluster.upstream: only an edge"},
 		{"cluster:\n  role: boss\n", "cluster.role"},
 		{"cluster:\n  redis: nohostport\n", "cluster.redis"},
 		{"cluster:\n  heartbeat: 10ms\n", "cluster.heartbeat"},

@@ -83,7 +83,8 @@ func (o *Origin) clusterSelf(cn *clusterNode, apiAddr string) registry.Node {
 		for _, s := range st.Streams {
 			n.Load.Peers += s.Peers
 			out += s.ServerMediaBytes + s.ServerControlBytes
-			p2p[s.Stream] = registry.Claim{Epoch: s.Epoch, Peers: s.Peers}
+			// A relayed stream (an edge's) is verified with its origin's key.
+			p2p[s.Stream] = registry.Claim{Epoch: s.Epoch, Peers: s.Peers, PublicKey: s.StreamKey}
 		}
 	}
 	for _, s := range infos {
@@ -91,7 +92,10 @@ func (o *Origin) clusterSelf(cn *clusterNode, apiAddr string) registry.Node {
 			continue
 		}
 		cl := p2p[s.Path]
-		cl.Stream, cl.PublicKey = s.Path, key
+		cl.Stream = s.Path
+		if len(cl.PublicKey) == 0 {
+			cl.PublicKey = key
+		}
 		n.Streams = append(n.Streams, cl)
 	}
 	o.advertise(&n.Addr)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/coopstreaming/coop/origin/auth"
 	"github.com/coopstreaming/coop/origin/config"
+	"github.com/coopstreaming/coop/origin/edge"
 	"github.com/coopstreaming/coop/origin/hlsserver"
 	"github.com/coopstreaming/coop/origin/httpapi"
 	"github.com/coopstreaming/coop/origin/netguard"
@@ -59,6 +60,8 @@ type Origin struct {
 	cluster *clusterNode
 	// placer redirects clients by load (cluster.placement; nil: never).
 	placer atomic.Pointer[placer]
+	// edge relays the origins' streams (cluster.role: edge; nil: origin).
+	edge *edge.Edge
 
 	closeOnce sync.Once
 }
@@ -101,6 +104,10 @@ func (o *Origin) Initialize() error {
 			o.Plugin, o.Sink = host, host
 			o.Registry.MustRegister(host)
 		}
+	}
+	if err := o.prepareEdge(); err != nil {
+		o.Close()
+		return err
 	}
 	o.Streams = &stream.Manager{
 		Config: stream.Config{
@@ -156,7 +163,7 @@ func (o *Origin) Initialize() error {
 	o.httpLn = ln
 	sources := httpapi.Sources{
 		Streams: o.Streams.Snapshot, Readers: o.RTSP.Readers, Gatherer: o.Registry,
-		Extra: map[string]func() any{"p2p": o.p2pStatus, "sources": o.sourcesStatus, "cluster": o.clusterView},
+		Extra: map[string]func() any{"p2p": o.p2pStatus, "sources": o.sourcesStatus, "cluster": o.clusterView, "edge": o.edgeStatus},
 	}
 	if o.HLS != nil {
 		sources.HLS, sources.HLSAddress = o.HLS.Stats, c.HLS.Address
@@ -181,6 +188,7 @@ func (o *Origin) Initialize() error {
 	}
 	o.startCluster(ln.Addr().String())
 	o.startPlacement()
+	o.startEdge()
 	o.Pull = &pull.Manager{Streams: o.Streams, Timeout: time.Duration(c.Timeout), Log: o.Log.With("component", "pull")}
 	for name, p := range c.Paths {
 		if p.Source != "" {
@@ -228,6 +236,7 @@ func (o *Origin) close() {
 	if o.RTMP != nil {
 		o.RTMP.Close()
 	}
+	o.stopEdge()
 	if o.Streams != nil {
 		o.Streams.Close()
 	}

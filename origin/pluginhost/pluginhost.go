@@ -127,6 +127,26 @@ type Host struct {
 	// warn rate-limits the warnings a publisher's stream can trigger (a
 	// request the plugin refuses or fails, a failed re-announce).
 	warn ratelog.Limiter
+	// cur is the running plugin's client (nil while none is up), for
+	// Relay calls (guarded by mu).
+	cur *pluginapi.Client
+}
+
+// ErrPluginDown is Relay's answer while no plugin process is up.
+var ErrPluginDown = errors.New("pluginhost: the plugin is not up")
+
+// Relay has the running plugin relay an upstream node's stream
+// (pluginapi.Relayer): it returns when ctx ends, the relay fails or the
+// plugin process goes down; the caller retries. It never holds up the
+// host's own feeding of the plugin.
+func (h *Host) Relay(ctx context.Context, req pluginapi.RelayRequest, emit func(pluginapi.RelayEvent) error) error {
+	h.mu.Lock()
+	c := h.cur
+	h.mu.Unlock()
+	if c == nil {
+		return ErrPluginDown
+	}
+	return c.Relay(ctx, req, emit)
 }
 
 // cumulative keeps a stream's byte counters monotonic across restarts.
@@ -311,11 +331,15 @@ func (h *Host) supervise() {
 			continue
 		}
 		began := time.Now()
+		h.mu.Lock()
+		h.cur = s.p2p
+		h.mu.Unlock()
 		err = h.run(s)
 		s.p2p.ClosePush()
 		s.client.Kill()
 		h.mu.Lock()
 		h.status.Up = false
+		h.cur = nil
 		h.mu.Unlock()
 		if h.ctx.Err() != nil {
 			h.Log.Info("plugin stopped")
