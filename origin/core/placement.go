@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -28,7 +29,10 @@ func (o *Origin) startPlacement() {
 	if o.cluster == nil || (lim.MaxPeers <= 0 && lim.MaxReaders <= 0) {
 		return
 	}
+	// The view is read as often as nodes heartbeat and trusted as long
+	// as their entries live.
 	r := &placement.Redirector{Registry: o.cluster.reg, Self: o.cluster.id, Limits: lim,
+		Refresh: time.Duration(o.Config.Cluster.Heartbeat), MaxAge: time.Duration(o.Config.Cluster.TTL),
 		Log: o.Log.With("component", "placement")}
 	ctx, cancel := context.WithCancel(context.Background())
 	pl := &placer{r: r, cancel: cancel, done: make(chan struct{})}
