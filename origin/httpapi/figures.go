@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"encoding/hex"
 	"sort"
 	"sync"
 	"time"
@@ -321,6 +322,16 @@ type P2PStream struct {
 	Banned              uint64   `json:"banned"`
 	OffloadLifetime     float64  `json:"offloadLifetime"`
 	OffloadLastMinute   *float64 `json:"offloadLastMinute"`
+	// Epoch is the stream instance the swarm serves.
+	Epoch uint64 `json:"epoch"`
+	// A relayed stream's (an edge's): the key its peers verify with (hex:
+	// the origin's), its upstream and the relay's figures there.
+	StreamKey            string `json:"streamKey,omitempty"`
+	Upstream             string `json:"upstream,omitempty"`
+	RelayBytesFromServer uint64 `json:"relayBytesFromServer,omitempty"`
+	RelayBytesFromPeers  uint64 `json:"relayBytesFromPeers,omitempty"`
+	RelayConnected       bool   `json:"relayConnected,omitempty"`
+	RelayPartners        int    `json:"relayPartners,omitempty"`
 }
 
 // P2PProcess is the plugin process's report with camelCase keys.
@@ -360,5 +371,7 @@ func p2pStream(s pluginapi.StreamStats, lastMinute *float64) P2PStream {
 		ServerMediaBytes: s.ServerMediaBytes, ServerControlBytes: s.ServerControlBytes,
 		PeerBytesFromServer: s.PeerBytesFromServer, PeerBytesFromPeers: s.PeerBytesFromPeers,
 		Continuity: s.Continuity, RefusedJoins: s.RefusedJoins, Banned: s.Banned,
-		OffloadLifetime: s.Offload(), OffloadLastMinute: lastMinute}
+		OffloadLifetime: s.Offload(), OffloadLastMinute: lastMinute, Epoch: s.Epoch,
+		StreamKey: hex.EncodeToString(s.StreamKey), Upstream: s.Upstream, RelayBytesFromServer: s.RelayBytesFromServer,
+		RelayBytesFromPeers: s.RelayBytesFromPeers, RelayConnected: s.RelayConnected, RelayPartners: s.RelayPartners}
 }
