@@ -60,7 +60,7 @@ type Server struct {
 	// node should serve the reader: it returns that node's RTSP address
 	// (host:port) or "" to serve it here. A redirected reader gets a 302
 	// Found naming the same path and query on that node; clients that
-	// follow it (ffmpeg, ffprobe, VLC, GStreamer) read from there.
+	// follow it (ffmpeg and ffprobe do) read from there.
 	Redirect func(r RedirectRequest) string
 
 	srv  *gortsplib.Server
