@@ -122,3 +122,50 @@ func TestRedirectLoopsAreBounded(t *testing.T) {
 	require.Equal(t, int64(4), nA.Load()+nB.Load(), "no attempt past the bound")
 	require.Equal(t, uint64(3), p.Counters().ServerRedirects.Load())
 }
+
+// silentServer completes the handshake as a server partner and then
+// sends nothing (a node that hangs, or a network path that went black).
+func silentServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				r, _, err := ReadHello(nc)
+				if err != nil {
+					return
+				}
+				h := &wire.Hello{Protocol: wire.ProtocolID, Version: wire.Version, Role: wire.RoleServer,
+					Stream: stream, Peer: 99, Features: wire.FeatureManifest | wire.FeatureLayers}
+				if _, err := nc.Write(wire.Marshal(h)); err != nil {
+					return
+				}
+				for { // read and drop, answer nothing
+					if _, _, err := r.Read(); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestASilentServerIsReplacedAfterServerIdleTimeout(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	silent := silentServer(t)
+	srv := startServer(t, priv)
+	p := &Node{Config: engine.Config{Stream: stream, Token: "good", StreamKey: pub}, Server: silent,
+		Servers: []string{srv.Addr().String()}, ServerRetry: 100 * time.Millisecond, ServerIdleTimeout: 300 * time.Millisecond}
+	require.NoError(t, p.Start())
+	t.Cleanup(p.Close)
+	waitServer(t, p, silent)
+	waitServer(t, p, srv.Addr().String())
+}
