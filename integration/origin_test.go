@@ -135,7 +135,8 @@ func TestHostileInputsDoNotDisturbAPlayingStream(t *testing.T) {
 	defer cancel()
 	played := make(chan playResult, 1)
 	go func() { played <- play(ctx, o.rtspURL("live1"), "tcp", 15*time.Second) }()
-	time.Sleep(2 * time.Second)
+	// The attacks below hit a stream that has a reader playing.
+	waitFor(t, 20*time.Second, "the reader playing", func() bool { return o.readerCount(t) >= 1 })
 
 	connect := []byte{2, 0, 7, 'c', 'o', 'n', 'n', 'e', 'c', 't', 0, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0}
 	strictArray := append(append([]byte{}, connect...), 0x0a, 0x7f, 0xff, 0xff, 0xff)

@@ -243,7 +243,8 @@ func TestP2PPeersPlayThroughPlugin(t *testing.T) {
 		n, gap, errs, err := videoGaps(ctx, o.rtspURL("p2p"), 12*time.Second)
 		rtsp <- gapResult{n, gap, errs, err}
 	}()
-	time.Sleep(3 * time.Second)
+	// The kill comes while the reader plays.
+	waitFor(t, 20*time.Second, "the RTSP reader playing", func() bool { return o.readerCount(t) >= 1 })
 	due := make([]peerStats, len(peers))
 	for i, p := range peers {
 		due[i] = p.stats(t)
