@@ -26,6 +26,7 @@ type edgeStatus struct {
 	Epoch    uint64 `json:"epoch"`
 	Segments uint64 `json:"segments"`
 	Gaps     uint64 `json:"gaps"`
+	Attempts uint64 `json:"attempts"`
 }
 
 // edgeP2P mirrors the stream figures of /v1/p2p an edge test reads.
@@ -179,7 +180,8 @@ func partnered(a, b *peerProc, portA, portB int) bool {
 // partner sends about one copy of each segment per edge; a peer attached
 // to edge A partners with one attached to edge B (seen in /proc); and
 // when edge A is SIGKILLed its peers fail over to edge B (same key, same
-// epoch: no restart) and play on.
+// epoch: no restart) and play on. A Redis restart meanwhile stops no
+// relay, and the registry is rebuilt.
 //
 // Serial: it runs 3 origins, 3 plugins, 4 peers and 3 ffmpeg processes,
 // and measures how soon the killed edge's peers play again.
@@ -237,7 +239,7 @@ func edgeScenario(t *testing.T, perEdge int) {
 		}
 		return true
 	})
-	waitFor(t, 20*time.Second, "the registry lists both edges for the stream", func() bool {
+	registryLists := func() bool {
 		var v struct {
 			Streams []struct {
 				Name   string   `json:"name"`
@@ -247,7 +249,8 @@ func edgeScenario(t *testing.T, perEdge int) {
 		}
 		return tryGetJSON("http://"+edgeA.httpAddr+"/v1/cluster", &v) == nil && len(v.Streams) == 1 &&
 			v.Streams[0].Origin == "origin" && strings.Join(v.Streams[0].Edges, ",") == "edge-a,edge-b"
-	})
+	}
+	waitFor(t, 20*time.Second, "the registry lists both edges for the stream", registryLists)
 
 	// RTSP readers on both edges while the peers start.
 	var wg sync.WaitGroup
@@ -336,6 +339,19 @@ func edgeScenario(t *testing.T, perEdge int) {
 			i, float64(s.RelayBytesFromServer-relay0[i])/cut, s.RelayBytesFromPeers, s.Peers)
 	}
 	require.LessOrEqual(t, copies, 2.6, "the origin sends each edge about one copy per segment")
+
+	// Redis restarts, empty: the relays go on (no new attempt) and the
+	// next heartbeats rebuild the registry.
+	relaysBefore := [][]edgeStatus{edgeA.edgeRelays(), edgeB.edgeRelays()}
+	srv.Restart()
+	waitFor(t, 20*time.Second, "the registry rebuilt after the Redis restart", registryLists)
+	for i, e := range []*originProc{edgeA, edgeB} {
+		waitFor(t, 20*time.Second, "the edge's relay goes on across the Redis restart", func() bool {
+			r := e.edgeRelays()
+			return len(r) == 1 && r[0].State == "relaying" && r[0].Segments >= relaysBefore[i][0].Segments+4
+		})
+		require.Equal(t, relaysBefore[i][0].Attempts, e.edgeRelays()[0].Attempts, "edge %d: the relay was not restarted", i)
+	}
 
 	// Edge A dies (origin and plugin, SIGKILL): its peers fail over to edge B.
 	before := make([]edgePeer, len(onA))

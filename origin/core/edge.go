@@ -20,7 +20,8 @@ func (o *Origin) prepareEdge() error {
 		return errors.New("cluster.role: edge needs the P2P plugin (plugin.enabled and the coop-plugin binary): the plugin relays the origin's swarm")
 	}
 	o.edge = &edge.Edge{Plugin: o.Plugin, Upstream: o.Config.Cluster.Upstream,
-		Interval: time.Duration(o.Config.Cluster.Heartbeat), Log: o.Log.With("component", "edge")}
+		Interval: time.Duration(o.Config.Cluster.Heartbeat), Grace: time.Duration(o.Config.Cluster.TTL),
+		Log: o.Log.With("component", "edge")}
 	o.Sink = o.edge.Sink(o.Sink)
 	return nil
 }

@@ -58,6 +58,11 @@ type Edge struct {
 	Upstream string
 	// Interval is how often the registry is read [registry.DefaultHeartbeat].
 	Interval time.Duration
+	// Grace is how long a relayed stream may be missing from a readable
+	// registry before its relay stops [registry.DefaultTTL]: a restarted,
+	// empty Redis (rebuilt by the next heartbeats) or an origin's late
+	// heartbeat stops nothing.
+	Grace time.Duration
 	// Log receives the edge's logs.
 	Log *slog.Logger
 
@@ -105,6 +110,9 @@ func (e *Edge) Start() {
 	}
 	if e.Interval <= 0 {
 		e.Interval = registry.DefaultHeartbeat
+	}
+	if e.Grace <= 0 {
+		e.Grace = registry.DefaultTTL
 	}
 	e.relays = make(map[string]*relay)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
@@ -188,16 +196,26 @@ func (e *Edge) sync() {
 		return
 	}
 	want := targets(v, e.Upstream)
+	now := time.Now()
 	e.mu.Lock()
 	var stop []*relay
 	for name, r := range e.relays {
 		t, ok := want[name]
 		if ok && t.same(r.t) {
+			r.missing = time.Time{}
 			continue
 		}
 		if !ok {
-			e.Log.Warn("edge: no origin serves the stream any more (it ended, or its origin left the registry): relay stopped",
-				"stream", name, "origin", r.t.origin)
+			if r.missing.IsZero() {
+				r.missing = now
+				e.Log.Warn("edge: the stream is missing from the registry (ended, its origin died, or Redis restarted); the relay goes on for the grace period",
+					"stream", name, "origin", r.t.origin, "grace", e.Grace)
+				continue
+			}
+			if now.Sub(r.missing) < e.Grace {
+				continue
+			}
+			e.Log.Warn("edge: no origin serves the stream any more: relay stopped", "stream", name, "origin", r.t.origin)
 		} else {
 			e.Log.Info("edge: the stream's origin moved or changed keys: relay restarted", "stream", name, "upstream", t.upstream)
 		}
@@ -274,6 +292,9 @@ type relay struct {
 	pub    *publisher
 	cancel context.CancelFunc
 	done   chan struct{}
+	// missing is when the stream left the registry (zero: listed); read
+	// and written by the edge's loop only.
+	missing time.Time
 
 	mu                       sync.Mutex // guards the fields below
 	state, lastErr           string

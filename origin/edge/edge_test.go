@@ -103,7 +103,7 @@ func TestTheEdgeFollowsTheRegistry(t *testing.T) {
 	fv := &fakeView{}
 	fv.set(view(1, "live/a", "live/b"), nil)
 	fr := &fakeRelayer{active: map[string]int{}}
-	e := &Edge{Registry: fv, Plugin: fr, Streams: noPublisher{}, Interval: 20 * time.Millisecond}
+	e := &Edge{Registry: fv, Plugin: fr, Streams: noPublisher{}, Interval: 20 * time.Millisecond, Grace: 300 * time.Millisecond}
 	e.Start()
 	defer e.Close()
 	running := func(want map[string]int) func() bool {
@@ -126,8 +126,19 @@ func TestTheEdgeFollowsTheRegistry(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // several sync rounds (the assertion is that nothing changes)
 	require.True(t, running(map[string]int{"live/a": 1, "live/b": 1})())
 
+	// A readable but empty registry (Redis restarted) stops nothing
+	// within the grace period.
+	fv.set(registry.View{}, nil)
+	time.Sleep(100 * time.Millisecond) // several sync rounds, within the grace (nothing may change)
+	require.True(t, running(map[string]int{"live/a": 1, "live/b": 1})())
+	fv.set(view(1, "live/a", "live/b"), nil)
+	time.Sleep(400 * time.Millisecond) // past the grace had the streams stayed missing
+	require.True(t, running(map[string]int{"live/a": 1, "live/b": 1})(), "streams back in the registry keep their relays")
+	calls0, _ := fr.snapshot()
+	require.Len(t, calls0, 2, "no relay was restarted")
+
 	// The origin's key changes (its plugin restarted without a key file):
-	// the relay restarts with the new key; live/b ends.
+	// the relay restarts with the new key; live/b ends after the grace.
 	fv.set(view(2, "live/a"), nil)
 	require.Eventually(t, running(map[string]int{"live/a": 1, "live/b": 0}), 5*time.Second, 10*time.Millisecond)
 	calls, _ := fr.snapshot()
