@@ -42,6 +42,7 @@ type edgeP2P struct {
 		RelayBytesFromServer uint64
 		RelayBytesFromPeers  uint64
 		RelayConnected       bool
+		RelayPartners        int
 	} `json:"streams"`
 }
 
@@ -174,8 +175,8 @@ func partnered(a, b *peerProc, portA, portB int) bool {
 // two edges (cluster.role: edge), each with its real plugin; ffmpeg
 // publishes to the origin only. Each edge's plugin relays the origin's
 // swarm as a high-capacity peer and re-serves the origin's signed
-// segments; then an ffmpeg RTSP reader on each edge decodes the relayed
-// stream with no error; coop-peers attached to the edges play it under
+// segments; then an ffmpeg RTSP reader on each edge and an HLS reader on
+// one decode the relayed stream with no error; coop-peers attached to the edges play it under
 // the origin's epoch and key with no bad data; the origin's server
 // partner sends about one copy of each segment per edge; a peer attached
 // to edge A partners with one attached to edge B (seen in /proc); and
@@ -252,7 +253,8 @@ func edgeScenario(t *testing.T, perEdge int) {
 	}
 	waitFor(t, 20*time.Second, "the registry lists both edges for the stream", registryLists)
 
-	// RTSP readers on both edges while the peers start.
+	// RTSP readers on both edges and an HLS reader on edge B while the
+	// peers start.
 	var wg sync.WaitGroup
 	results := make([]playResult, 2)
 	for i, e := range []*originProc{edgeA, edgeB} {
@@ -264,6 +266,14 @@ func edgeScenario(t *testing.T, perEdge int) {
 			results[i] = play(ctx, e.rtspURL("edge"), "tcp", 6*time.Second)
 		}()
 	}
+	var hls playResult
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		defer cancel()
+		hls = playWith(ctx, edgeB.hlsURL("edge"), 6*time.Second, nil)
+	}()
 	// Two peers per edge, each given the other edge as its second server.
 	var onA, onB []*peerProc
 	for range perEdge {
@@ -278,6 +288,8 @@ func edgeScenario(t *testing.T, perEdge int) {
 		require.Greater(t, r.frames, 60, "RTSP reader on edge %d", i)
 		t.Logf("RTSP reader on edge %d: %d frames in 6 s, 0 errors", i, r.frames)
 	}
+	requireCleanPlay(t, hls, 120)
+	t.Logf("HLS reader on edge 1: %d frames, 0 errors", hls.frames)
 	waitFor(t, 60*time.Second, "every peer playing from its edge", func() bool {
 		for _, p := range all {
 			st, ok := p.edgeStats()
@@ -335,8 +347,8 @@ func edgeScenario(t *testing.T, perEdge int) {
 	for i, e := range []*originProc{edgeA, edgeB} {
 		st, _ := e.edgeP2P()
 		s := st.Streams[0]
-		t.Logf("edge %d: relay got %.2f copies from the origin's server, %d bytes from peers; %d peers attached",
-			i, float64(s.RelayBytesFromServer-relay0[i])/cut, s.RelayBytesFromPeers, s.Peers)
+		t.Logf("edge %d: relay got %.2f copies from the origin's server, %d bytes from peers, %d peer partners there; %d peers attached",
+			i, float64(s.RelayBytesFromServer-relay0[i])/cut, s.RelayBytesFromPeers, s.RelayPartners, s.Peers)
 	}
 	require.LessOrEqual(t, copies, 2.6, "the origin sends each edge about one copy per segment")
 
