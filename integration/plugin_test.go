@@ -84,10 +84,12 @@ type peerProc struct {
 
 // startPeer starts a coop-peer on free loopback ports (it binds port 0
 // itself and logs the player address, so no port can be taken meanwhile).
+// Its local RTSP server is on port 0 too: the default (8555) is one fixed
+// port that parallel peers would race for. args come last and win.
 func startPeer(t *testing.T, server, stream string, args ...string) *peerProc {
 	t.Helper()
 	all := append([]string{"-server", server, "-stream", stream, "-listen", "127.0.0.1:0",
-		"-http", "127.0.0.1:0", "-status-interval", "5s"}, args...)
+		"-http", "127.0.0.1:0", "-rtsp", "127.0.0.1:0", "-status-interval", "5s"}, args...)
 	p := &peerProc{proc: startProcess(t, nil, filepath.Join(binDir, "coop-peer"), all...)}
 	waitFor(t, 10*time.Second, "coop-peer's player address", func() bool {
 		out := p.out.String()
