@@ -95,8 +95,8 @@ type Server struct {
 	// playlist (STREAM/index.m3u8) whether another node should serve the
 	// client: it returns that node's HLS address (host:port) or "" to
 	// serve it here. A redirected client gets a 302 Found to the same
-	// playlist there (ffmpeg follows it and fetches everything else from
-	// that node).
+	// playlist there (ffmpeg and hls.js follow it and fetch everything
+	// else from that node).
 	Redirect func(r RedirectRequest) string
 
 	// mu guards muxers and closed.
