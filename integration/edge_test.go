@@ -393,3 +393,15 @@ func edgeScenario(t *testing.T, perEdge int) {
 	t.Logf("base continuity over the run, all peers: %.3f (%d/%d)", float64(onTime)/float64(due), onTime, due)
 	require.GreaterOrEqual(t, float64(onTime)/float64(due), 0.98, "base continuity over the run, the edge's SIGKILL included")
 }
+
+// TestAnEdgeWithoutThePluginRefusesToStart: the relay runs in the plugin,
+// so an edge with the plugin off exits with a clear error instead of
+// serving nothing.
+func TestAnEdgeWithoutThePluginRefusesToStart(t *testing.T) {
+	t.Parallel()
+	env := append([]string{"COOP_RTMP_ADDRESS=" + freeAddr(t), "COOP_RTSP_ADDRESS=" + freeAddr(t), "COOP_HTTP_ADDRESS=" + freeAddr(t),
+		"COOP_HLS_ADDRESS=" + freeAddr(t), "COOP_PLUGIN_ENABLED=false"}, clusterNodeEnv("127.0.0.1:1", "edge-x", "edge")...)
+	p := startProcess(t, env, binDir+"/coop-origin")
+	require.Error(t, p.wait(t, 20*time.Second), "the edge exits")
+	require.Contains(t, p.out.String(), "cluster.role: edge needs the P2P plugin")
+}

@@ -106,7 +106,7 @@ func (o *Origin) Initialize() error {
 		}
 	}
 	if err := o.prepareEdge(); err != nil {
-		o.Close()
+		o.RTSP = nil // initialized, never started: Close must not stop it
 		return err
 	}
 	o.Streams = &stream.Manager{
