@@ -182,7 +182,8 @@ func partnered(a, b *peerProc, portA, portB int) bool {
 // to edge A partners with one attached to edge B (seen in /proc); and
 // when edge A is SIGKILLed its peers fail over to edge B (same key, same
 // epoch: no restart) and play on. A Redis restart meanwhile stops no
-// relay, and the registry is rebuilt.
+// relay, and the registry is rebuilt. Last the origin dies: edge B shows
+// its relay disconnected, then stops relaying.
 //
 // Serial: it runs 3 origins, 3 plugins, 4 peers and 3 ffmpeg processes,
 // and measures how soon the killed edge's peers play again.
@@ -392,6 +393,20 @@ func edgeScenario(t *testing.T, perEdge int) {
 	}
 	t.Logf("base continuity over the run, all peers: %.3f (%d/%d)", float64(onTime)/float64(due), onTime, due)
 	require.GreaterOrEqual(t, float64(onTime)/float64(due), 0.98, "base continuity over the run, the edge's SIGKILL included")
+
+	// The origin dies: edge B reports its relay disconnected at once, and
+	// stops relaying once the stream has left the registry (TTL) and the
+	// grace (TTL) has passed.
+	require.NoError(t, syscall.Kill(-origin.cmd.Process.Pid, syscall.SIGKILL))
+	waitFor(t, 20*time.Second, "edge B reports the relay's upstream lost", func() bool {
+		st, ok := edgeB.edgeP2P()
+		return ok && len(st.Streams) == 1 && !st.Streams[0].RelayConnected
+	})
+	waitFor(t, 30*time.Second, "edge B stops relaying the stream no origin serves", func() bool {
+		r := edgeB.edgeRelays()
+		return r != nil && len(r) == 0
+	})
+	require.Contains(t, edgeB.out.String(), "no origin serves the stream any more: relay stopped")
 }
 
 // TestAnEdgeWithoutThePluginRefusesToStart: the relay runs in the plugin,
