@@ -179,7 +179,8 @@ func partnered(a, b *peerProc, portA, portB int) bool {
 // one decode the relayed stream with no error; coop-peers attached to the edges play it under
 // the origin's epoch and key with no bad data; the origin's server
 // partner sends about one copy of each segment per edge; a peer attached
-// to edge A partners with one attached to edge B (seen in /proc); and
+// to edge A partners with one attached to edge B, and the two edges'
+// relays partner each other (seen in /proc); and
 // when edge A is SIGKILLed its peers fail over to edge B (same key, same
 // epoch: no restart) and play on. A Redis restart meanwhile stops no
 // relay, and the registry is rebuilt. Last the origin dies: edge B shows
@@ -314,13 +315,6 @@ func edgeScenario(t *testing.T, perEdge int) {
 
 	// Copies the origin's server partner sends, over a window after
 	// warm-up: about one per edge.
-	o0, _ := origin.edgeP2P()
-	seg0 := origin.segmentBytes(t, stream)
-	var relay0 [2]uint64
-	for i, e := range []*originProc{edgeA, edgeB} {
-		st, _ := e.edgeP2P()
-		relay0[i] = st.Streams[0].RelayBytesFromServer
-	}
 	ports := make([]int, len(all))
 	for i, p := range all {
 		ports[i] = p.p2pPort(t)
@@ -338,6 +332,34 @@ func edgeScenario(t *testing.T, perEdge int) {
 		return false
 	})
 	t.Logf("cross-edge partnership: %s", crossed)
+	// The edges' relays are high-capacity peers of the origin's swarm:
+	// they partner each other.
+	relayPort := func(e *originProc) int {
+		out := e.out.String()
+		i := strings.Index(out, "relaying the upstream's swarm")
+		require.GreaterOrEqual(t, i, 0)
+		rest := out[i:]
+		j := strings.Index(rest, "listen=")
+		require.GreaterOrEqual(t, j, 0)
+		addr := rest[j+len("listen="):]
+		addr = addr[:strings.IndexAny(addr, " \n")]
+		_, port, _ := strings.Cut(addr, "127.0.0.1:")
+		n, err := strconv.Atoi(port)
+		require.NoError(t, err, addr)
+		return n
+	}
+	rA, rB := relayPort(edgeA), relayPort(edgeB)
+	pluginA, pluginB := edgeA.p2p(t).PID, edgeB.p2p(t).PID
+	waitFor(t, 30*time.Second, "the two edges' relays partner each other", func() bool {
+		return establishedPeers(pluginA)[rB] || establishedPeers(pluginB)[rA]
+	})
+	o0, _ := origin.edgeP2P()
+	seg0 := origin.segmentBytes(t, stream)
+	var relay0 [2]uint64
+	for i, e := range []*originProc{edgeA, edgeB} {
+		st, _ := e.edgeP2P()
+		relay0[i] = st.Streams[0].RelayBytesFromServer
+	}
 	n0 := origin.segmentCount(t, stream)
 	waitFor(t, 30*time.Second, "a measuring window of 8 segments", func() bool { return origin.segmentCount(t, stream) >= n0+8 })
 	o1, _ := origin.edgeP2P()
