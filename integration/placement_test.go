@@ -88,8 +88,11 @@ func longReader(t *testing.T, url string, d time.Duration) *proc {
 // cluster.placement.maxReaders 3 on both. Node A holds three RTSP
 // readers (its limit): a new RTSP reader of A gets 302 Found to B and ffprobe and
 // ffmpeg follow it and decode from B; an HLS client of A gets a 302 to
-// B's playlist and ffmpeg plays it. Once B is at its limit too, A serves
-// new readers itself and so does B (never to a full node: no loop).
+// B's playlist and ffmpeg plays it. With Redis down A serves everyone
+// itself, and redirects again once Redis is back; hls.js in Chromium on
+// A's player page follows the HLS 302 to B. Once B is at its limit too, A
+// serves new readers itself and so does B (never to a full node: no
+// loop).
 func TestPlacementRedirectsReadersByLoad(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
@@ -159,6 +162,17 @@ func TestPlacementRedirectsReadersByLoad(t *testing.T) {
 	require.Empty(t, res.errors, "decode errors on the redirected HLS client")
 	require.GreaterOrEqual(t, res.frames, 100, "5 s at 30 fps over HLS from node-b")
 	require.Regexp(t, `coop_origin_redirects_total [1-9]`, a.metrics(t))
+
+	// The registry unreachable: once node-a's view is older than the TTL
+	// it serves every reader itself; a restarted (empty) Redis is filled
+	// again by the heartbeats and the redirects resume.
+	srv.Stop()
+	waitFor(t, 20*time.Second, "node-a serves readers itself while Redis is down", func() bool {
+		code, _, err := describeStatus(a.rtsp, a.rtspURL("place"))
+		return err == nil && code == 200
+	})
+	srv.Restart()
+	waitFor(t, 20*time.Second, "node-a redirects again once Redis is back", redirectedToB)
 
 	// hls.js in Chromium on node-a's player page follows the 302 too and
 	// plays from node-b (its requests name node-b's HLS port).

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,7 +43,13 @@ func TestTheEntryPlaylistRedirectsWhenAnotherNodeShouldServe(t *testing.T) {
 	require.Len(t, asked, 2)
 }
 
-func TestViewersAreConnectionsThatReloadAPlaylist(t *testing.T) {
+func TestViewersAreAddressesAndPlayersThatReloadAPlaylist(t *testing.T) {
+	require.Equal(t, viewerKey("10.0.0.1:5000", "hls.js"), viewerKey("10.0.0.1:5001", "hls.js"),
+		"a browser's several connections are one viewer")
+	require.NotEqual(t, viewerKey("10.0.0.1:5000", "hls.js"), viewerKey("10.0.0.1:5000", "Lavf/59"))
+	require.NotEqual(t, viewerKey("10.0.0.1:5000", "x"), viewerKey("10.0.0.2:5000", "x"))
+	require.Len(t, viewerKey("[::1]:1", strings.Repeat("a", 10000)), len("::1 ")+maxAgentLen, "the key is bounded")
+
 	var v viewers
 	now := time.Now()
 	v.touch("1.1.1.1:1000", now)

@@ -123,8 +123,9 @@ type RedirectRequest struct {
 	Host string
 }
 
-// Viewers estimates the HLS clients now: the client connections that
-// fetched a playlist within the last 10 s.
+// Viewers estimates the HLS clients now: the client addresses and
+// players (IP and User-Agent) that fetched a playlist within the last
+// 10 s.
 func (s *Server) Viewers() int { return s.viewers.count(time.Now()) }
 
 // redirect answers a client another node should serve with a 302 (true:
@@ -375,7 +376,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if path.Ext(file) == ".m3u8" {
-		s.viewers.touch(r.RemoteAddr, time.Now())
+		s.viewers.touch(viewerKey(r.RemoteAddr, r.UserAgent()), time.Now())
 	}
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	cw := &countingWriter{ResponseWriter: w}

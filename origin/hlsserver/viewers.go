@@ -1,6 +1,7 @@
 package hlsserver
 
 import (
+	"net"
 	"sync"
 	"time"
 )
@@ -16,9 +17,10 @@ const (
 )
 
 // viewers estimates the HLS clients: HTTP is stateless, so a viewer is a
-// client connection (remote address) that fetched a playlist within
-// viewerWindow. A player that spreads its requests over several
-// connections counts once per connection that reloads the playlist.
+// client address and player (remote IP and User-Agent) that fetched a
+// playlist within viewerWindow. A browser spreads LL-HLS requests over
+// several connections, so connections would overcount it; players of one
+// kind behind one NAT address count once.
 type viewers struct {
 	// mu guards seen and pruned.
 	mu     sync.Mutex
@@ -26,20 +28,35 @@ type viewers struct {
 	pruned time.Time
 }
 
-// touch records a playlist fetch from remote at now.
-func (v *viewers) touch(remote string, now time.Time) {
+// maxAgentLen bounds the User-Agent bytes kept in a viewer's key.
+const maxAgentLen = 256
+
+// viewerKey names a viewer: the remote IP and the User-Agent.
+func viewerKey(remoteAddr, agent string) string {
+	ip, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		ip = remoteAddr
+	}
+	if len(agent) > maxAgentLen {
+		agent = agent[:maxAgentLen]
+	}
+	return ip + " " + agent
+}
+
+// touch records a playlist fetch by the viewer key at now.
+func (v *viewers) touch(key string, now time.Time) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.seen == nil {
 		v.seen = make(map[string]time.Time)
 	}
-	if _, ok := v.seen[remote]; !ok && len(v.seen) >= maxViewers {
+	if _, ok := v.seen[key]; !ok && len(v.seen) >= maxViewers {
 		v.pruneLocked(now)
 		if len(v.seen) >= maxViewers {
 			return
 		}
 	}
-	v.seen[remote] = now
+	v.seen[key] = now
 }
 
 // count is the viewers at now.
