@@ -242,6 +242,12 @@ func edgeScenario(t *testing.T, perEdge int) {
 		}
 		return true
 	})
+	waitFor(t, 10*time.Second, "the edge's relay metrics", func() bool {
+		m, err := metricsText(edgeB.httpAddr)
+		return err == nil && strings.Contains(m, "coop_edge_relays 1") &&
+			strings.Contains(m, `coop_p2p_relay_connected{stream="live/edge"} 1`) &&
+			strings.Contains(m, `coop_edge_relay_segments_total{stream="live/edge"}`)
+	})
 	registryLists := func() bool {
 		var v struct {
 			Streams []struct {

@@ -34,6 +34,7 @@ func (o *Origin) startEdge() {
 	}
 	o.edge.Registry, o.edge.Streams = o.cluster.reg, o.Streams
 	o.edge.Start()
+	o.Registry.MustRegister(o.edge)
 }
 
 // stopEdge ends the relays (their publications close).

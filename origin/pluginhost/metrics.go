@@ -24,13 +24,17 @@ var (
 	descHeap     = prometheus.NewDesc("coop_plugin_heap_bytes", "Heap objects of the plugin process.", nil, nil)
 	descMemLimit = prometheus.NewDesc("coop_plugin_memory_limit_bytes", "Go soft memory limit of the plugin (0: none).", nil, nil)
 	descRejected = prometheus.NewDesc("coop_p2p_rejected_total", "Peer connections the plugin refused or dropped, by reason.", []string{"reason"}, nil)
+	// A relayed stream's (an edge's) relay in the origin's swarm.
+	descRelayConn = prometheus.NewDesc("coop_p2p_relay_connected", "1 while the edge's relay of the stream is connected to the origin's server partner.", labels, nil)
+	descRelaySrv  = prometheus.NewDesc("coop_p2p_relay_bytes_from_server_total", "Useful media bytes the relay received from the origin's server partner (per plugin process).", labels, nil)
+	descRelayPeer = prometheus.NewDesc("coop_p2p_relay_bytes_from_peers_total", "Useful media bytes the relay received from other peers of the origin's swarm (per plugin process).", labels, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (h *Host) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUp, descStarts, descRestarts, descPushed, descDropped, descBytes,
 		descPeers, descSrvMedia, descSrvCtl, descFromSrv, descFromPeer, descOffload, descCont, descRefused, descBanned,
-		descGor, descMem, descHeap, descMemLimit, descRejected} {
+		descGor, descMem, descHeap, descMemLimit, descRejected, descRelayConn, descRelaySrv, descRelayPeer} {
 		ch <- d
 	}
 }
@@ -66,5 +70,14 @@ func (h *Host) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCont, gauge, s.Continuity, s.Stream)
 		ch <- prometheus.MustNewConstMetric(descRefused, counter, float64(s.RefusedJoins), s.Stream)
 		ch <- prometheus.MustNewConstMetric(descBanned, counter, float64(s.Banned), s.Stream)
+		if s.Upstream != "" {
+			conn := 0.0
+			if s.RelayConnected {
+				conn = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descRelayConn, gauge, conn, s.Stream)
+			ch <- prometheus.MustNewConstMetric(descRelaySrv, counter, float64(s.RelayBytesFromServer), s.Stream)
+			ch <- prometheus.MustNewConstMetric(descRelayPeer, counter, float64(s.RelayBytesFromPeers), s.Stream)
+		}
 	}
 }
