@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,7 +53,7 @@ func TestARelayReServesTheUpstreamsSignedSegments(t *testing.T) {
 	pushLoop(t, origin, "live/x")
 
 	var mu sync.Mutex
-	var seqs []uint64
+	var seqs, epochs []uint64
 	var headers int
 	rctx, cancel := context.WithCancel(ctx)
 	relayDone := make(chan struct{})
@@ -67,8 +68,7 @@ func TestARelayReServesTheUpstreamsSignedSegments(t *testing.T) {
 					headers++
 				}
 				if ev.Segment != nil {
-					require.Equal(t, uint64(77), ev.Epoch)
-					seqs = append(seqs, ev.Segment.Seq)
+					seqs, epochs = append(seqs, ev.Segment.Seq), append(epochs, ev.Epoch)
 				}
 				return nil
 			})
@@ -118,6 +118,9 @@ func TestARelayReServesTheUpstreamsSignedSegments(t *testing.T) {
 	require.NotEmpty(t, seqs)
 	for i := 1; i < len(seqs); i++ {
 		require.Greater(t, seqs[i], seqs[i-1], "segments reach the host in order")
+	}
+	for _, e := range epochs {
+		require.Equal(t, uint64(77), e, "segment events carry the origin's epoch")
 	}
 	mu.Unlock()
 
@@ -171,4 +174,77 @@ func TestReorderReleasesInOrderAndSkipsAStaleGap(t *testing.T) {
 	}
 	o.add(seg(19, now))
 	require.Equal(t, []uint64{16, 17, 18, 19}, seqsOf(o.due(now)), "relayHold segments behind a gap release it at once")
+}
+
+// TestARelayFollowsTheUpstreamsRestart: the origin restarts the stream
+// (a new epoch, segment numbers from zero): the relayed swarm restarts
+// under the new epoch and the edge's peers follow it and play on.
+func TestARelayFollowsTheUpstreamsRestart(t *testing.T) {
+	origin, oconf := configure(t, "")
+	edge, econf := configure(t, "")
+	ctx := context.Background()
+	info := pluginapi.StreamInfo{Name: "live/r", Header: []byte("hdr"), SegmentDurationMs: 250, Layers: 2, Epoch: 5}
+	require.NoError(t, origin.AnnounceStream(ctx, info))
+	var restart atomic.Bool
+	stop, pushed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(pushed)
+		for seq := uint64(100); ; seq++ {
+			if restart.Swap(false) {
+				info.Epoch = 6
+				_ = origin.AnnounceStream(ctx, info)
+				seq = 0
+			}
+			chunks := [][]byte{make([]byte, 6000), make([]byte, 3000)}
+			_, _ = rand.Read(chunks[0])
+			_ = origin.PushSegment(ctx, pluginapi.Segment{Stream: "live/r", Seq: seq, DurationMs: 250, RandomAccess: seq%4 == 0, Chunks: chunks})
+			select {
+			case <-stop:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-pushed })
+	rctx, cancel := context.WithCancel(ctx)
+	relayDone := make(chan struct{})
+	var mu sync.Mutex
+	var lastEpoch uint64
+	go func() {
+		defer close(relayDone)
+		_ = edge.Relay(rctx, pluginapi.RelayRequest{Stream: "live/r", Upstream: oconf.PeerAddress, StreamKey: oconf.StreamPublicKey},
+			func(ev pluginapi.RelayEvent) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if ev.Segment != nil {
+					lastEpoch = ev.Epoch
+				}
+				return nil
+			})
+	}()
+	t.Cleanup(func() { cancel(); <-relayDone })
+	p := &tcpnode.Node{Listen: "127.0.0.1:0", Server: econf.PeerAddress, Config: engine.Config{
+		Stream: "live/r", Layers: 2, Partners: 2, PlayoutDelay: 2 * time.Second, MinStartSlack: time.Second,
+		StreamKey: oconf.StreamPublicKey,
+	}}
+	require.NoError(t, p.Start())
+	t.Cleanup(p.Close)
+	played := func(epoch uint64, n uint64) func() bool {
+		return func() bool {
+			var st engine.Stats
+			var e uint64
+			_ = p.Do(func(en *engine.Engine) { st, e = en.Stats(), en.Epoch() })
+			return e == epoch && st.BaseOnTime >= n && st.BadData == 0
+		}
+	}
+	require.Eventually(t, played(5, 4), 30*time.Second, 100*time.Millisecond, "the edge's peer plays epoch 5")
+	restart.Store(true)
+	require.Eventually(t, played(6, 4), 30*time.Second, 100*time.Millisecond, "the edge's peer follows the origin's restart")
+	stats, err := edge.Stats(ctx)
+	require.NoError(t, err)
+	require.Len(t, stats, 1)
+	require.Equal(t, uint64(6), stats[0].Epoch)
+	mu.Lock()
+	require.Equal(t, uint64(6), lastEpoch, "the host's events carry the new epoch")
+	mu.Unlock()
 }
