@@ -17,6 +17,7 @@ import (
 	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/manifest"
 	"github.com/coopstreaming/coop/peerproto/tcpnode"
+	"github.com/coopstreaming/coop/peerproto/wire"
 	"github.com/coopstreaming/coop/plugin/jointoken"
 	"github.com/coopstreaming/coop/plugin/pluginapi"
 )
@@ -156,8 +157,13 @@ func (s *Service) Relay(ctx context.Context, req pluginapi.RelayRequest, emit fu
 			},
 		},
 		OnAdmitError: func(remote string, err error) {
-			if remote == req.Upstream {
-				r.warn.Do(func() { r.log.Warn("the upstream refused the relay (logged at most once per 10 s)", "err", err) })
+			// Refusals that stop a relay (a bad token, a ban, another
+			// version, no such stream); a full partner is routine.
+			var rej *tcpnode.RejectedError
+			if errors.As(err, &rej) && rej.Reason != wire.RejectFull {
+				r.warn.Do(func() {
+					r.log.Warn("the relay was refused (logged at most once per 10 s)", "remote", remote, "err", err)
+				})
 			}
 		},
 	}
