@@ -19,8 +19,12 @@
 //   - exhausts a resource on purpose (descriptors via prlimit) or counts
 //     rate-limited warnings over the time that takes;
 //   - is a CPU hog by design that would starve its neighbours' real-time
-//     encodes (a 720p 6 Mbit/s publisher, a request flood as fast as the
-//     socket takes it).
+//     encodes (a request flood as fast as the socket takes it).
+//
+// A test that needs a large picture's bit rate delivered in real time
+// publishes a clip encoded beforehand (encodedClip, publishClipRTMP): a
+// real-time encode of it takes more than a core and falls behind on a
+// loaded machine.
 // Each serial test says why in a comment above it. Table subtests that
 // each start their own origin are parallel too; subtests that share their
 // parent's processes stay sequential.
@@ -413,6 +417,51 @@ func testPatternArgs(size string, extraVideo ...string) []string {
 func publishRTMP(t *testing.T, url string, d time.Duration, size string, extraVideo ...string) *proc {
 	args := append(testPatternArgs(size, extraVideo...), "-t", fmt.Sprint(int(d.Seconds())), "-f", "flv", url)
 	return startProcess(t, nil, "ffmpeg", args...)
+}
+
+// clips holds the test-pattern files encoded once per test process by
+// encodedClip, by their arguments.
+var (
+	clipsMu sync.Mutex // guards clips; held while one is encoded
+	clips   = map[string]string{}
+)
+
+// encodedClip returns an FLV file of seconds of the x264 test pattern
+// (testPatternArgs with extraVideo), encoded once per test process as fast
+// as the machine allows. Publishing it with publishClipRTMP (-re, stream
+// copy) delivers its bit rate in real time whatever the machine's load,
+// which a real-time encode of a large picture cannot (it falls behind on a
+// busy machine and the stream carries less than the test needs).
+func encodedClip(t *testing.T, size string, seconds int, extraVideo ...string) string {
+	t.Helper()
+	args := append(testPatternArgs(size, extraVideo...), "-t", strconv.Itoa(seconds), "-f", "flv")
+	key := strings.Join(args, " ")
+	clipsMu.Lock()
+	defer clipsMu.Unlock()
+	if f, ok := clips[key]; ok {
+		return f
+	}
+	f := filepath.Join(binDir, fmt.Sprintf("clip%d.flv", len(clips)))
+	// As fast as the machine allows: without -re.
+	enc := make([]string, 0, len(args)+2)
+	for _, a := range args {
+		if a != "-re" {
+			enc = append(enc, a)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ffmpeg", append(enc, "-y", f)...).CombinedOutput()
+	require.NoError(t, err, "encoding %s: %s", f, out)
+	clips[key] = f
+	return f
+}
+
+// publishClipRTMP pushes file (from encodedClip) to url in real time
+// without re-encoding.
+func publishClipRTMP(t *testing.T, file, url string) *proc {
+	return startProcess(t, nil, "ffmpeg", "-hide_banner", "-nostats", "-loglevel", "warning", "-re",
+		"-i", file, "-c", "copy", "-f", "flv", url)
 }
 
 // playResult is what a reader saw.
