@@ -18,6 +18,7 @@ import (
 
 	"github.com/coopstreaming/coop/lab/swarm"
 	"github.com/coopstreaming/coop/lab/topology"
+	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
@@ -236,6 +237,9 @@ func runJobsN(jobs []job, par int) []runSummary {
 			defer func() { <-sem }()
 			start := time.Now()
 			res := swarm.Run(j.sc)
+			if os.Getenv("COOP_SIM_DEBUG") != "" {
+				fmt.Println(j.name, j.n, debugTotals(res))
+			}
 			out[i] = summarize(j.name, j.sc, res, time.Since(start))
 			out[i].N = j.n
 		}()
@@ -395,4 +399,41 @@ func resultsDir(t *testing.T) string {
 	}
 	require.NoError(t, os.MkdirAll(dir, 0o755))
 	return dir
+}
+
+// debugTotals sums the peers' engine counters of a run (COOP_SIM_DEBUG:
+// what push, pull and QoS did, for diagnosis).
+func debugTotals(res swarm.Result) string {
+	var t engine.Stats
+	var layers [8]int
+	for _, p := range res.Peers {
+		st := p.Stats
+		t.Subscribes += st.Subscribes
+		t.Pushes += st.Pushes
+		t.PushesDropped += st.PushesDropped
+		t.PushParentsReplaced += st.PushParentsReplaced
+		t.PushParentsSilent += st.PushParentsSilent
+		t.DuplicatePushBytes += st.DuplicatePushBytes
+		t.DuplicateBytes += st.DuplicateBytes
+		t.LateBytes += st.LateBytes
+		t.UsefulFromPeers += st.UsefulFromPeers
+		t.UsefulFromServer += st.UsefulFromServer
+		t.Timeouts += st.Timeouts
+		t.RejectedBusy += st.RejectedBusy
+		t.Hedges += st.Hedges
+		t.LayerSwitches += st.LayerSwitches
+		t.LateUnrequested += st.LateUnrequested
+		t.MissNoHolder += st.MissNoHolder
+		t.MissNotRequested += st.MissNotRequested
+		t.MissInFlightPeer += st.MissInFlightPeer
+		t.MissInFlightServer += st.MissInFlightServer
+		t.MissServerOnly += st.MissServerOnly
+		if p.FinalLayers < len(layers) {
+			layers[p.FinalLayers]++
+		}
+	}
+	return fmt.Sprintf("silent=%d dupPushMB=%.1f subs=%d pushes=%d dropped=%d replaced=%d dupMB=%.1f lateMB=%.1f peersMB=%.1f serverMB=%.1f timeouts=%d busy=%d hedges=%d switches=%d lateUnreq=%d miss(noHolder=%d notReq=%d inflPeer=%d inflSrv=%d srvOnly=%d) finalLayers=%v srvPushes=%d srvDropped=%d",
+		t.PushParentsSilent, float64(t.DuplicatePushBytes)/1e6, t.Subscribes, t.Pushes, t.PushesDropped, t.PushParentsReplaced, float64(t.DuplicateBytes)/1e6, float64(t.LateBytes)/1e6,
+		float64(t.UsefulFromPeers)/1e6, float64(t.UsefulFromServer)/1e6, t.Timeouts, t.RejectedBusy, t.Hedges, t.LayerSwitches, t.LateUnrequested,
+		t.MissNoHolder, t.MissNotRequested, t.MissInFlightPeer, t.MissInFlightServer, t.MissServerOnly, layers[:4], res.Server.Pushes, res.Server.PushesDropped)
 }

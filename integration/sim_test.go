@@ -613,7 +613,20 @@ func TestSimQuick(t *testing.T) {
 	playout, _ := time.ParseDuration(os.Getenv("COOP_SIM_QUICK_PLAYOUT"))
 	slack, _ := time.ParseDuration(os.Getenv("COOP_SIM_QUICK_START_SLACK"))
 	simScenario := func(seed uint64, n int, d time.Duration, _ func(*engine.Config)) swarm.Scenario {
-		sc := simScenario(seed, n, d, func(c *engine.Config) { c.PlayoutDelay, c.MinStartSlack = playout, slack })
+		off := os.Getenv("COOP_SIM_QUICK_OFF") // ablations: push, qos, serverfallback
+		sc := simScenario(seed, n, d, func(c *engine.Config) {
+			c.PlayoutDelay, c.MinStartSlack = playout, slack
+			c.DisablePush = c.DisablePush || strings.Contains(off, "push")
+			c.DisableQoS = c.DisableQoS || strings.Contains(off, "qos")
+			c.DisableServerFallback = c.DisableServerFallback || strings.Contains(off, "serverfallback")
+		})
+		srv := sc.ConfigureServer
+		sc.ConfigureServer = func(c *engine.Config) {
+			if srv != nil {
+				srv(c)
+			}
+			c.DisablePush = c.DisablePush || strings.Contains(off, "push")
+		}
 		if playout > 5*time.Second {
 			sc.StartGrace = playout + 15*time.Second
 		}

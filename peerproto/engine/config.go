@@ -14,6 +14,7 @@ import (
 	"github.com/coopstreaming/coop/peerproto/monitor"
 	"github.com/coopstreaming/coop/peerproto/partners"
 	"github.com/coopstreaming/coop/peerproto/playback"
+	"github.com/coopstreaming/coop/peerproto/push"
 	"github.com/coopstreaming/coop/peerproto/qos"
 	"github.com/coopstreaming/coop/peerproto/scheduler"
 	"github.com/coopstreaming/coop/peerproto/wire"
@@ -123,6 +124,10 @@ type Config struct {
 	// its partners cannot deliver in time (ablation: without server
 	// partnership).
 	DisableServerFallback bool
+	// Substreams is the number of push sub-streams [push.DefaultSubstreams].
+	Substreams int
+	// DisablePush turns push off: every chunk is pulled (ablation).
+	DisablePush bool
 	// SkipVerify trusts data without checking manifests (simulator speed;
 	// never on a network).
 	SkipVerify bool
@@ -181,6 +186,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ServerQueue <= 0 {
 		c.ServerQueue = 64
+	}
+	if c.Substreams <= 0 {
+		c.Substreams = push.DefaultSubstreams
 	}
 	return c
 }

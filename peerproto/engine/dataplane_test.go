@@ -126,7 +126,7 @@ func (b backlogEnv) UploadBacklog() int { return b.backlog }
 // repairs, so fresh chunks never wait behind them on the link.
 func TestTheServerServesSeedsBeforeRepairsOnABusyLink(t *testing.T) {
 	env := backlogEnv{newRecEnv(), 8000} // 80 ms of a 100 kB/s cap, under MaxBacklog (16 KiB)
-	srv := engine.New(engine.Config{Role: wire.RoleServer, ID: 1, Stream: "s", UploadCap: 100e3, Layers: 1}, env)
+	srv := engine.New(engine.Config{Role: wire.RoleServer, ID: 1, Stream: "s", UploadCap: 100e3, Layers: 1, DisablePush: true}, env)
 	for id := wire.PeerID(2); id <= 5; id++ {
 		connectPeer(t, srv, id)
 	}

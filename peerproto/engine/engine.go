@@ -75,6 +75,12 @@ type partner struct {
 	// probeAt (zero: none outstanding).
 	probe   chunkKey
 	probeAt time.Time
+	// hops is the partner's advertised distance from the server per
+	// sub-stream; childLayers the layers we push it per sub-stream (its
+	// subscriptions to us) and childCost their admitted upload (push.go).
+	hops        [wire.MaxSubstreams]uint8
+	childLayers [wire.MaxSubstreams]uint8
+	childCost   [wire.MaxSubstreams]float64
 }
 
 // forget takes a request out of the partner's in-flight set.
@@ -146,6 +152,7 @@ type Engine struct {
 
 	peerState   // zero on the server
 	serverState // zero on a peer
+	push        pushState
 }
 
 // peerState is what only a peer keeps: its playback clock and playhead,
@@ -220,6 +227,7 @@ func New(cfg Config, env Env) *Engine {
 	}
 	e.stats.Layers = cfg.Layers
 	e.epoch, e.keyPinned = cfg.Epoch, cfg.StreamKey != nil
+	e.initPush()
 	return e
 }
 
@@ -284,6 +292,9 @@ func (e *Engine) Connected(h *wire.Hello, outbound bool) {
 		recv: newRateMeter(), sent: newRateMeter(),
 		inflight: make(map[chunkKey]*request),
 	}
+	for k := range p.hops {
+		p.hops[k] = wire.NoHops
+	}
 	e.partners[h.Peer] = p
 	e.ordered = nil
 	if p.server {
@@ -297,6 +308,7 @@ func (e *Engine) Connected(h *wire.Hello, outbound bool) {
 	}
 	e.send(h.Peer, e.have.Encode())
 	e.ping(p, now)
+	e.helloHops(p)
 }
 
 // DialFailed forgets a candidate that could not be reached.
@@ -313,6 +325,7 @@ func (e *Engine) Disconnected(id wire.PeerID) {
 	}
 	delete(e.partners, id)
 	e.ordered = nil
+	e.pushPartnerLeft(p)
 	if e.IsServer() {
 		e.peerLeft(p)
 	}
@@ -414,6 +427,12 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 		p.reported = *m
 	case *wire.Accuse:
 		e.onAccuse(p, m)
+	case *wire.Subscribe:
+		e.onSubscribe(p, m, now)
+	case *wire.Subscribed:
+		e.onSubscribed(p, m, now)
+	case *wire.Hops:
+		e.onHops(p, m)
 	}
 }
 
@@ -471,6 +490,7 @@ func (e *Engine) Tick() {
 	}
 	if !e.IsServer() {
 		e.maintain(now)
+		e.managePush(now)
 	}
 }
 

@@ -228,6 +228,9 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 		}
 	}
 	p.lastArrival = now
+	if req == nil {
+		e.stats.PushedBytesIn += uint64(len(m.Payload))
+	}
 	// Capacity sample: this chunk's bytes over the time since the link
 	// last delivered or became busy, whichever is later. Small chunks say
 	// more about latency than capacity and are not counted.
@@ -287,6 +290,9 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 	}
 	if e.have.Has(m.Seq, int(m.Layer)) {
 		e.stats.DuplicateBytes += uint64(len(m.Payload))
+		if req == nil {
+			e.stats.DuplicatePushBytes += uint64(len(m.Payload))
+		}
 		return
 	}
 	if e.playing && (m.Seq < e.playhead || (m.Seq == e.playhead && !now.Before(e.Deadline(m.Seq)))) {
@@ -324,6 +330,10 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 		e.stats.UsefulFromPeers += uint64(len(m.Payload))
 	}
 	e.pendingHaves = append(e.pendingHaves, wire.HaveEntry{Seq: m.Seq, Layer: m.Layer})
+	if req == nil {
+		e.pushed(p, m.Seq)
+	}
+	e.forward(m.Seq, int(m.Layer), now)
 	if e.cfg.OnSegment != nil && s.layers > 0 && e.complete(m.Seq, s) {
 		e.cfg.OnSegment(m.Seq, s.rawManifest, s.chunks[:s.layers])
 	}
@@ -467,11 +477,17 @@ func (e *Engine) schedule(now time.Time) {
 	// delivered lately, so far-ahead enhancement chunks do not queue in
 	// front of the next base chunks on a narrow link.
 	maxInFlight := 0
+	if e.push.k > 0 && e.pushRate() > 0 {
+		// A pushed peer's pulls are repairs: a newcomer's first seconds
+		// of unbounded requests would queue behind the pushes.
+		maxInFlight = int(2 * e.streamRate())
+	}
 	if downRate > 0 && now.Sub(e.joinedAt) > 5*time.Second {
 		maxInFlight = int(max(downRate*2, 2*e.streamRate()))
 		if e.downCap.Measured() {
-			// Never queue more than ~1.5 s of the measured link.
-			maxInFlight = min(maxInFlight, int(max(1.5*e.downCap.Value(), 2*e.chunkSizes[0])))
+			// Never queue more than ~1.5 s of the measured link, less
+			// what the parents push meanwhile.
+			maxInFlight = min(maxInFlight, int(max(1.5*(e.downCap.Value()-e.pushRate()), 2*e.chunkSizes[0])))
 		}
 	}
 	in := &scheduler.Input{
@@ -479,6 +495,9 @@ func (e *Engine) schedule(now time.Time) {
 		Deadline: e.Deadline,
 		Pending: func(c scheduler.Chunk) bool {
 			k := chunkKey{c.Seq, c.Layer}
+			if e.expectPush(c.Seq, c.Layer, now) {
+				return true
+			}
 			for _, p := range e.list() {
 				if p.inflight[k] != nil {
 					return true
@@ -499,6 +518,7 @@ func (e *Engine) schedule(now time.Time) {
 		RandomFirst:      !e.cfg.DisableRandomFirst && held < 4,
 		StrictServer:     e.cfg.DisableServerFallback,
 		MaxInFlightBytes: maxInFlight,
+		MinSlack:         e.queueDelay(inflight),
 		InFlightBytes:    inflight,
 		LayerBytes:       layerBytes,
 		Rand:             e.env.Rand(),
@@ -511,6 +531,17 @@ func (e *Engine) schedule(now time.Time) {
 		e.request(e.partners[e.viewIDs[a.Partner]], a.Seq, a.Layer, now)
 	}
 	e.hedge(now)
+}
+
+// queueDelay is how long a chunk asked for now waits behind the bytes
+// already on their way on the measured download link (outstanding
+// requests and a second of what the parents push): a chunk due sooner
+// cannot arrive in time, and asking for it only delays the next ones.
+func (e *Engine) queueDelay(inflight int) time.Duration {
+	if !e.downCap.Measured() || e.downCap.Value() <= 0 {
+		return 0
+	}
+	return time.Duration((float64(inflight) + e.pushRate()) / e.downCap.Value() * float64(time.Second))
 }
 
 // request sends one request and records it in flight.

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/coopstreaming/coop/peerproto/push"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
@@ -80,6 +81,11 @@ func (e *Engine) AddSegment(seq uint64, rawManifest []byte, chunks [][]byte) err
 		e.have.Set(seq, l)
 		haves[l] = wire.HaveEntry{Seq: seq, Layer: uint8(l)}
 		size += len(chunks[l])
+		if !e.seenLayer[l] {
+			e.seenLayer[l], e.chunkSizes[l] = true, float64(len(chunks[l]))
+		} else {
+			e.chunkSizes[l] = 0.9*e.chunkSizes[l] + 0.1*float64(len(chunks[l]))
+		}
 	}
 	rate := float64(size) / e.segDur.Seconds()
 	if e.segRate == 0 {
@@ -88,15 +94,26 @@ func (e *Engine) AddSegment(seq uint64, rawManifest []byte, chunks [][]byte) err
 		e.segRate = 0.9*e.segRate + 0.1*rate
 	}
 	now := e.env.Now()
-	if now.Sub(e.lastSeedPick) > 2*time.Second || len(e.seeds) == 0 {
-		e.pickSeeds()
-		e.lastSeedPick = now
-	}
 	seedMsg := &wire.Have{Flags: wire.HaveSeed, Entries: haves}
-	for _, p := range e.list() {
-		id := p.id
-		if e.seeds[id] {
+	if e.push.k > 0 {
+		// With push the seeds are the roots of each sub-stream: they hear
+		// of the segments of theirs and are pushed them at once.
+		for _, id := range e.push.roots[push.Substream(seq, e.push.k)] {
 			e.send(id, seedMsg)
+		}
+		for l := range chunks {
+			e.forward(seq, l, now)
+		}
+	} else {
+		if now.Sub(e.lastSeedPick) > 2*time.Second || len(e.seeds) == 0 {
+			e.pickSeeds()
+			e.lastSeedPick = now
+		}
+		for _, p := range e.list() {
+			id := p.id
+			if e.seeds[id] {
+				e.send(id, seedMsg)
+			}
 		}
 	}
 	e.segs[seq].added = now
@@ -161,7 +178,9 @@ func (e *Engine) flushDelayed(now time.Time) {
 	msg := &wire.Have{Flags: wire.HaveUpTo, AgeMs: uint32(now.Sub(newest) / time.Millisecond), Entries: entries[len(entries)-1:]}
 	for _, p := range e.list() {
 		id := p.id
-		if !e.seeds[id] {
+		// With push, roots hear of the segments of their own sub-streams
+		// at once and of every segment here (a few roots: the cost is theirs).
+		if e.push.k > 0 || !e.seeds[id] {
 			e.send(id, msg)
 		}
 	}

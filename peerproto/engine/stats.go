@@ -62,6 +62,23 @@ type Stats struct {
 	// Hedges counts base-layer chunks also asked of the server because
 	// a peer was late.
 	Hedges uint64
+	// Subscribes counts sub-stream subscriptions asked (push.go);
+	// PushParentsReplaced those ended because the parent lagged; Pushes
+	// the chunks queued for children and PushesDropped those dropped
+	// after waiting past pushTTL (the children repair them).
+	Subscribes, PushParentsReplaced, Pushes, PushesDropped uint64
+	// PushParentsSilent counts parents replaced for never pushing;
+	// DuplicatePushBytes the pushed bytes that arrived already held.
+	PushParentsSilent, DuplicatePushBytes uint64
+	// PushesSkipped counts pushes not sent because the child announced
+	// the chunk first.
+	PushesSkipped uint64
+	// PushedBytesIn counts media bytes that arrived by push.
+	PushedBytesIn uint64
+	// PushNarrowLink counts times a peer turned to pull only because its
+	// measured download was narrow (push.go pullOnly).
+	PushNarrowLink uint64
+
 	// ControlShed counts control messages the server dropped over its
 	// control budget (Config.ControlShare).
 	ControlShed uint64

@@ -19,6 +19,7 @@ type servReq struct {
 	layer int
 	flags uint8
 	at    time.Time
+	push  bool // a chunk pushed to a child, not a request
 }
 
 func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
@@ -65,6 +66,13 @@ func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
 func (e *Engine) serve(now time.Time) {
 	// Expire stale requests: the requester has timed out by now.
 	e.queue = slices.DeleteFunc(e.queue, func(r servReq) bool {
+		if r.push {
+			if now.Sub(r.at) > pushTTL {
+				e.stats.PushesDropped++
+				return true
+			}
+			return false
+		}
 		if now.Sub(r.at) > upload.RequestTTL {
 			e.send(r.from, &wire.Reject{Seq: r.seq, Layer: uint8(r.layer), Reason: wire.RejectBusy})
 			return true
@@ -87,7 +95,7 @@ func (e *Engine) serve(now time.Time) {
 		},
 	}
 	key := func(r servReq) upload.Queued {
-		return upload.Queued{From: r.from, Layer: r.layer, Urgent: r.flags&wire.RequestUrgent != 0}
+		return upload.Queued{From: r.from, Layer: r.layer, Urgent: r.flags&wire.RequestUrgent != 0, Push: r.push}
 	}
 	sort.SliceStable(e.queue, func(i, j int) bool { return order.Less(key(e.queue[i]), key(e.queue[j])) })
 	// With per-connection backlogs a partner whose queue is full is
@@ -100,7 +108,7 @@ func (e *Engine) serve(now time.Time) {
 			kept = append(kept, r)
 			continue
 		}
-		if e.repairWaits(r.from) {
+		if !r.push && e.repairWaits(r.from) {
 			kept = append(kept, r)
 			continue
 		}
@@ -110,6 +118,13 @@ func (e *Engine) serve(now time.Time) {
 			continue
 		}
 		s := e.segs[r.seq]
+		if r.push && (s == nil || r.layer >= len(s.chunks) || s.chunks[r.layer] == nil) {
+			continue
+		}
+		if q := e.partners[r.from]; r.push && q != nil && q.bm != nil && q.bm.Has(r.seq, r.layer) {
+			e.stats.PushesSkipped++ // the child announced it already: pulled elsewhere
+			continue
+		}
 		if s == nil || r.layer >= len(s.chunks) || s.chunks[r.layer] == nil {
 			e.send(r.from, &wire.Reject{Seq: r.seq, Layer: uint8(r.layer), Reason: wire.RejectNotFound})
 			continue

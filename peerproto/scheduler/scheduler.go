@@ -76,6 +76,9 @@ type Input struct {
 	// per layer (MaxInFlightBytes bounds a chunk's layer and those below).
 	InFlightBytes int
 	LayerBytes    [MaxLayers]int
+	// MinSlack skips chunks due sooner than this: they cannot arrive in
+	// time behind what the download link already carries (0: none).
+	MinSlack time.Duration
 	// Rand breaks ties.
 	Rand *rand.Rand
 }
@@ -148,7 +151,7 @@ func (s *Scheduler) Schedule(in *Input, out []Assignment) []Assignment {
 	s.cands = s.cands[:0]
 	for seq := in.From; seq <= in.To && seq >= in.From; seq++ {
 		dl := in.Deadline(seq)
-		if !dl.After(in.Now) {
+		if !dl.After(in.Now) || dl.Sub(in.Now) < in.MinSlack {
 			continue // too late to matter
 		}
 		// An upper layer is useless without the ones below: it is a

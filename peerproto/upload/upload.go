@@ -97,6 +97,8 @@ type Queued struct {
 	From   wire.PeerID
 	Layer  int
 	Urgent bool
+	// Push: a fresh chunk pushed to a child (not a request).
+	Push bool
 }
 
 // Order is the queue order. Its functions are called lazily, only when
@@ -129,6 +131,9 @@ func (o Order) Less(a, b Queued) bool {
 	}
 	if a.Layer != b.Layer {
 		return a.Layer < b.Layer
+	}
+	if a.Push != b.Push {
+		return a.Push // the fresh edge feeds a child's subtree
 	}
 	return o.Score(a.From) > o.Score(b.From)
 }

@@ -1,0 +1,563 @@
+package engine
+
+import (
+	"time"
+
+	"github.com/coopstreaming/coop/peerproto/push"
+	"github.com/coopstreaming/coop/peerproto/qos"
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+// This file is push: the fresh edge of the stream travels along
+// sub-stream subscriptions (peerproto/push decides the policy). A peer
+// subscribes to each sub-stream at one parent — a partner nearer the
+// server, or the server itself for the few roots its upload feeds — and
+// the parent forwards every chunk of the sub-stream, in the layers
+// subscribed, as soon as it holds it. Pull (peer.go) repairs what push
+// did not deliver before the chunk's deadline comes near.
+
+// subscription is a peer's subscription to one sub-stream.
+type subscription struct {
+	parent wire.PeerID // 0: none
+	asked  bool        // Subscribe sent, not answered yet
+	at     time.Time   // when asked, or when last (re)accepted
+	want   int         // layers asked for
+	layers int         // layers the parent pushes (0 while asked)
+	newest uint64      // newest segment pushed by the parent
+	pushed bool        // the parent pushed anything
+}
+
+// pushState is a node's part in push: its subscriptions and hop counts
+// (peer), the cost of the subscriptions it admitted (both) and the roots
+// of each sub-stream (server).
+type pushState struct {
+	k      int // sub-streams (0: push off)
+	subs   [wire.MaxSubstreams]subscription
+	hops   [wire.MaxSubstreams]uint8
+	used   float64 // upload the admitted subscriptions cost, bytes/s
+	nsubs  int     // admitted subscriptions
+	roots  [wire.MaxSubstreams][]wire.PeerID
+	sentAt time.Time // last Hops sent
+	dirty  bool      // hops changed since
+	tickAt time.Time
+	// pullOnlyUntil: a narrow link pulls only until then (pullOnly).
+	pullOnlyUntil time.Time
+	// probeHeldUntil: no layer ahead of those played until then;
+	// badSeen is the count of late and duplicate pushes then (probeHeld).
+	probeHeldUntil time.Time
+	badSeen        uint64
+	// excluded holds back a partner (per sub-stream) that refused or
+	// failed as a parent, until the time given.
+	excluded map[exclusion]time.Time
+}
+
+type exclusion struct {
+	id  wire.PeerID
+	sub int
+}
+
+// Push timing.
+const (
+	pushTick       = 200 * time.Millisecond
+	hopsEvery      = 250 * time.Millisecond
+	subscribeWait  = 2 * time.Second  // an unanswered Subscribe is a refusal
+	firstPushWait  = 4 * time.Second  // an accepted parent that never pushes is replaced
+	excludePeer    = 10 * time.Second // a refusing or failing peer parent
+	excludeServer  = 20 * time.Second // a refusing server
+	pushTTL        = time.Second      // a push queued longer is dropped (the child repairs)
+	rootUpgradeGap = 1.5              // a root is replaced by a peer with this much more upload
+	pushHeadroom   = 1.5              // pullOnly: download ÷ rate of the layers played
+	pullOnlyFor    = 30 * time.Second // pullOnly: how long a narrow link pulls only
+	probeHold      = 30 * time.Second // probeHeld: no layer ahead after a late or duplicate push
+)
+
+func (e *Engine) initPush() {
+	if e.cfg.DisablePush {
+		return
+	}
+	e.push.k = min(max(e.cfg.Substreams, 1), wire.MaxSubstreams)
+	e.push.excluded = make(map[exclusion]time.Time)
+	for i := range e.push.hops {
+		e.push.hops[i] = wire.NoHops
+		if e.IsServer() {
+			e.push.hops[i] = 0
+		}
+	}
+}
+
+// layerRates is the stream's rate per layer in bytes/s: from the chunk
+// sizes seen (a layer not seen yet is taken as the mean of those seen).
+func (e *Engine) layerRates() []float64 {
+	r := make([]float64, e.cfg.Layers)
+	seen, sum := 0, 0.0
+	for l := range r {
+		if e.seenLayer[l] {
+			seen++
+			sum += e.chunkSizes[l]
+		}
+	}
+	for l := range r {
+		size := e.chunkSizes[l]
+		if !e.seenLayer[l] && seen > 0 {
+			size = sum / float64(seen)
+		}
+		r[l] = size / e.segDur.Seconds()
+	}
+	return r
+}
+
+// pushCapacity is the upload a node may spend on its children.
+func (e *Engine) pushCapacity() float64 {
+	if e.cfg.UploadCap <= 0 {
+		return 0
+	}
+	if e.IsServer() {
+		return push.ServerShare * e.cfg.UploadCap
+	}
+	return push.Share * e.cfg.UploadCap
+}
+
+// onSubscribe admits, changes or ends a partner's subscription.
+func (e *Engine) onSubscribe(p *partner, m *wire.Subscribe, now time.Time) {
+	k := int(m.Substream)
+	if e.push.k == 0 || int(m.Substreams) != e.push.k || k >= e.push.k {
+		e.send(p.id, &wire.Subscribed{Substream: m.Substream})
+		return
+	}
+	if p.childLayers[k] > 0 {
+		e.push.used -= p.childCost[k]
+		e.push.nsubs--
+		p.childLayers[k], p.childCost[k] = 0, 0
+		e.dropRoot(k, p.id)
+	}
+	if m.Layers == 0 {
+		return
+	}
+	wanted := min(int(m.Layers), e.cfg.Layers)
+	rates := e.layerRates()
+	costOf := func(n int) float64 { return push.Cost(rates, n, e.push.k) }
+	if e.IsServer() && !e.rootEligible(p, k, costOf(wanted), now) {
+		e.send(p.id, &wire.Subscribed{Substream: m.Substream})
+		return
+	}
+	n := push.Admit(push.Load{Capacity: e.pushCapacity(), Used: e.push.used, Subs: e.push.nsubs}, wanted, costOf)
+	if n > 0 {
+		p.childLayers[k], p.childCost[k] = uint8(n), costOf(n)
+		e.push.used += p.childCost[k]
+		e.push.nsubs++
+		if e.IsServer() {
+			e.push.roots[k] = append(e.push.roots[k], p.id)
+			e.seeds[p.id] = true
+		}
+	}
+	e.send(p.id, &wire.Subscribed{Substream: m.Substream, Layers: uint8(n)})
+}
+
+// rootEligible is the server's choice of roots: peers whose upload
+// (declared or reported) carries at least the stream; when the roots'
+// budget is spent, a candidate with clearly more upload replaces the
+// weakest root of the sub-stream.
+func (e *Engine) rootEligible(p *partner, k int, cost float64, now time.Time) bool {
+	up := peerUpload(p)
+	if p.hello.UploadCap > 0 && up < e.segRate {
+		return false
+	}
+	// Each sub-stream has its share of the roots' budget, so that every
+	// sub-stream has roots.
+	used := 0.0
+	for _, id := range e.push.roots[k] {
+		if q := e.partners[id]; q != nil {
+			used += q.childCost[k]
+		}
+	}
+	if cap := e.pushCapacity() / float64(e.push.k); cap <= 0 || used+cost <= cap {
+		return true
+	}
+	weakest, wUp := wire.PeerID(0), 0.0
+	for _, id := range e.push.roots[k] {
+		if q := e.partners[id]; q != nil && (weakest == 0 || peerUpload(q) < wUp) {
+			weakest, wUp = id, peerUpload(q)
+		}
+	}
+	if weakest == 0 || up < rootUpgradeGap*wUp {
+		return false
+	}
+	q := e.partners[weakest]
+	e.push.used -= q.childCost[k]
+	e.push.nsubs--
+	q.childLayers[k], q.childCost[k] = 0, 0
+	e.dropRoot(k, weakest)
+	e.send(weakest, &wire.Subscribed{Substream: uint8(k)})
+	return true
+}
+
+func peerUpload(p *partner) float64 {
+	return max(float64(p.reported.UploadRate), float64(p.hello.UploadCap))
+}
+
+// dropRoot takes a peer out of the server's roots of sub-stream k (and
+// out of its seeds once it is a root of none).
+func (e *Engine) dropRoot(k int, id wire.PeerID) {
+	if !e.IsServer() {
+		return
+	}
+	r := e.push.roots[k]
+	for i, x := range r {
+		if x == id {
+			e.push.roots[k] = append(r[:i], r[i+1:]...)
+			break
+		}
+	}
+	for j := 0; j < e.push.k; j++ {
+		for _, x := range e.push.roots[j] {
+			if x == id {
+				return
+			}
+		}
+	}
+	delete(e.seeds, id)
+}
+
+// pushPartnerLeft forgets a departed partner's subscriptions and, when it
+// was a parent, the sub-streams it pushed.
+func (e *Engine) pushPartnerLeft(p *partner) {
+	if e.push.k == 0 {
+		return
+	}
+	for k := 0; k < e.push.k; k++ {
+		if p.childLayers[k] > 0 {
+			e.push.used -= p.childCost[k]
+			e.push.nsubs--
+			e.dropRoot(k, p.id)
+		}
+		if s := &e.push.subs[k]; s.parent == p.id {
+			*s = subscription{}
+			e.setHops(k, wire.NoHops)
+		}
+	}
+}
+
+// onSubscribed follows a parent's answer (or its end of pushing).
+func (e *Engine) onSubscribed(p *partner, m *wire.Subscribed, now time.Time) {
+	k := int(m.Substream)
+	if k >= e.push.k {
+		return
+	}
+	s := &e.push.subs[k]
+	if s.parent != p.id {
+		return
+	}
+	if m.Layers == 0 {
+		e.unsubscribe(k, now, false)
+		return
+	}
+	if s.asked || s.layers == 0 {
+		s.at = now
+	}
+	s.asked, s.layers = false, int(m.Layers)
+	e.setHops(k, push.HopsVia(e.partnerHops(p, k)))
+}
+
+// onHops records a partner's hop counts.
+func (e *Engine) onHops(p *partner, m *wire.Hops) {
+	for k := range p.hops {
+		p.hops[k] = wire.NoHops
+		if k < len(m.Hops) {
+			p.hops[k] = m.Hops[k]
+		}
+	}
+	for k := 0; k < e.push.k; k++ {
+		if s := &e.push.subs[k]; s.parent == p.id && s.layers > 0 {
+			e.setHops(k, push.HopsVia(p.hops[k]))
+		}
+	}
+}
+
+func (e *Engine) partnerHops(p *partner, k int) uint8 {
+	if p.server {
+		return 0
+	}
+	return p.hops[k]
+}
+
+func (e *Engine) setHops(k int, h uint8) {
+	if e.push.hops[k] != h {
+		e.push.hops[k] = h
+		e.push.dirty = true
+	}
+}
+
+// unsubscribe ends the subscription to sub-stream k (telling the parent
+// unless it ended it) and holds the parent back for a while.
+func (e *Engine) unsubscribe(k int, now time.Time, tell bool) {
+	s := &e.push.subs[k]
+	if s.parent == 0 {
+		return
+	}
+	if tell {
+		e.send(s.parent, &wire.Subscribe{Substream: uint8(k), Substreams: uint8(e.push.k)})
+	}
+	hold := excludePeer
+	if s.parent == e.serverID {
+		hold = excludeServer
+	}
+	e.push.excluded[exclusion{s.parent, k}] = now.Add(hold)
+	*s = subscription{}
+	e.setHops(k, wire.NoHops)
+}
+
+// pullOnly tells whether the peer stays out of push for now: for
+// pullOnlyFor after its download was measured to carry the layers it plays with less than pushHeadroom to spare. Pushes
+// arrive when the parents have them, not when the link is free, and a
+// late one is also repaired: in the simulator a peer whose link carries
+// 1.3 times the base layer played 0.4-0.7 of the base with push and all
+// of it without.
+func (e *Engine) pullOnly(now time.Time) bool {
+	if now.Before(e.push.pullOnlyUntil) {
+		return true
+	}
+	if !e.downCap.Measured() {
+		return false
+	}
+	need, rates := 0.0, e.layerRates()
+	for l := 0; l < e.qos.Layers() && l < len(rates); l++ {
+		need += rates[l]
+	}
+	if e.downCap.Value() >= pushHeadroom*need {
+		return false
+	}
+	e.push.pullOnlyUntil = now.Add(pullOnlyFor)
+	e.stats.PushNarrowLink++
+	return true
+}
+
+// probeHeld tells whether the peer subscribes to no layer beyond those
+// it plays: for probeHold after a pushed chunk came late or twice (a
+// link that cannot take what is pushed delays the base behind it).
+func (e *Engine) probeHeld(now time.Time) bool {
+	bad := e.stats.LateUnrequested + e.stats.DuplicatePushBytes
+	if bad > e.push.badSeen {
+		e.push.badSeen = bad
+		e.push.probeHeldUntil = now.Add(probeHold)
+	}
+	return now.Before(e.push.probeHeldUntil)
+}
+
+// pushRate is what the parents push to this peer, bytes/s.
+func (e *Engine) pushRate() float64 {
+	if e.push.k == 0 {
+		return 0
+	}
+	rates, r := e.layerRates(), 0.0
+	for k := 0; k < e.push.k; k++ {
+		if s := e.push.subs[k]; s.parent != 0 && s.layers > 0 {
+			r += push.Cost(rates, s.layers, e.push.k)
+		}
+	}
+	return r
+}
+
+// pushWant is how many layers a peer subscribes to: every layer of the
+// stream. Layer control happens where capacity runs out — a parent
+// admits the layers its upload carries, a congested parent sheds the
+// pushes of upper layers first (its queue is served lowest layer first)
+// — and QoS plays what arrives; asking for the layers it plays only
+// locks a swarm into the base layer (nobody relays what nobody plays).
+func (e *Engine) pushWant(k int) int {
+	n := e.qos.Layers()
+	if !e.probeHeld(e.env.Now()) {
+		n++ // one layer ahead of those played, capped below by what fits
+	}
+	for _, p := range e.list() {
+		n = max(n, int(p.childLayers[k]))
+	}
+	n = min(n, e.cfg.Layers)
+	if e.downCap.Measured() {
+		// Never more than the measured download carries with headroom:
+		// pushes the link cannot take delay the base behind them.
+		fit, sum := 1, 0.0
+		for l, r := range e.layerRates() {
+			sum += r
+			if sum*qos.ReAddHeadroom <= e.downCap.Value() {
+				fit = l + 1
+			}
+		}
+		n = min(n, fit)
+	}
+	return n
+}
+
+// managePush is a peer's periodic push work: replace failed or lagging
+// parents, choose parents for sub-streams without one, follow the layers
+// needed, and tell partners of changed hop counts.
+func (e *Engine) managePush(now time.Time) {
+	if e.push.k == 0 || now.Sub(e.push.tickAt) < pushTick {
+		e.sendHops(now)
+		return
+	}
+	e.push.tickAt = now
+	for x, until := range e.push.excluded {
+		if now.After(until) {
+			delete(e.push.excluded, x)
+		}
+	}
+	if !e.playing {
+		return
+	}
+	if e.pullOnly(now) {
+		for k := 0; k < e.push.k; k++ {
+			e.unsubscribe(k, now, true)
+		}
+		e.sendHops(now)
+		return
+	}
+	var cands []pushCandidate
+	for k := 0; k < e.push.k; k++ {
+		s := &e.push.subs[k]
+		if s.parent != 0 {
+			switch {
+			case s.asked && now.Sub(s.at) > subscribeWait:
+				e.unsubscribe(k, now, true)
+			case !s.asked && !s.pushed && now.Sub(s.at) > firstPushWait:
+				e.stats.PushParentsSilent++
+				e.unsubscribe(k, now, true)
+			case !s.asked && e.haveEdge && push.Lagging(s.newest, s.pushed, e.liveEdge, push.LagLimit(e.cfg.PlayoutDelay, e.cfg.Urgent, e.segDur, e.push.k)):
+				e.stats.PushParentsReplaced++
+				e.unsubscribe(k, now, true)
+			case !s.asked && e.pushWant(k) != s.want:
+				s.want = e.pushWant(k)
+				s.asked, s.at = true, now
+				e.send(s.parent, &wire.Subscribe{Substream: uint8(k), Substreams: uint8(e.push.k), Layers: uint8(s.want)})
+			}
+		}
+		if s.parent != 0 {
+			continue
+		}
+		if cands == nil {
+			cands = e.pushCandidates()
+		}
+		id := e.chooseParent(cands, k, now)
+		if id == 0 {
+			continue
+		}
+		s.parent, s.asked, s.at, s.want = id, true, now, e.pushWant(k)
+		e.stats.Subscribes++
+		e.send(id, &wire.Subscribe{Substream: uint8(k), Substreams: uint8(e.push.k), Layers: uint8(s.want)})
+	}
+	e.sendHops(now)
+}
+
+type pushCandidate struct {
+	p     *partner
+	score float64
+}
+
+func (e *Engine) pushCandidates() []pushCandidate {
+	now := e.env.Now()
+	out := make([]pushCandidate, 0, len(e.partners))
+	for _, p := range e.list() {
+		out = append(out, pushCandidate{p, p.recv.Rate(now) + peerUpload(p)})
+	}
+	return out
+}
+
+// chooseParent picks a parent for sub-stream k (0: none now).
+func (e *Engine) chooseParent(cands []pushCandidate, k int, now time.Time) wire.PeerID {
+	pc := make([]push.Candidate, len(cands))
+	// Until its download is measured a newcomer takes only the server as
+	// a parent (a root): peer parents push at their pace, whatever the
+	// link carries.
+	unmeasured := !e.downCap.Measured()
+	for i, c := range cands {
+		_, ex := e.push.excluded[exclusion{c.p.id, k}]
+		ex = ex || unmeasured && !c.p.server
+		pc[i] = push.Candidate{Hops: e.partnerHops(c.p, k), Score: c.score, Excluded: ex}
+	}
+	i := push.Choose(pc, wire.NoHops, e.env.Rand())
+	if i < 0 {
+		return 0
+	}
+	return cands[i].p.id
+}
+
+// sendHops tells peer partners of changed hop counts (at most every
+// hopsEvery).
+func (e *Engine) sendHops(now time.Time) {
+	if !e.push.dirty || now.Sub(e.push.sentAt) < hopsEvery {
+		return
+	}
+	e.push.dirty, e.push.sentAt = false, now
+	msg := &wire.Hops{Hops: append([]uint8(nil), e.push.hops[:e.push.k]...)}
+	for _, p := range e.list() {
+		if !p.server {
+			e.send(p.id, msg)
+		}
+	}
+}
+
+// helloHops gives a new peer partner this node's hop counts.
+func (e *Engine) helloHops(p *partner) {
+	if e.push.k == 0 || e.IsServer() || p.server {
+		return
+	}
+	for k := 0; k < e.push.k; k++ {
+		if e.push.hops[k] != wire.NoHops {
+			e.send(p.id, &wire.Hops{Hops: append([]uint8(nil), e.push.hops[:e.push.k]...)})
+			return
+		}
+	}
+}
+
+// pushed records a chunk that arrived unrequested from a partner: the
+// parent of its sub-stream is alive.
+func (e *Engine) pushed(p *partner, seq uint64) {
+	if e.push.k == 0 {
+		return
+	}
+	s := &e.push.subs[push.Substream(seq, e.push.k)]
+	if s.parent == p.id && (!s.pushed || seq > s.newest) {
+		s.newest, s.pushed = seq, true
+	}
+}
+
+// expectPush tells whether a chunk will come by push: its sub-stream's
+// parent pushes its layer and its deadline is not near (then it is
+// repaired by pull like any other).
+func (e *Engine) expectPush(seq uint64, layer int, now time.Time) bool {
+	if e.push.k == 0 {
+		return false
+	}
+	s := &e.push.subs[push.Substream(seq, e.push.k)]
+	return s.parent != 0 && layer < s.layers && e.Deadline(seq).Sub(now) > e.cfg.Urgent
+}
+
+// forward queues a chunk just stored for every child subscribed to its
+// sub-stream in its layer.
+func (e *Engine) forward(seq uint64, layer int, now time.Time) {
+	if e.push.k == 0 {
+		return
+	}
+	k := push.Substream(seq, e.push.k)
+	s := e.segs[seq]
+	manifest := layer == 0 || s == nil || len(s.chunks) == 0 || s.chunks[0] == nil
+	add := func(p *partner) {
+		if p == nil || int(p.childLayers[k]) <= layer {
+			return
+		}
+		f := uint8(0)
+		if manifest {
+			f |= wire.RequestManifest
+		}
+		e.queue = append(e.queue, servReq{from: p.id, seq: seq, layer: layer, flags: f, at: now, push: true})
+		e.stats.Pushes++
+	}
+	if e.IsServer() {
+		for _, id := range e.push.roots[k] {
+			add(e.partners[id])
+		}
+		return
+	}
+	for _, p := range e.list() {
+		add(p)
+	}
+}

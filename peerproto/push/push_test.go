@@ -1,0 +1,92 @@
+package push
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/coopstreaming/coop/peerproto/wire"
+)
+
+func TestSubstreamSplitsSegmentsRoundRobin(t *testing.T) {
+	for _, c := range []struct {
+		seq     uint64
+		k, want int
+	}{{0, 4, 0}, {5, 4, 1}, {7, 4, 3}, {9, 1, 0}, {9, 0, 0}} {
+		require.Equal(t, c.want, Substream(c.seq, c.k), "seq %d k %d", c.seq, c.k)
+	}
+}
+
+func TestCostIsTheSubscribedLayersOverTheSubstreams(t *testing.T) {
+	rates := []float64{60e3, 30e3, 30e3}
+	require.InDelta(t, 15e3, Cost(rates, 1, 4), 1e-9)
+	require.InDelta(t, 30e3, Cost(rates, 3, 4), 1e-9)
+	require.InDelta(t, 120e3, Cost(rates, 9, 1), 1e-9, "layers past the stream's count cost nothing")
+}
+
+func TestAdmitGivesTheLayersThatFitLowestFirst(t *testing.T) {
+	costOf := func(n int) float64 { return float64(10 * n) }
+	for _, c := range []struct {
+		name   string
+		ld     Load
+		wanted int
+		want   int
+	}{
+		{"room for all", Load{Capacity: 100, Used: 50}, 3, 3},
+		{"room for two", Load{Capacity: 100, Used: 75}, 3, 2},
+		{"room for the base", Load{Capacity: 100, Used: 85}, 3, 1},
+		{"full", Load{Capacity: 100, Used: 95}, 3, 0},
+		{"no cap: bounded by count", Load{Subs: MaxChildren - 1}, 3, 3},
+		{"no cap, count reached", Load{Subs: MaxChildren}, 3, 0},
+	} {
+		require.Equal(t, c.want, Admit(c.ld, c.wanted, costOf), c.name)
+	}
+}
+
+func TestChooseTakesTheNearestThenTheBestAndNeverALoop(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, c := range []struct {
+		name  string
+		cands []Candidate
+		mine  uint8
+		want  int
+	}{
+		{"fewest hops", []Candidate{{Hops: 3, Score: 9}, {Hops: 1, Score: 1}, {Hops: 2, Score: 5}}, wire.NoHops, 1},
+		{"best score among equals", []Candidate{{Hops: 2, Score: 1}, {Hops: 2, Score: 7}}, wire.NoHops, 1},
+		{"excluded skipped", []Candidate{{Hops: 0, Excluded: true}, {Hops: 4}}, wire.NoHops, 1},
+		{"no parent: none", []Candidate{{Hops: wire.NoHops}, {Hops: wire.NoHops}}, wire.NoHops, -1},
+		{"too deep", []Candidate{{Hops: MaxHops - 1}}, wire.NoHops, -1},
+		{"not at or below me (a loop)", []Candidate{{Hops: 3}, {Hops: 4}}, 3, -1},
+		{"nobody", nil, wire.NoHops, -1},
+	} {
+		require.Equal(t, c.want, Choose(c.cands, c.mine, rng), c.name)
+	}
+}
+
+func TestChooseBreaksTiesAtRandom(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	seen := map[int]bool{}
+	cands := []Candidate{{Hops: 1, Score: 2}, {Hops: 1, Score: 2}, {Hops: 1, Score: 2}}
+	for range 60 {
+		seen[Choose(cands, wire.NoHops, rng)] = true
+	}
+	require.Len(t, seen, 3)
+}
+
+func TestHopsViaCountsOneMoreUpToTheLimit(t *testing.T) {
+	require.Equal(t, uint8(1), HopsVia(0))
+	require.Equal(t, uint8(wire.NoHops), HopsVia(wire.NoHops))
+	require.Equal(t, uint8(wire.NoHops), HopsVia(MaxHops-1))
+}
+
+func TestLaggingParentsAreThoseWhosePushesComeTooLateToSpareARepair(t *testing.T) {
+	limit := LagLimit(10*time.Second, 1500*time.Millisecond, 500*time.Millisecond, 4)
+	require.Equal(t, uint64(17), limit, "8.5 s of 500 ms segments")
+	require.Equal(t, uint64(12), LagLimit(5*time.Second, 1500*time.Millisecond, 500*time.Millisecond, 4), "at least three rounds of sub-streams")
+	require.False(t, Lagging(100, true, 116, limit))
+	require.True(t, Lagging(100, true, 117, limit))
+	require.False(t, Lagging(0, false, 1000, limit), "a parent that never pushed is judged by age")
+	require.False(t, Lagging(110, true, 100, limit))
+}
