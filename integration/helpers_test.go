@@ -464,6 +464,16 @@ func publishClipRTMP(t *testing.T, file, url string) *proc {
 		"-i", file, "-c", "copy", "-f", "flv", url)
 }
 
+// readerBound is a safety bound for one reader that stops by itself
+// after its -t of media (ended at the test's end at the latest). Give each
+// reader its own: one bound shared by readers in turn runs out on a loaded
+// machine while the media the test asks for would still have come.
+func readerBound(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // playResult is what a reader saw.
 type playResult struct {
 	frames int

@@ -211,9 +211,9 @@ func TestP2PPeersPlayThroughPlugin(t *testing.T) {
 		codecs[c] = true
 	}
 	require.Equal(t, map[string]bool{"h264": true, "aac": true}, codecs)
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	res := play(ctx, peers[0].url(), "", 10*time.Second)
+	// One safety bound per reader (readerBound): a 40 s one shared by the
+	// three ran out on a loaded machine (the test took 59 s).
+	res := play(readerBound(t), peers[0].url(), "", 10*time.Second)
 	require.NoError(t, res.err, "ffmpeg on the peer's output: %v", res.errors)
 	require.Empty(t, res.errors, "decode errors on the peer's output")
 	require.GreaterOrEqual(t, res.frames, 250, "10 s at 30 fps from the peer")
@@ -241,8 +241,9 @@ func TestP2PPeersPlayThroughPlugin(t *testing.T) {
 		err    error
 	}
 	rtsp := make(chan gapResult, 1)
+	gapCtx := readerBound(t)
 	go func() {
-		n, gap, errs, err := videoGaps(ctx, o.rtspURL("p2p"), 12*time.Second)
+		n, gap, errs, err := videoGaps(gapCtx, o.rtspURL("p2p"), 12*time.Second)
 		rtsp <- gapResult{n, gap, errs, err}
 	}()
 	// The kill comes while the reader plays.
@@ -288,7 +289,7 @@ func TestP2PPeersPlayThroughPlugin(t *testing.T) {
 			i, window, st.Due-due[i].Due, st.Continuity, st.Offload, st.Partners)
 		require.Zero(t, st.BadData)
 	}
-	res = play(ctx, peers[1].url(), "", 4*time.Second)
+	res = play(readerBound(t), peers[1].url(), "", 4*time.Second)
 	require.NoError(t, res.err, "%v", res.errors)
 	require.Empty(t, res.errors, "decode errors on a peer after the plugin restart")
 }
