@@ -96,6 +96,7 @@ func (o *Origin) Initialize() error {
 				TokenSecret: c.Plugin.TokenSecret, LogLevel: c.LogLevel,
 				HandshakeTimeout: time.Duration(c.Plugin.HandshakeTimeout), MaxPeerConnections: c.Plugin.MaxPeerConnections,
 				ClusterRedis: redisAddr, ClusterNode: nodeID, ClusterTTL: ttl, ClusterHeartbeat: hb,
+				PlacementMaxPeers: c.Cluster.Placement.MaxPeers,
 			},
 		}, o.Log.With("component", "pluginhost"))
 		if err != nil {

@@ -50,6 +50,8 @@ type Service struct {
 	redis *redis.Client
 	// relays are the running Relay calls by stream (relay.go).
 	relays map[string]*relayRun
+	// placer redirects new peers by load (placement.go; nil: never).
+	placer *placer
 }
 
 type swarm struct {
@@ -133,6 +135,8 @@ func (s *Service) Configure(_ context.Context, st pluginapi.Settings) (pluginapi
 			ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
 		s.Log.Info("swarm trackers shared through Redis", "redis", st.ClusterRedis, "node", st.ClusterNode)
 	}
+	s.startPlacer(settingsView{node: st.ClusterNode, maxPeers: st.PlacementMaxPeers, ttl: st.ClusterTTL,
+		heartbeat: st.ClusterHeartbeat})
 	s.settings = st
 	return pluginapi.Configured{
 		PeerAddress: s.ln.Addr().String(), StreamPublicKey: s.key.Public().(ed25519.PublicKey), PID: os.Getpid(),
@@ -212,6 +216,9 @@ func (s *Service) dispatch(nc net.Conn) {
 		}
 		_, _ = nc.Write(wire.Marshal(&wire.Reject{Reason: wire.RejectFull}))
 		nc.Close()
+		return
+	}
+	if s.redirect(nc, hello, conns) {
 		return
 	}
 	sw.node.HandOff(nc, r, hello)
@@ -448,7 +455,10 @@ func (s *Service) Close() {
 	s.ln = nil
 	rc := s.redis
 	s.redis = nil
+	pl := s.placer
+	s.placer = nil
 	s.mu.Unlock()
+	pl.stop()
 	if ln != nil {
 		ln.Close()
 	}

@@ -65,6 +65,7 @@ func (c *Client) Configure(ctx context.Context, s Settings) (Configured, error) 
 		HandshakeTimeoutMs: uint32(max(0, s.HandshakeTimeout.Milliseconds())), MaxPeerConnections: uint32(max(0, s.MaxPeerConnections)),
 		ClusterRedis: s.ClusterRedis, ClusterNode: s.ClusterNode,
 		ClusterTtlMs: uint32(max(0, s.ClusterTTL.Milliseconds())), ClusterHeartbeatMs: uint32(max(0, s.ClusterHeartbeat.Milliseconds())),
+		PlacementMaxPeers: uint32(max(0, s.PlacementMaxPeers)),
 	})
 	if err != nil {
 		return Configured{}, fmt.Errorf("plugin configure: %w", fromStatus(err))
@@ -280,6 +281,7 @@ func (s *grpcServer) Configure(ctx context.Context, r *pluginv1.ConfigureRequest
 		HandshakeTimeout: time.Duration(r.HandshakeTimeoutMs) * time.Millisecond, MaxPeerConnections: int(r.MaxPeerConnections),
 		ClusterRedis: r.ClusterRedis, ClusterNode: r.ClusterNode,
 		ClusterTTL: time.Duration(r.ClusterTtlMs) * time.Millisecond, ClusterHeartbeat: time.Duration(r.ClusterHeartbeatMs) * time.Millisecond,
+		PlacementMaxPeers: int(r.PlacementMaxPeers),
 	})
 	if err != nil {
 		return nil, toStatus(err)

@@ -102,6 +102,10 @@ type Settings struct {
 	// ClusterTTL and ClusterHeartbeat are the tracker entries' TTL and
 	// re-sync period (0: the cluster/registry defaults).
 	ClusterTTL, ClusterHeartbeat time.Duration
+	// PlacementMaxPeers is the peers the node serves before it answers a
+	// new peer's Hello with a redirect to a node of the cluster that
+	// serves the stream and has room (cluster/placement; 0: never).
+	PlacementMaxPeers int
 }
 
 // ProcessStats report the plugin process itself: runtime figures and the

@@ -195,8 +195,11 @@ type ConfigureRequest struct {
 	// (0: 6 s), and its re-sync period, in ms (0: 2 s).
 	ClusterTtlMs       uint32 `protobuf:"varint,12,opt,name=cluster_ttl_ms,json=clusterTtlMs,proto3" json:"cluster_ttl_ms,omitempty"`
 	ClusterHeartbeatMs uint32 `protobuf:"varint,13,opt,name=cluster_heartbeat_ms,json=clusterHeartbeatMs,proto3" json:"cluster_heartbeat_ms,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Peers the node serves before it redirects new ones to a node of the
+	// cluster with room (cluster.placement.maxPeers; 0: never).
+	PlacementMaxPeers uint32 `protobuf:"varint,14,opt,name=placement_max_peers,json=placementMaxPeers,proto3" json:"placement_max_peers,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ConfigureRequest) Reset() {
@@ -316,6 +319,13 @@ func (x *ConfigureRequest) GetClusterTtlMs() uint32 {
 func (x *ConfigureRequest) GetClusterHeartbeatMs() uint32 {
 	if x != nil {
 		return x.ClusterHeartbeatMs
+	}
+	return 0
+}
+
+func (x *ConfigureRequest) GetPlacementMaxPeers() uint32 {
+	if x != nil {
+		return x.PlacementMaxPeers
 	}
 	return 0
 }
@@ -1134,7 +1144,7 @@ const file_pluginv1_p2p_proto_rawDesc = "" +
 	"RelayEvent\x12\x16\n" +
 	"\x06header\x18\x01 \x01(\fR\x06header\x12/\n" +
 	"\x04part\x18\x02 \x01(\v2\x1b.coop.plugin.v1.SegmentPartR\x04part\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\xe5\x03\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\x95\x04\n" +
 	"\x10ConfigureRequest\x12!\n" +
 	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12\x1d\n" +
 	"\n" +
@@ -1150,7 +1160,8 @@ const file_pluginv1_p2p_proto_rawDesc = "" +
 	" \x01(\tR\fclusterRedis\x12!\n" +
 	"\fcluster_node\x18\v \x01(\tR\vclusterNode\x12$\n" +
 	"\x0ecluster_ttl_ms\x18\f \x01(\rR\fclusterTtlMs\x120\n" +
-	"\x14cluster_heartbeat_ms\x18\r \x01(\rR\x12clusterHeartbeatMs\"t\n" +
+	"\x14cluster_heartbeat_ms\x18\r \x01(\rR\x12clusterHeartbeatMs\x12.\n" +
+	"\x13placement_max_peers\x18\x0e \x01(\rR\x11placementMaxPeers\"t\n" +
 	"\x11ConfigureResponse\x12!\n" +
 	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12*\n" +
 	"\x11stream_public_key\x18\x02 \x01(\fR\x0fstreamPublicKey\x12\x10\n" +
