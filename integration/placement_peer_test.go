@@ -90,6 +90,10 @@ func TestPlacementRedirectsPeersByLoad(t *testing.T) {
 		st := b.p2p(t)
 		return len(st.Streams) == 1 && st.Streams[0].Peers == 1
 	})
+	m, err := metricsText(a.httpAddr)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, metricValue(m, `coop_p2p_rejected_total{reason="redirected"}`), 2.0,
+		"node-a counts its redirects (the probe's and the third peer's)")
 	for _, p := range first {
 		if st, _ := p.failoverStats(); st.Server != peerA || st.ServerRedirects != 0 {
 			t.Fatalf("a peer admitted by node-a moved: %+v", st)
@@ -138,4 +142,7 @@ func TestPlacementKeepsAnEdgesRelay(t *testing.T) {
 		require.Len(t, st.Streams, 1)
 		require.True(t, st.Streams[0].RelayConnected, "the relay of %s is connected", e.httpAddr)
 	}
+	m, err := metricsText(origin.httpAddr)
+	require.NoError(t, err)
+	require.Zero(t, metricValue(m, `coop_p2p_rejected_total{reason="redirected"}`), "the origin redirected no relay")
 }

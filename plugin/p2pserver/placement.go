@@ -50,6 +50,10 @@ type settingsView struct {
 // its upload is only kept here (the connection cap still applies).
 const superPeerUpload = 12_500_000
 
+// reasonRedirected counts the peers sent to another node
+// (coop_p2p_rejected_total{reason="redirected"}).
+const reasonRedirected = "redirected"
+
 // redirect answers a Hello another node should serve with a Reject that
 // names it (true: answered, nc closed). load is the node's admitted
 // connections now.
@@ -73,7 +77,10 @@ func (s *Service) redirect(nc net.Conn, hello *wire.Hello, load int64) bool {
 	addr := placement.Dialable(n.Addr.Peer, host)
 	_, _ = nc.Write(wire.Marshal(&wire.Reject{Reason: wire.RejectRedirect, Addr: addr}))
 	nc.Close()
-	s.Log.Debug("peer redirected", "remote", nc.RemoteAddr().String(), "stream", hello.Stream, "to", addr)
+	if s.adm.reject(reasonRedirected) {
+		s.Log.Info("peer redirected by load (logged once per 10 s)", "remote", nc.RemoteAddr().String(),
+			"stream", hello.Stream, "to", addr)
+	}
 	return true
 }
 
