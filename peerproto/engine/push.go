@@ -25,6 +25,7 @@ type subscription struct {
 	layers int         // layers the parent pushes (0 while asked)
 	newest uint64      // newest segment pushed by the parent
 	pushed bool        // the parent pushed anything
+	lastAt time.Time   // when it last pushed
 }
 
 // pushState is a node's part in push: its subscriptions and hop counts
@@ -65,6 +66,7 @@ const (
 	excludePeer    = 10 * time.Second // a refusing or failing peer parent
 	excludeServer  = 20 * time.Second // a refusing server
 	pushTTL        = time.Second      // a push queued longer is dropped (the child repairs)
+	pushStaleSlack = 500 * time.Millisecond
 	rootUpgradeGap = 1.5              // a root is replaced by a peer with this much more upload
 	pushHeadroom   = 1.5              // pullOnly: download ÷ rate of the layers played
 	pullOnlyFor    = 30 * time.Second // pullOnly: how long a narrow link pulls only
@@ -515,8 +517,11 @@ func (e *Engine) pushed(p *partner, seq uint64) {
 		return
 	}
 	s := &e.push.subs[push.Substream(seq, e.push.k)]
-	if s.parent == p.id && (!s.pushed || seq > s.newest) {
-		s.newest, s.pushed = seq, true
+	if s.parent == p.id {
+		s.lastAt = e.env.Now()
+		if !s.pushed || seq > s.newest {
+			s.newest, s.pushed = seq, true
+		}
 	}
 }
 
@@ -528,7 +533,16 @@ func (e *Engine) expectPush(seq uint64, layer int, now time.Time) bool {
 		return false
 	}
 	s := &e.push.subs[push.Substream(seq, e.push.k)]
-	return s.parent != 0 && layer < s.layers && e.Deadline(seq).Sub(now) > e.cfg.Urgent
+	if s.parent == 0 || layer >= s.layers || e.Deadline(seq).Sub(now) <= e.cfg.Urgent {
+		return false
+	}
+	// A parent silent for two rounds of sub-streams (crashed, congested) is
+	// not waited for: its chunks are pulled until it pushes again.
+	stale := 2*time.Duration(e.push.k)*e.segDur + pushStaleSlack
+	if s.pushed {
+		return now.Sub(s.lastAt) < stale
+	}
+	return now.Sub(s.at) < stale
 }
 
 // forward queues a chunk just stored for every child subscribed to its
