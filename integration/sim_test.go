@@ -47,6 +47,25 @@ func currentSimProfile() simProfile {
 		Duration: 60 * time.Second, SpeedN: 5000, SpeedDur: 60 * time.Second}
 }
 
+// withoutPush turns push off on the server and every peer (the ablation
+// "no push": the fresh edge is pulled like any other chunk).
+func withoutPush(sc swarm.Scenario) swarm.Scenario {
+	peer, srv := sc.Configure, sc.ConfigureServer
+	sc.Configure = func(c *engine.Config) {
+		if peer != nil {
+			peer(c)
+		}
+		c.DisablePush = true
+	}
+	sc.ConfigureServer = func(c *engine.Config) {
+		if srv != nil {
+			srv(c)
+		}
+		c.DisablePush = true
+	}
+	return sc
+}
+
 // simScenario is CoopStreaming on the transit-stub network with the
 // simulator's settings: manifests are not verified (the cost is measured
 // by the benchmark, not the protocol's behaviour).
@@ -177,7 +196,7 @@ func TestSimEvaluation(t *testing.T) {
 	key := func(name string) bool {
 		return slices.Contains([]string{"coop layered", "coop single layer", "coop homogeneous 1.2x", "coop 6 Mbit/s",
 			"churn exponential (mean 1 min)", "flash crowd (10% at start, 90% within 10 s)",
-			"ablation: no server partnership (server only seeds)"}, name)
+			"ablation: no server partnership (server only seeds)", "ablation: no push (pull only)"}, name)
 	}
 	add := func(name string, n int, sc swarm.Scenario) {
 		if full || key(name) && n <= 1000 {
@@ -224,6 +243,7 @@ func TestSimEvaluation(t *testing.T) {
 		add("ablation: no rarest first", target, simScenario(seed, target, d, func(c *engine.Config) { c.DisableRarestFirst = true }))
 		add("ablation: no random first", target, simScenario(seed, target, d, func(c *engine.Config) { c.DisableRandomFirst = true }))
 		add("ablation: no QoS layer control", target, simScenario(seed, target, d, func(c *engine.Config) { c.DisableQoS = true }))
+		add("ablation: no push (pull only)", target, withoutPush(simScenario(seed, target, d, nil)))
 		for _, n := range prof.Ns { // at every N: the fallback's cost grows with it
 			add("ablation: no server partnership (server only seeds)", n,
 				simScenario(seed, n, d, func(c *engine.Config) { c.DisableServerFallback = true }))
@@ -397,22 +417,22 @@ func TestSimEvaluation(t *testing.T) {
 	}
 	pc := func(name string, n int) float64 { return point(name, n).Continuity }
 	fmt.Fprintf(&md, "\n## What it shows (and where CoopStreaming does not win)\n\n"+
-		"- Layering carries the design: with the same 1 Mbit/s in one layer, a base chunk is the whole 62.5 KB segment, "+
-		"each hop takes 2–4x longer and base continuity collapses (N = 100: %.2f single layer vs %.2f layered; N = 500: %.2f vs %.2f). "+
-		"A single-layer stream — e.g. x264 `-tune zerolatency` — needs sub-segment chunks, which the engine does not have yet.\n"+
-		"- Below ~1.5x mean upload the base layer is not protected: QoS drops enhancement layers, yet base continuity is "+
-		"%.2f at 1.0x and %.2f at 1.2x homogeneous upload (%.2f at 2.0x) — peers cannot spread even the base layer through "+
-		"~7 hops within the 5 s playout delay.\n"+
+		"- One layer vs three: with the same 1 Mbit/s in one layer a chunk is the whole 62.5 KB segment, so each push or "+
+		"pull hop is a full store-and-forward of it: base continuity N = 100 %.2f single layer vs %.2f layered; N = 500 %.2f vs %.2f. "+
+		"Sub-segment pieces with cut-through forwarding (not built yet) are what a single-layer stream needs.\n"+
+		"- Homogeneous upload: base continuity %.2f at 1.0x, %.2f at 1.2x, %.2f at 2.0x (quality %.2f / %.2f / %.2f).\n"+
 		"- Partners: M = 2 gives %.2f, M = 4 %.2f, M = 6 %.2f, M = 8 %.2f.\n"+
-		"- Ablations at N = 500 (layered %.3f): no rarest first %.3f, no random first %.3f, no QoS %.3f, "+
-		"no server partnership (the server only seeds) %.3f.\n"+
+		"- Ablations at N = 500 (layered %.3f, quality %.2f): no rarest first %.3f, no random first %.3f, no QoS %.3f, "+
+		"no server partnership (the server only seeds) %.3f, no push (pull only) %.3f (quality %.2f).\n"+
 		"- Churn at N = 500: exponential lifetimes (mean 5 min) %.3f, heavy-tailed (Pareto 1.5, mean 1 min) %.3f; flash crowd %.3f.\n"+
 		"%s\n",
 		pc("coop single layer", 100), pc("coop layered", 100), pc("coop single layer", target), pc("coop layered", target),
 		pc("coop homogeneous 1.0x", target), pc("coop homogeneous 1.2x", target), pc("coop homogeneous 2.0x", target),
+		point("coop homogeneous 1.0x", target).Quality, point("coop homogeneous 1.2x", target).Quality, point("coop homogeneous 2.0x", target).Quality,
 		pc("coop M=2", target), pc("coop M=4", target), pc("coop layered", target), pc("coop M=8", target),
-		pc("coop layered", target), pc("ablation: no rarest first", target), pc("ablation: no random first", target),
+		pc("coop layered", target), point("coop layered", target).Quality, pc("ablation: no rarest first", target), pc("ablation: no random first", target),
 		pc("ablation: no QoS layer control", target), pc("ablation: no server partnership (server only seeds)", target),
+		pc("ablation: no push (pull only)", target), point("ablation: no push (pull only)", target).Quality,
 		pc("churn exponential (mean 5 min)", target), pc("churn heavy-tailed (Pareto 1.5, mean 1 min)", target),
 		pc("flash crowd (10% at start, 90% within 10 s)", target), scaleFinding(point, prof.Ns, d))
 	md.WriteString("\n## Speed\n\n")
