@@ -390,7 +390,11 @@ func (e *Engine) playback(now time.Time) {
 			}
 			// A link measured well below the current layers' rate is
 			// congestion even before misses show.
-			headroom, overloaded := qos.Link(e.downCap.Value(), e.downCap.Measured(), need, cur)
+			// A pushed peer's capacity is measured from its few pulls and
+			// reads far below its link (simulator and TestPulledH265…:
+			// QoS dropped a layer for "overload" with no miss): it is
+			// trusted only while nothing is pushed.
+			headroom, overloaded := qos.Link(e.downCap.Value(), e.downCap.Measured() && e.pushRate() == 0, need, cur)
 			e.qos.SetHeadroom(headroom)
 			e.qos.SetOverloaded(overloaded)
 			if _, changed := e.qos.Observe(now, due, missed); changed {
