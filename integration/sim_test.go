@@ -636,16 +636,11 @@ func TestSimQuick(t *testing.T) {
 		off := os.Getenv("COOP_SIM_QUICK_OFF") // ablations: push, qos, serverfallback
 		sc := simScenario(seed, n, d, func(c *engine.Config) {
 			c.PlayoutDelay, c.MinStartSlack = playout, slack
-			c.DisablePush = c.DisablePush || strings.Contains(off, "push")
 			c.DisableQoS = c.DisableQoS || strings.Contains(off, "qos")
 			c.DisableServerFallback = c.DisableServerFallback || strings.Contains(off, "serverfallback")
 		})
-		srv := sc.ConfigureServer
-		sc.ConfigureServer = func(c *engine.Config) {
-			if srv != nil {
-				srv(c)
-			}
-			c.DisablePush = c.DisablePush || strings.Contains(off, "push")
+		if strings.Contains(off, "push") {
+			sc = withoutPush(sc)
 		}
 		if playout > 5*time.Second {
 			sc.StartGrace = playout + 15*time.Second

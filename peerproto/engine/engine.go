@@ -428,7 +428,7 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 	case *wire.Accuse:
 		e.onAccuse(p, m)
 	case *wire.Subscribe:
-		e.onSubscribe(p, m, now)
+		e.onSubscribe(p, m)
 	case *wire.Subscribed:
 		e.onSubscribed(p, m, now)
 	case *wire.Hops:

@@ -120,25 +120,20 @@ func (e *Engine) pushCapacity() float64 {
 }
 
 // onSubscribe admits, changes or ends a partner's subscription.
-func (e *Engine) onSubscribe(p *partner, m *wire.Subscribe, now time.Time) {
+func (e *Engine) onSubscribe(p *partner, m *wire.Subscribe) {
 	k := int(m.Substream)
 	if e.push.k == 0 || int(m.Substreams) != e.push.k || k >= e.push.k {
 		e.send(p.id, &wire.Subscribed{Substream: m.Substream})
 		return
 	}
-	if p.childLayers[k] > 0 {
-		e.push.used -= p.childCost[k]
-		e.push.nsubs--
-		p.childLayers[k], p.childCost[k] = 0, 0
-		e.dropRoot(k, p.id)
-	}
+	e.endChild(p, k)
 	if m.Layers == 0 {
 		return
 	}
 	wanted := min(int(m.Layers), e.cfg.Layers)
 	rates := e.layerRates()
 	costOf := func(n int) float64 { return push.Cost(rates, n, e.push.k) }
-	if e.IsServer() && !e.rootEligible(p, k, costOf(wanted), now) {
+	if e.IsServer() && !e.rootEligible(p, k, costOf(wanted)) {
 		e.send(p.id, &wire.Subscribed{Substream: m.Substream})
 		return
 	}
@@ -159,7 +154,7 @@ func (e *Engine) onSubscribe(p *partner, m *wire.Subscribe, now time.Time) {
 // (declared or reported) carries at least the stream; when the roots'
 // budget is spent, a candidate with clearly more upload replaces the
 // weakest root of the sub-stream.
-func (e *Engine) rootEligible(p *partner, k int, cost float64, now time.Time) bool {
+func (e *Engine) rootEligible(p *partner, k int, cost float64) bool {
 	up := peerUpload(p)
 	if p.hello.UploadCap > 0 && up < e.segRate {
 		return false
@@ -184,17 +179,25 @@ func (e *Engine) rootEligible(p *partner, k int, cost float64, now time.Time) bo
 	if weakest == 0 || up < rootUpgradeGap*wUp {
 		return false
 	}
-	q := e.partners[weakest]
-	e.push.used -= q.childCost[k]
-	e.push.nsubs--
-	q.childLayers[k], q.childCost[k] = 0, 0
-	e.dropRoot(k, weakest)
+	e.endChild(e.partners[weakest], k)
 	e.send(weakest, &wire.Subscribed{Substream: uint8(k)})
 	return true
 }
 
 func peerUpload(p *partner) float64 {
 	return max(float64(p.reported.UploadRate), float64(p.hello.UploadCap))
+}
+
+// endChild ends partner p's subscription to sub-stream k, if any: its
+// cost leaves the admitted load (and, at the server, p the roots).
+func (e *Engine) endChild(p *partner, k int) {
+	if p.childLayers[k] == 0 {
+		return
+	}
+	e.push.used -= p.childCost[k]
+	e.push.nsubs--
+	p.childLayers[k], p.childCost[k] = 0, 0
+	e.dropRoot(k, p.id)
 }
 
 // dropRoot takes a peer out of the server's roots of sub-stream k (and
@@ -227,11 +230,7 @@ func (e *Engine) pushPartnerLeft(p *partner) {
 		return
 	}
 	for k := 0; k < e.push.k; k++ {
-		if p.childLayers[k] > 0 {
-			e.push.used -= p.childCost[k]
-			e.push.nsubs--
-			e.dropRoot(k, p.id)
-		}
+		e.endChild(p, k)
 		if s := &e.push.subs[k]; s.parent == p.id {
 			*s = subscription{}
 			e.setHops(k, wire.NoHops)
@@ -438,7 +437,7 @@ func (e *Engine) managePush(now time.Time) {
 		if cands == nil {
 			cands = e.pushCandidates()
 		}
-		id := e.chooseParent(cands, k, now)
+		id := e.chooseParent(cands, k)
 		if id == 0 {
 			continue
 		}
@@ -464,7 +463,7 @@ func (e *Engine) pushCandidates() []pushCandidate {
 }
 
 // chooseParent picks a parent for sub-stream k (0: none now).
-func (e *Engine) chooseParent(cands []pushCandidate, k int, now time.Time) wire.PeerID {
+func (e *Engine) chooseParent(cands []pushCandidate, k int) wire.PeerID {
 	pc := make([]push.Candidate, len(cands))
 	// Until its download is measured a newcomer takes only the server as
 	// a parent (a root): peer parents push at their pace, whatever the
@@ -489,12 +488,16 @@ func (e *Engine) sendHops(now time.Time) {
 		return
 	}
 	e.push.dirty, e.push.sentAt = false, now
-	msg := &wire.Hops{Hops: append([]uint8(nil), e.push.hops[:e.push.k]...)}
+	msg := e.hopsMsg()
 	for _, p := range e.list() {
 		if !p.server {
 			e.send(p.id, msg)
 		}
 	}
+}
+
+func (e *Engine) hopsMsg() *wire.Hops {
+	return &wire.Hops{Hops: append([]uint8(nil), e.push.hops[:e.push.k]...)}
 }
 
 // helloHops gives a new peer partner this node's hop counts.
@@ -504,7 +507,7 @@ func (e *Engine) helloHops(p *partner) {
 	}
 	for k := 0; k < e.push.k; k++ {
 		if e.push.hops[k] != wire.NoHops {
-			e.send(p.id, &wire.Hops{Hops: append([]uint8(nil), e.push.hops[:e.push.k]...)})
+			e.send(p.id, e.hopsMsg())
 			return
 		}
 	}
