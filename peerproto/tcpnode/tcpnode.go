@@ -82,6 +82,10 @@ type Node struct {
 	// server address on the event loop: nil when admitted, else the
 	// error (a refusal is a *RejectedError).
 	OnServer func(addr string, err error)
+	// NetDelay, test and benchmark only, delays what the node writes to
+	// each remote by the table's one-way delay (netdelay.go); nil: the
+	// table named by $COOP_NETDELAY_FILE, if any.
+	NetDelay *NetDelay
 
 	eng    *engine.Engine
 	ln     net.Listener
@@ -204,6 +208,9 @@ func (n *Node) Start() error {
 	n.servers = n.serverList()
 	if n.Log == nil {
 		n.Log = slog.Default()
+	}
+	if err := n.loadNetDelay(); err != nil {
+		return err
 	}
 	if n.Config.ID == 0 {
 		n.Config.ID = wire.PeerID(rand.Uint64() | 1)
@@ -389,6 +396,9 @@ func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID, r *wire.Re
 		fail(err)
 		return
 	}
+	if !inbound {
+		nc = n.delayed(nc, nc.RemoteAddr().String())
+	}
 	_ = nc.SetDeadline(time.Now().Add(n.HandshakeTimeout))
 	if !inbound {
 		if _, err := nc.Write(wire.Marshal(hello)); err != nil {
@@ -406,6 +416,7 @@ func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID, r *wire.Re
 	}
 	if inbound {
 		theirs.ListenAddr = dialable(theirs.ListenAddr, nc.RemoteAddr())
+		nc = n.delayed(nc, theirs.ListenAddr)
 	}
 	if want != 0 && theirs.Peer != want {
 		fail(fmt.Errorf("dialled %d, reached %d", want, theirs.Peer))
