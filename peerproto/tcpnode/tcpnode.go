@@ -82,6 +82,10 @@ type Node struct {
 	// server address on the event loop: nil when admitted, else the
 	// error (a refusal is a *RejectedError).
 	OnServer func(addr string, err error)
+	// Transport, when set, dials the partners whose address it handles
+	// (WebRTC "rtc:" addresses, transport.go) and names the address
+	// partners are told; its inbound connections come through HandOff.
+	Transport Transport
 	// NetDelay, test and benchmark only, delays what the node writes to
 	// each remote by the table's one-way delay (netdelay.go); nil: the
 	// table named by $COOP_NETDELAY_FILE, if any.
@@ -233,6 +237,9 @@ func (n *Node) Start() error {
 	if n.Advertise != "" {
 		n.Config.ListenAddr = n.Advertise
 	}
+	if n.Transport != nil {
+		n.Config.ListenAddr = n.Transport.Advertise(n.Config.ListenAddr)
+	}
 	n.eng = engine.New(n.Config, (*env)(n))
 	n.wg.Add(1)
 	go n.loop()
@@ -357,8 +364,7 @@ func (n *Node) dialThen(c wire.Candidate, done func()) {
 		if done != nil {
 			defer n.post(done)
 		}
-		d := net.Dialer{Timeout: n.HandshakeTimeout}
-		nc, err := d.DialContext(n.ctx, "tcp", c.Addr)
+		nc, err := n.dialConn(c)
 		if err != nil {
 			n.post(func() { n.eng.DialFailed(c.Peer) })
 			if n.OnAdmitError != nil && c.Addr == n.Server {
@@ -415,7 +421,7 @@ func (n *Node) handshake(nc net.Conn, inbound bool, want wire.PeerID, r *wire.Re
 		}
 	}
 	if inbound {
-		theirs.ListenAddr = dialable(theirs.ListenAddr, nc.RemoteAddr())
+		theirs.ListenAddr = dialableAddr(theirs.ListenAddr, nc.RemoteAddr())
 		nc = n.delayed(nc, theirs.ListenAddr)
 	}
 	if want != 0 && theirs.Peer != want {
