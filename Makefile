@@ -19,7 +19,14 @@ LAB_PKGS  := /lab/
 TEST_PARALLEL ?= 4
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help build run peer proto play-peer sim sim-speed test test-short lint fuzz bench chaos deps publish play
+# The browser peer's packages whose unit tests also run compiled to
+# WebAssembly under Node (make test-wasm): the engine and everything it
+# is made of, the segment format and the page's fMP4 conversion.
+WASM_TEST_PKGS := ./peerproto/wire/ ./peerproto/manifest/ ./peerproto/scheduler/ ./peerproto/playback/ \
+	./peerproto/buffermap/ ./peerproto/qos/ ./peerproto/push/ ./peerproto/partners/ ./peerproto/upload/ \
+	./peerproto/monitor/ ./peerproto/engine/ ./segment/ ./peer/fmp4/ ./peer/wasm/frames/
+
+.PHONY: help build run peer proto play-peer sim sim-speed test test-short test-wasm wasm lint fuzz bench chaos deps publish play
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,7 +35,7 @@ deps: ## install the system tools the tests need when missing (ffmpeg, chromium,
 	@missing=""; \
 	for pair in ffmpeg:ffmpeg ffprobe:ffmpeg chromium:chromium redis-server:redis-server \
 		gst-launch-1.0:"gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav" \
-		prlimit:util-linux; do \
+		prlimit:util-linux node:nodejs; do \
 		command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -37,7 +44,10 @@ deps: ## install the system tools the tests need when missing (ffmpeg, chromium,
 	fi
 	$(GO) mod download
 
-build: ## build every binary into bin/ (coop-origin, coop-plugin, coop-peer)
+wasm: ## build the browser peer (peer/wasm → webassets/watch/dist/peer.wasm.gz + wasm_exec.js), which go build embeds
+	GO=$(GO) ./webassets/watch/build-wasm.sh
+
+build: wasm ## build every binary into bin/ (coop-origin, coop-plugin, coop-peer; the plugin embeds the browser peer)
 	$(GO) build -o $(BIN)/ ./origin/cmd/coop-origin ./plugin/cmd/coop-plugin ./peer/cmd/coop-peer
 
 run: build ## run the origin, which launches the P2P plugin, with embedded defaults (coop.yml when present)
@@ -50,10 +60,15 @@ proto: ## regenerate plugin/pluginapi/pluginv1 (needs protoc, protoc-gen-go v1.3
 	protoc -I plugin/pluginapi --go_out=plugin/pluginapi --go_opt=paths=source_relative \
 		--go-grpc_out=plugin/pluginapi --go-grpc_opt=paths=source_relative pluginv1/p2p.proto
 
-test: deps ## vet, then every test: concurrent code with the race detector, the single-goroutine simulator lab without
+test: deps wasm ## vet, then every test: concurrent code with the race detector, the single-goroutine simulator lab without
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -parallel $(TEST_PARALLEL) -timeout 15m $$($(GO) list $(PKGS) | grep -vE '$(LAB_PKGS)')
 	$(GO) test -count=1 -timeout 10m $$($(GO) list $(PKGS) | grep -E '$(LAB_PKGS)')
+	$(MAKE) test-wasm
+
+test-wasm: ## the engine's unit tests compiled to WebAssembly, run under Node (go_js_wasm_exec)
+	GOOS=js GOARCH=wasm $(GO) vet ./peer/wasm/
+	GOOS=js GOARCH=wasm $(GO) test -count=1 -timeout 10m -exec="$$($(GO) env GOROOT)/lib/wasm/go_js_wasm_exec" $(WASM_TEST_PKGS)
 
 test-short: ## unit tests only (no ffmpeg, no child processes)
 	$(GO) test -short -count=1 $(PKGS)
