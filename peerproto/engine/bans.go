@@ -147,11 +147,19 @@ func (e *Engine) checkProbe(p *partner, m *wire.Data, now time.Time) {
 	if p.probeAt.IsZero() || p.probe != k || now.Sub(p.probeAt) > probeTimeout {
 		return
 	}
-	p.probeAt = time.Time{}
 	s := e.segs[m.Seq]
-	if s == nil || k.layer >= len(s.chunks) || s.chunks[k.layer] == nil || bytes.Equal(s.chunks[k.layer], m.Payload) {
+	var own []byte
+	ok := false
+	if s != nil {
+		own, ok = s.piece(k.layer, int(m.Piece))
+	}
+	if !ok || bytes.Equal(own, m.Payload) {
+		if !ok || int(m.Piece) >= s.man.Pieces(k.layer)-1 {
+			p.probeAt = time.Time{} // every piece matched (or nothing to compare)
+		}
 		return
 	}
+	p.probeAt = time.Time{}
 	if e.bans.add(p.id, now) {
 		e.stats.Banned++
 	}

@@ -87,7 +87,7 @@ func TestQueuedUpperLayersDoNotCrowdOutTheBase(t *testing.T) {
 		connectPeer(t, srv, id)
 	}
 	chunk := make([]byte, 20000)
-	require.NoError(t, srv.AddSegment(0, nil, [][]byte{chunk, chunk, chunk}))
+	require.NoError(t, srv.AddSegment(0, signedManifest(t, 0, [][]byte{chunk, chunk, chunk}), [][]byte{chunk, chunk, chunk}))
 	seed := map[wire.PeerID]bool{}
 	for i, m := range env.sent {
 		if h, ok := m.(*wire.Have); ok && h.Flags&wire.HaveSeed != 0 {
@@ -130,7 +130,7 @@ func TestTheServerServesSeedsBeforeRepairsOnABusyLink(t *testing.T) {
 	for id := wire.PeerID(2); id <= 5; id++ {
 		connectPeer(t, srv, id)
 	}
-	require.NoError(t, srv.AddSegment(0, nil, [][]byte{make([]byte, 40000)})) // 80 kB/s: one seed
+	require.NoError(t, srv.AddSegment(0, signedManifest(t, 0, [][]byte{make([]byte, 40000)}), [][]byte{make([]byte, 40000)})) // 80 kB/s: one seed
 	var seed, other wire.PeerID
 	for i, m := range env.sent {
 		if h, ok := m.(*wire.Have); ok && h.Flags&wire.HaveSeed != 0 {

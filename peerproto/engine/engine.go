@@ -81,6 +81,10 @@ type partner struct {
 	hops        [wire.MaxSubstreams]uint8
 	childLayers [wire.MaxSubstreams]uint8
 	childCost   [wire.MaxSubstreams]float64
+	// manSent remembers (as seq+1) the segments whose manifest was sent
+	// to this partner with a pushed piece, manSentAt the next slot.
+	manSent   [manifestRing]uint64
+	manSentAt int
 }
 
 // forget takes a request out of the partner's in-flight set.
@@ -102,7 +106,8 @@ type request struct {
 type seg struct {
 	rawManifest []byte
 	man         *manifest.Manifest
-	chunks      [][]byte
+	chunks      [][]byte // whole layer chunks held
+	parts       []*partial
 	layers      int
 	firstSeen   time.Time // when the server was first seen holding it
 	seed        bool      // the server asked this node to fetch it now

@@ -37,6 +37,17 @@ func (r *recEnv) Send(to wire.PeerID, m wire.Message) {
 func (r *recEnv) Dial(wire.Candidate)       {}
 func (r *recEnv) Disconnect(to wire.PeerID) { r.disconnected = append(r.disconnected, to) }
 
+// signedManifest is a manifest for chunks signed with a throwaway key (the
+// server only reads its piece geometry).
+func signedManifest(t *testing.T, seq uint64, chunks [][]byte) []byte {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(nil)
+	require.NoError(t, err)
+	raw, err := manifest.Sign(priv, manifest.New("s", seq, 1000, 1, chunks))
+	require.NoError(t, err)
+	return raw
+}
+
 func connectPeer(t *testing.T, srv *engine.Engine, id wire.PeerID) {
 	t.Helper()
 	h := &wire.Hello{Protocol: wire.ProtocolID, Version: wire.Version, Role: wire.RolePeer, Stream: "s", Peer: id,
@@ -79,7 +90,7 @@ func TestTheServerBansOnlyWhatItVerifiedItself(t *testing.T) {
 	env := newRecEnv()
 	srv := engine.New(engine.Config{Role: wire.RoleServer, ID: 1, Stream: "s"}, env)
 	chunk := []byte("the real base layer")
-	require.NoError(t, srv.AddSegment(0, []byte("manifest"), [][]byte{chunk}))
+	require.NoError(t, srv.AddSegment(0, signedManifest(t, 0, [][]byte{chunk}), [][]byte{chunk}))
 	for id := wire.PeerID(2); id <= 5; id++ {
 		connectPeer(t, srv, id)
 		srv.Receive(id, &wire.Have{Entries: []wire.HaveEntry{{Seq: 0, Layer: 0}}})

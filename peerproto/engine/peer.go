@@ -1,15 +1,12 @@
 package engine
 
 import (
-	"crypto/ed25519"
-	"fmt"
 	"maps"
 	"math"
 	"slices"
 	"time"
 
 	"github.com/coopstreaming/coop/peerproto/buffermap"
-	"github.com/coopstreaming/coop/peerproto/manifest"
 	"github.com/coopstreaming/coop/peerproto/partners"
 	"github.com/coopstreaming/coop/peerproto/playback"
 	"github.com/coopstreaming/coop/peerproto/qos"
@@ -213,7 +210,6 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 	k := chunkKey{m.Seq, int(m.Layer)}
 	req := p.inflight[k]
 	if req != nil {
-		p.forget(k, req)
 		start := req.at
 		if p.lastArrival.After(start) {
 			start = p.lastArrival
@@ -231,8 +227,8 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 	if req == nil {
 		e.stats.PushedBytesIn += uint64(len(m.Payload))
 	}
-	// Capacity sample: this chunk's bytes over the time since the link
-	// last delivered or became busy, whichever is later. Small chunks say
+	// Capacity sample: this piece's bytes over the time since the link
+	// last delivered or became busy, whichever is later. Small pieces say
 	// more about latency than capacity and are not counted.
 	if req != nil && len(m.Payload) >= 8<<10 {
 		start := e.busySince
@@ -246,9 +242,6 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 		}
 	}
 	e.lastArrival = now
-	if e.inflightCount() == 0 {
-		e.busySince = time.Time{}
-	}
 	p.recv.Add(now, len(m.Payload))
 	e.down.Add(now, len(m.Payload))
 	if e.IsServer() {
@@ -260,82 +253,102 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 		s = &seg{}
 		e.segs[m.Seq] = s
 	}
+	known := e.learnManifest(p, s, m)
+	// A request ends with the last piece of its chunk (pieces come in
+	// order on a connection), or at once when the pieces cannot be used.
+	if req != nil && (!known || int(m.Piece) >= s.man.Pieces(k.layer)-1) {
+		p.forget(k, req)
+	}
+	if e.inflightCount() == 0 {
+		e.busySince = time.Time{}
+	}
+	if !known {
+		return
+	}
 	if !e.cfg.SkipVerify {
-		if s.man == nil {
-			if len(m.Manifest) == 0 {
-				e.stats.Unverifiable++
-				return
-			}
-			if len(e.cfg.StreamKey) != ed25519.PublicKeySize {
-				e.stats.Unverifiable++ // no key yet: store nothing
-				return
-			}
-			man, err := manifest.Verify(e.cfg.StreamKey, m.Manifest)
-			if err != nil || man.Seq != m.Seq || man.Stream != e.cfg.Stream {
-				e.ban(p, fmt.Errorf("bad manifest for segment %d: %v", m.Seq, err))
-				return
-			}
-			if e.epochKnown && man.Epoch != e.epoch {
-				e.stats.StaleEpoch++ // signed, but for another instance of the stream
-				return
-			}
-			s.man, s.rawManifest, s.layers = man, m.Manifest, man.Layers()
-		}
-		if err := s.man.Check(int(m.Layer), m.Payload); err != nil {
+		if err := s.man.CheckPiece(k.layer, int(m.Piece), m.Payload); err != nil {
 			e.ban(p, err)
 			return
 		}
-	} else if len(m.Manifest) > 0 && s.rawManifest == nil {
-		s.rawManifest = m.Manifest
+	} else if int(m.Piece) >= s.man.Pieces(k.layer) || len(m.Payload) != s.man.PieceLen(k.layer, int(m.Piece)) {
+		return
 	}
-	if e.have.Has(m.Seq, int(m.Layer)) {
-		e.stats.DuplicateBytes += uint64(len(m.Payload))
-		if req == nil {
-			e.stats.DuplicatePushBytes += uint64(len(m.Payload))
-		}
+	if e.have.Has(m.Seq, k.layer) {
+		e.duplicate(m, req)
 		return
 	}
 	if e.playing && (m.Seq < e.playhead || (m.Seq == e.playhead && !now.Before(e.Deadline(m.Seq)))) {
-		e.stats.LateBytes += uint64(len(m.Payload))
-		if p.server {
-			e.stats.LateFromServer++
-		} else {
-			e.stats.LateFromPeers++
-		}
-		if req != nil {
-			e.stats.LateReqAge += now.Sub(req.at)
-			e.stats.LateReqSlack += e.Deadline(m.Seq).Sub(req.at)
-		} else {
-			e.stats.LateUnrequested++
-		}
+		e.late(p, m, req, now)
 		return
 	}
-	if !e.have.Set(m.Seq, int(m.Layer)) {
+	if !e.have.In(m.Seq) {
 		e.stats.LateBytes += uint64(len(m.Payload))
 		return
 	}
-	for len(s.chunks) <= int(m.Layer) {
-		s.chunks = append(s.chunks, nil)
-	}
-	s.chunks[m.Layer] = m.Payload
-	if !e.seenLayer[m.Layer] {
-		e.seenLayer[m.Layer] = true
-		e.chunkSizes[m.Layer] = float64(len(m.Payload))
-	} else {
-		e.chunkSizes[m.Layer] = 0.9*e.chunkSizes[m.Layer] + 0.1*float64(len(m.Payload))
+	chunk, dup := s.storePiece(k.layer, int(m.Piece), m.Payload)
+	if dup {
+		e.duplicate(m, req)
+		return
 	}
 	if p.server {
 		e.stats.UsefulFromServer += uint64(len(m.Payload))
 	} else {
 		e.stats.UsefulFromPeers += uint64(len(m.Payload))
 	}
-	e.pendingHaves = append(e.pendingHaves, wire.HaveEntry{Seq: m.Seq, Layer: m.Layer})
 	if req == nil {
 		e.pushed(p, m.Seq)
 	}
-	e.forward(m.Seq, int(m.Layer), now)
-	if e.cfg.OnSegment != nil && s.layers > 0 && e.complete(m.Seq, s) {
-		e.cfg.OnSegment(m.Seq, s.rawManifest, s.chunks[:s.layers])
+	// Cut-through: the piece goes on to the push children now.
+	e.forward(m.Seq, k.layer, int(m.Piece), now)
+	if chunk != nil {
+		e.chunkDone(s, m.Seq, k.layer, chunk)
+	}
+}
+
+// chunkDone stores a chunk whose last piece arrived: it is now held,
+// announced, served and played.
+func (e *Engine) chunkDone(s *seg, seq uint64, layer int, chunk []byte) {
+	e.have.Set(seq, layer)
+	for len(s.chunks) <= layer {
+		s.chunks = append(s.chunks, nil)
+	}
+	s.chunks[layer] = chunk
+	if !e.seenLayer[layer] {
+		e.seenLayer[layer] = true
+		e.chunkSizes[layer] = float64(len(chunk))
+	} else {
+		e.chunkSizes[layer] = 0.9*e.chunkSizes[layer] + 0.1*float64(len(chunk))
+	}
+	e.pendingHaves = append(e.pendingHaves, wire.HaveEntry{Seq: seq, Layer: uint8(layer)})
+	if e.cfg.OnSegment != nil && s.layers > 0 && e.complete(seq, s) {
+		e.cfg.OnSegment(seq, s.rawManifest, s.chunks[:s.layers])
+	}
+}
+
+// duplicate counts a piece that was held already.
+func (e *Engine) duplicate(m *wire.Data, req *request) {
+	e.stats.DuplicateBytes += uint64(len(m.Payload))
+	if req == nil {
+		e.stats.DuplicatePushBytes += uint64(len(m.Payload))
+	}
+}
+
+// late counts a piece that came after its segment was played.
+func (e *Engine) late(p *partner, m *wire.Data, req *request, now time.Time) {
+	e.stats.LateBytes += uint64(len(m.Payload))
+	if m.Piece > 0 {
+		return // the chunk's other counters are kept once per chunk
+	}
+	if p.server {
+		e.stats.LateFromServer++
+	} else {
+		e.stats.LateFromPeers++
+	}
+	if req != nil {
+		e.stats.LateReqAge += now.Sub(req.at)
+		e.stats.LateReqSlack += e.Deadline(m.Seq).Sub(req.at)
+	} else {
+		e.stats.LateUnrequested++
 	}
 }
 

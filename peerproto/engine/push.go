@@ -548,24 +548,19 @@ func (e *Engine) expectPush(seq uint64, layer int, now time.Time) bool {
 	return now.Sub(s.at) < stale
 }
 
-// forward queues a chunk just stored for every child subscribed to its
-// sub-stream in its layer.
-func (e *Engine) forward(seq uint64, layer int, now time.Time) {
+// forward queues a piece just stored (piece < 0: the whole chunk, at the
+// server) for every child subscribed to its sub-stream in its layer; the
+// manifest goes with a child's first piece of the segment (sendPieces).
+func (e *Engine) forward(seq uint64, layer, piece int, now time.Time) {
 	if e.push.k == 0 {
 		return
 	}
 	k := push.Substream(seq, e.push.k)
-	s := e.segs[seq]
-	manifest := layer == 0 || s == nil || len(s.chunks) == 0 || s.chunks[0] == nil
 	add := func(p *partner) {
 		if p == nil || int(p.childLayers[k]) <= layer {
 			return
 		}
-		f := uint8(0)
-		if manifest {
-			f |= wire.RequestManifest
-		}
-		e.queue = append(e.queue, servReq{from: p.id, seq: seq, layer: layer, flags: f, at: now, push: true})
+		e.queue = append(e.queue, servReq{from: p.id, seq: seq, layer: layer, piece: piece, at: now, push: true})
 		e.stats.Pushes++
 	}
 	if e.IsServer() {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/coopstreaming/coop/peerproto/manifest"
 	"github.com/coopstreaming/coop/peerproto/push"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
@@ -64,7 +65,14 @@ func (e *Engine) AddSegment(seq uint64, rawManifest []byte, chunks [][]byte) err
 	if e.haveEdge && seq <= e.liveEdge {
 		return fmt.Errorf("engine: segment %d is not after %d", seq, e.liveEdge)
 	}
-	e.segs[seq] = &seg{rawManifest: rawManifest, chunks: chunks, layers: len(chunks)}
+	man, _, err := manifest.Decode(rawManifest)
+	if err != nil {
+		return fmt.Errorf("engine: segment %d: %w", seq, err)
+	}
+	if man.Layers() != len(chunks) {
+		return fmt.Errorf("engine: segment %d has %d layers, its manifest %d", seq, len(chunks), man.Layers())
+	}
+	e.segs[seq] = &seg{rawManifest: rawManifest, man: man, chunks: chunks, layers: len(chunks)}
 	e.liveEdge, e.haveEdge = seq, true
 	if seq >= e.have.Base()+uint64(e.have.Window()) {
 		base := seq - uint64(e.have.Window()) + 1
@@ -102,7 +110,7 @@ func (e *Engine) AddSegment(seq uint64, rawManifest []byte, chunks [][]byte) err
 			e.send(id, seedMsg)
 		}
 		for l := range chunks {
-			e.forward(seq, l, now)
+			e.forward(seq, l, -1, now)
 		}
 	} else {
 		if now.Sub(e.lastSeedPick) > 2*time.Second || len(e.seeds) == 0 {

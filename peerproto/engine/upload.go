@@ -19,7 +19,33 @@ type servReq struct {
 	layer int
 	flags uint8
 	at    time.Time
-	push  bool // a chunk pushed to a child, not a request
+	push  bool // pushed to a child, not a request
+	// piece is the piece pushed (-1: every piece of the chunk, as a
+	// request is answered).
+	piece int
+}
+
+// bytes is what serving r sends (0 when the segment is not held).
+func (r servReq) bytes(s *seg) int {
+	if s == nil || s.man == nil || r.layer >= s.man.Layers() {
+		return 0
+	}
+	if r.piece >= 0 {
+		return s.man.PieceLen(r.layer, r.piece)
+	}
+	return int(s.man.Chunks[r.layer].Size)
+}
+
+// held tells whether the segment holds what r sends.
+func (r servReq) held(s *seg) bool {
+	if s == nil {
+		return false
+	}
+	if r.piece >= 0 {
+		_, ok := s.piece(r.layer, r.piece)
+		return ok
+	}
+	return r.layer < len(s.chunks) && s.chunks[r.layer] != nil
 }
 
 func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
@@ -41,9 +67,7 @@ func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
 			continue
 		}
 		queuedLen++
-		if rs := e.segs[r.seq]; rs != nil && r.layer < len(rs.chunks) {
-			queued += len(rs.chunks[r.layer])
-		}
+		queued += r.bytes(e.segs[r.seq])
 	}
 	admit := upload.Admit(upload.Request{
 		Server: e.IsServer(), UploadCap: e.cfg.UploadCap, ServerQueue: e.cfg.ServerQueue,
@@ -55,7 +79,7 @@ func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
 		e.send(p.id, &wire.Reject{Seq: m.Seq, Layer: m.Layer, Reason: wire.RejectBusy})
 		return
 	}
-	e.queue = append(e.queue, servReq{from: p.id, seq: m.Seq, layer: int(m.Layer), flags: m.Flags, at: now})
+	e.queue = append(e.queue, servReq{from: p.id, seq: m.Seq, layer: int(m.Layer), flags: m.Flags, at: now, piece: -1})
 	e.serve(now)
 }
 
@@ -118,32 +142,29 @@ func (e *Engine) serve(now time.Time) {
 			continue
 		}
 		s := e.segs[r.seq]
-		if r.push && (s == nil || r.layer >= len(s.chunks) || s.chunks[r.layer] == nil) {
+		q := e.partners[r.from]
+		if q == nil || r.push && !r.held(s) {
 			continue
 		}
-		if q := e.partners[r.from]; r.push && q != nil && q.bm != nil && q.bm.Has(r.seq, r.layer) {
+		if r.push && q.bm != nil && q.bm.Has(r.seq, r.layer) {
 			e.stats.PushesSkipped++ // the child announced it already: pulled elsewhere
 			continue
 		}
-		if s == nil || r.layer >= len(s.chunks) || s.chunks[r.layer] == nil {
+		if !r.held(s) || s.man == nil {
 			e.send(r.from, &wire.Reject{Seq: r.seq, Layer: uint8(r.layer), Reason: wire.RejectNotFound})
 			continue
 		}
-		chunk := s.chunks[r.layer]
-		if e.limiter != nil && !e.limiter.AllowN(now, len(chunk)) {
+		n := r.bytes(s)
+		if e.limiter != nil && !e.limiter.AllowN(now, n) {
 			stop = true
 			kept = append(kept, r)
 			continue
 		}
-		d := &wire.Data{Seq: r.seq, Layer: uint8(r.layer), Payload: chunk}
-		if r.flags&wire.RequestManifest != 0 {
-			d.Manifest = s.rawManifest
+		from, to := 0, s.man.Pieces(r.layer)
+		if r.piece >= 0 {
+			from, to = r.piece, r.piece+1
 		}
-		e.send(r.from, d)
-		if p := e.partners[r.from]; p != nil {
-			p.sent.Add(now, len(chunk))
-		}
-		e.up.Add(now, len(chunk))
+		e.sendPieces(q, r.seq, r.layer, s, from, to, r.flags&wire.RequestManifest != 0, r.push, now)
 		e.stats.ServedChunks++
 	}
 	e.queue = kept

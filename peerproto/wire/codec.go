@@ -24,7 +24,7 @@ func AppendFrame(b []byte, m Message) []byte {
 // payloads (cheap for Data messages).
 func FrameSize(m Message) int {
 	if d, ok := m.(*Data); ok {
-		return 4 + 1 + 8 + 1 + 4 + len(d.Manifest) + 4 + len(d.Payload)
+		return 4 + 1 + 8 + 1 + 2 + 4 + len(d.Manifest) + 4 + len(d.Payload)
 	}
 	return 4 + 1 + len(m.appendBody(nil))
 }
@@ -291,6 +291,7 @@ func (m *Cancel) decodeBody(r *reader) { m.Seq, m.Layer = r.u64(), r.layer() }
 func (m *Data) appendBody(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, m.Seq)
 	b = append(b, m.Layer)
+	b = binary.BigEndian.AppendUint16(b, m.Piece)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(m.Manifest)))
 	b = append(b, m.Manifest...)
 	b = binary.BigEndian.AppendUint32(b, uint32(len(m.Payload)))
@@ -298,7 +299,11 @@ func (m *Data) appendBody(b []byte) []byte {
 }
 
 func (m *Data) decodeBody(r *reader) {
-	m.Seq, m.Layer = r.u64(), r.layer()
+	m.Seq, m.Layer, m.Piece = r.u64(), r.layer(), r.u16()
+	if r.err == nil && m.Piece >= MaxPieces {
+		r.fail(fmt.Errorf("%w: piece %d", ErrInvalid, m.Piece))
+		return
+	}
 	n := int(r.u32())
 	if r.err == nil && n > MaxManifestLen {
 		r.fail(fmt.Errorf("%w: manifest of %d bytes", ErrInvalid, n))

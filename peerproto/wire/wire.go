@@ -32,6 +32,8 @@ const (
 	MaxHaves       = 4096
 	MaxCandidates  = 64
 	MaxManifestLen = 4096
+	// MaxPieces bounds the pieces of a segment (manifest.MaxPieces).
+	MaxPieces = 64
 )
 
 // Feature bits announced in the handshake.
@@ -206,10 +208,15 @@ type Cancel struct {
 	Layer uint8
 }
 
-// Data carries one chunk, and the segment's signed manifest when asked.
+// Data carries one piece of a chunk (a request is answered with every
+// piece of the chunk, in order), and the segment's signed manifest when
+// the receiver may not have it.
 type Data struct {
-	Seq      uint64
-	Layer    uint8
+	Seq   uint64
+	Layer uint8
+	// Piece is the piece's index in its chunk (the manifest gives the
+	// piece size and count).
+	Piece    uint16
 	Manifest []byte
 	Payload  []byte
 }
