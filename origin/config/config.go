@@ -118,6 +118,19 @@ type Plugin struct {
 	// MaxPeerConnections caps the peer connections the plugin admits,
 	// all streams together.
 	MaxPeerConnections int `yaml:"maxPeerConnections"`
+	// WebAddress is the plugin's web port: WebRTC signalling
+	// (/rtc/signal) and the watch page (/watch/live/KEY); "": off.
+	WebAddress string `yaml:"webAddress"`
+	// ICEServers are the STUN/TURN servers of WebRTC peers (empty: host
+	// candidates only, enough on one host or LAN).
+	ICEServers []ICEServer `yaml:"iceServers"`
+}
+
+// ICEServer is one STUN or TURN server of plugin.iceServers.
+type ICEServer struct {
+	URLs       []string `yaml:"urls"`
+	Username   string   `yaml:"username"`
+	Credential string   `yaml:"credential"`
 }
 
 // RTMP configures RTMP ingest.
@@ -181,7 +194,7 @@ func Default() Config {
 		HTTP:     HTTP{Address: ":9997", MaxConnections: 128},
 		Segment:  Segment{Duration: Duration(segment.DefaultDuration), Layers: segment.DefaultLayers},
 		Publish:  Publish{Keys: []string{}, GracePeriod: Duration(10 * time.Second), MaxStreams: 64},
-		Plugin: Plugin{Enabled: true, Address: ":7070", Seeds: 2, Partners: pluginapi.DefaultPartners, KeyFile: "coop-stream.key",
+		Plugin: Plugin{Enabled: true, Address: ":7070", WebAddress: ":7071", ICEServers: []ICEServer{}, Seeds: 2, Partners: pluginapi.DefaultPartners, KeyFile: "coop-stream.key",
 			HandshakeTimeout:   Duration(pluginapi.DefaultHandshakeTimeout),
 			MaxPeerConnections: pluginapi.DefaultMaxPeerConnections},
 		HLS: HLS{Enabled: true, Address: ":8888", Variant: "lowLatency", SegmentCount: 7,
@@ -232,6 +245,19 @@ func (c *Config) Validate() error {
 	addrs := map[string]string{
 		"rtmp.address": c.RTMP.Address, "rtsp.address": c.RTSP.Address, "http.address": c.HTTP.Address,
 		"plugin.address": c.Plugin.Address,
+	}
+	if c.Plugin.WebAddress != "" {
+		addrs["plugin.webAddress"] = c.Plugin.WebAddress
+	}
+	for i, is := range c.Plugin.ICEServers {
+		if len(is.URLs) == 0 {
+			return fmt.Errorf("config: plugin.iceServers[%d]: no urls", i)
+		}
+		for _, u := range is.URLs {
+			if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+				return fmt.Errorf("config: plugin.iceServers[%d]: %q is not a stun:, turn: or turns: URL", i, u)
+			}
+		}
 	}
 	if c.HLS.Enabled {
 		addrs["hls.address"] = c.HLS.Address
@@ -449,6 +475,9 @@ func setFromString(v reflect.Value, s string) error {
 		}
 		v.SetInt(int64(n))
 	case reflect.Slice:
+		if v.Type().Elem().Kind() != reflect.String {
+			return errors.New("a list of objects: set it in the YAML file")
+		}
 		var parts []string
 		for _, p := range strings.Split(s, ",") {
 			if p = strings.TrimSpace(p); p != "" {

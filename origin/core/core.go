@@ -97,6 +97,7 @@ func (o *Origin) Initialize() error {
 				HandshakeTimeout: time.Duration(c.Plugin.HandshakeTimeout), MaxPeerConnections: c.Plugin.MaxPeerConnections,
 				ClusterRedis: redisAddr, ClusterNode: nodeID, ClusterTTL: ttl, ClusterHeartbeat: hb,
 				PlacementMaxPeers: c.Cluster.Placement.MaxPeers,
+				WebAddress:        c.Plugin.WebAddress, ICEServers: iceServers(c.Plugin.ICEServers),
 			},
 		}, o.Log.With("component", "pluginhost"))
 		if err != nil {
@@ -254,4 +255,13 @@ func (o *Origin) close() {
 	if o.Plugin != nil {
 		o.Plugin.Close()
 	}
+}
+
+// iceServers is plugin.iceServers in the plugin contract's terms.
+func iceServers(list []config.ICEServer) []pluginapi.ICEServer {
+	var out []pluginapi.ICEServer
+	for _, s := range list {
+		out = append(out, pluginapi.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	return out
 }

@@ -31,7 +31,7 @@ func TestDecodeRefusesBadMessages(t *testing.T) {
 		`{"type":"join","stream":"live/KEY","peer":"0000000000000000"}`, // id 0
 		`{"type":"join","stream":"live/KEY","peer":"9F3C01D2A4B5C6D7"}`, // upper case
 		`{"type":"join","stream":"","peer":"9f3c01d2a4b5c6d7"}`,
-		`{"type":"join","stream":"a","peer":"9f3c01d2a4b5c6d7"} {}`, // trailing
+		`{"type":"join","stream":"a","peer":"9f3c01d2a4b5c6d7"} {}`,               // trailing
 		`{"type":"offer","to":"0a1b2c3d4e5f6071","session":"5e1d0c2b3a495867"}`,   // no sdp
 		`{"type":"offer","to":"nobody","session":"5e1d0c2b3a495867","sdp":"v=0"}`, // bad name
 		`{"type":"offer","to":"server","session":"1","sdp":"v=0"}`,                // bad session

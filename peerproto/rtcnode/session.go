@@ -42,6 +42,9 @@ type Options struct {
 	// (tests on one host); otherwise every interface but loopback, as
 	// pion does by default.
 	Loopback bool
+	// IncludeLoopback adds loopback host candidates to the others (a
+	// server that peers on its own host may reach over loopback).
+	IncludeLoopback bool
 }
 
 // API builds the pion API the sessions of a node share: detached data
@@ -57,6 +60,8 @@ func (o Options) API() *webrtc.API {
 		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
 		se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	} else if o.IncludeLoopback {
+		se.SetIncludeLoopbackCandidate(true)
 	}
 	return webrtc.NewAPI(webrtc.WithSettingEngine(se))
 }

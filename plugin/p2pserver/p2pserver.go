@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -52,6 +53,12 @@ type Service struct {
 	relays map[string]*relayRun
 	// placer redirects new peers by load (placement.go; nil: never).
 	placer *placer
+	// web is the web port (web.go; nil: off).
+	web *web
+
+	// Watch serves the watch page under /watch/ on the web port (nil:
+	// 404).
+	Watch http.Handler
 }
 
 type swarm struct {
@@ -135,11 +142,17 @@ func (s *Service) Configure(_ context.Context, st pluginapi.Settings) (pluginapi
 			ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
 		s.Log.Info("swarm trackers shared through Redis", "redis", st.ClusterRedis, "node", st.ClusterNode)
 	}
+	if err := s.startWeb(st); err != nil {
+		// The peer port is the service; without the web port only
+		// WebRTC peers and the watch page are missing.
+		s.Log.Warn("web port off: WebRTC signalling and the watch page are unavailable", "err", err)
+	}
 	s.startPlacer(settingsView{node: st.ClusterNode, maxPeers: st.PlacementMaxPeers, ttl: st.ClusterTTL,
 		heartbeat: st.ClusterHeartbeat})
 	s.settings = st
 	return pluginapi.Configured{
 		PeerAddress: s.ln.Addr().String(), StreamPublicKey: s.key.Public().(ed25519.PublicKey), PID: os.Getpid(),
+		WebAddress: s.webAddress(),
 	}, nil
 }
 
@@ -457,8 +470,11 @@ func (s *Service) Close() {
 	s.redis = nil
 	pl := s.placer
 	s.placer = nil
+	wb := s.web
+	s.web = nil
 	s.mu.Unlock()
 	pl.stop()
+	s.stopWeb(wb)
 	if ln != nil {
 		ln.Close()
 	}

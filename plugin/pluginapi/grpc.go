@@ -66,11 +66,13 @@ func (c *Client) Configure(ctx context.Context, s Settings) (Configured, error) 
 		ClusterRedis: s.ClusterRedis, ClusterNode: s.ClusterNode,
 		ClusterTtlMs: uint32(max(0, s.ClusterTTL.Milliseconds())), ClusterHeartbeatMs: uint32(max(0, s.ClusterHeartbeat.Milliseconds())),
 		PlacementMaxPeers: uint32(max(0, s.PlacementMaxPeers)),
+		WebAddress:        s.WebAddress, IceServers: iceToProto(s.ICEServers),
 	})
 	if err != nil {
 		return Configured{}, fmt.Errorf("plugin configure: %w", fromStatus(err))
 	}
-	return Configured{PeerAddress: r.PeerAddress, StreamPublicKey: r.StreamPublicKey, PID: int(r.Pid)}, nil
+	return Configured{PeerAddress: r.PeerAddress, StreamPublicKey: r.StreamPublicKey, PID: int(r.Pid),
+		WebAddress: r.WebAddress}, nil
 }
 
 // AnnounceStream implements P2P.
@@ -282,11 +284,13 @@ func (s *grpcServer) Configure(ctx context.Context, r *pluginv1.ConfigureRequest
 		ClusterRedis: r.ClusterRedis, ClusterNode: r.ClusterNode,
 		ClusterTTL: time.Duration(r.ClusterTtlMs) * time.Millisecond, ClusterHeartbeat: time.Duration(r.ClusterHeartbeatMs) * time.Millisecond,
 		PlacementMaxPeers: int(r.PlacementMaxPeers),
+		WebAddress:        r.WebAddress, ICEServers: iceFromProto(r.IceServers),
 	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &pluginv1.ConfigureResponse{PeerAddress: c.PeerAddress, StreamPublicKey: c.StreamPublicKey, Pid: int64(c.PID)}, nil
+	return &pluginv1.ConfigureResponse{PeerAddress: c.PeerAddress, StreamPublicKey: c.StreamPublicKey, Pid: int64(c.PID),
+		WebAddress: c.WebAddress}, nil
 }
 
 func (s *grpcServer) AnnounceStream(ctx context.Context, r *pluginv1.AnnounceStreamRequest) (*pluginv1.AnnounceStreamResponse, error) {
@@ -456,4 +460,20 @@ func (a *Assembler) add(p *pluginv1.SegmentPart) error {
 	}
 	a.filled[l] += copy(a.cur.Chunks[l][p.Offset:], p.Data)
 	return nil
+}
+
+func iceToProto(list []ICEServer) []*pluginv1.IceServer {
+	out := make([]*pluginv1.IceServer, 0, len(list))
+	for _, s := range list {
+		out = append(out, &pluginv1.IceServer{Urls: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	return out
+}
+
+func iceFromProto(list []*pluginv1.IceServer) []ICEServer {
+	var out []ICEServer
+	for _, s := range list {
+		out = append(out, ICEServer{URLs: s.GetUrls(), Username: s.GetUsername(), Credential: s.GetCredential()})
+	}
+	return out
 }

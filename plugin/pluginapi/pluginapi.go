@@ -106,6 +106,19 @@ type Settings struct {
 	// new peer's Hello with a redirect to a node of the cluster that
 	// serves the stream and has room (cluster/placement; 0: never).
 	PlacementMaxPeers int
+	// WebAddress is the listen address of the plugin's web port: WebRTC
+	// signalling (/rtc/signal) and the watch page (/watch/); "": off.
+	WebAddress string
+	// ICEServers are the STUN/TURN servers of WebRTC peers (none: host
+	// candidates only).
+	ICEServers []ICEServer
+}
+
+// ICEServer is one STUN or TURN server (plugin.iceServers).
+type ICEServer struct {
+	URLs       []string
+	Username   string
+	Credential string
 }
 
 // ProcessStats report the plugin process itself: runtime figures and the
@@ -134,6 +147,8 @@ type Configured struct {
 	StreamPublicKey []byte
 	// PID is the plugin's process id.
 	PID int
+	// WebAddress is the bound address of the web port ("": off).
+	WebAddress string
 }
 
 // StreamInfo announces a stream.

@@ -198,8 +198,14 @@ type ConfigureRequest struct {
 	// Peers the node serves before it redirects new ones to a node of the
 	// cluster with room (cluster.placement.maxPeers; 0: never).
 	PlacementMaxPeers uint32 `protobuf:"varint,14,opt,name=placement_max_peers,json=placementMaxPeers,proto3" json:"placement_max_peers,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Listen address of the plugin's web port (WebRTC signalling on
+	// /rtc/signal, the watch page on /watch/); empty: off.
+	WebAddress string `protobuf:"bytes,15,opt,name=web_address,json=webAddress,proto3" json:"web_address,omitempty"`
+	// STUN/TURN servers WebRTC peers and the plugin use (none: host
+	// candidates only).
+	IceServers    []*IceServer `protobuf:"bytes,16,rep,name=ice_servers,json=iceServers,proto3" json:"ice_servers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConfigureRequest) Reset() {
@@ -330,6 +336,81 @@ func (x *ConfigureRequest) GetPlacementMaxPeers() uint32 {
 	return 0
 }
 
+func (x *ConfigureRequest) GetWebAddress() string {
+	if x != nil {
+		return x.WebAddress
+	}
+	return ""
+}
+
+func (x *ConfigureRequest) GetIceServers() []*IceServer {
+	if x != nil {
+		return x.IceServers
+	}
+	return nil
+}
+
+// One STUN or TURN server (plugin.iceServers).
+type IceServer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Urls          []string               `protobuf:"bytes,1,rep,name=urls,proto3" json:"urls,omitempty"`
+	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Credential    string                 `protobuf:"bytes,3,opt,name=credential,proto3" json:"credential,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IceServer) Reset() {
+	*x = IceServer{}
+	mi := &file_pluginv1_p2p_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IceServer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IceServer) ProtoMessage() {}
+
+func (x *IceServer) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginv1_p2p_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IceServer.ProtoReflect.Descriptor instead.
+func (*IceServer) Descriptor() ([]byte, []int) {
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *IceServer) GetUrls() []string {
+	if x != nil {
+		return x.Urls
+	}
+	return nil
+}
+
+func (x *IceServer) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *IceServer) GetCredential() string {
+	if x != nil {
+		return x.Credential
+	}
+	return ""
+}
+
 type ConfigureResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Address the peer listener is bound to.
@@ -337,14 +418,16 @@ type ConfigureResponse struct {
 	// Public key peers verify manifests with (32 bytes).
 	StreamPublicKey []byte `protobuf:"bytes,2,opt,name=stream_public_key,json=streamPublicKey,proto3" json:"stream_public_key,omitempty"`
 	// Process id of the plugin.
-	Pid           int64 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	Pid int64 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	// Address the web port is bound to (empty: off).
+	WebAddress    string `protobuf:"bytes,4,opt,name=web_address,json=webAddress,proto3" json:"web_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConfigureResponse) Reset() {
 	*x = ConfigureResponse{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[3]
+	mi := &file_pluginv1_p2p_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +439,7 @@ func (x *ConfigureResponse) String() string {
 func (*ConfigureResponse) ProtoMessage() {}
 
 func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[3]
+	mi := &file_pluginv1_p2p_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +452,7 @@ func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
 func (*ConfigureResponse) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{3}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ConfigureResponse) GetPeerAddress() string {
@@ -393,6 +476,13 @@ func (x *ConfigureResponse) GetPid() int64 {
 	return 0
 }
 
+func (x *ConfigureResponse) GetWebAddress() string {
+	if x != nil {
+		return x.WebAddress
+	}
+	return ""
+}
+
 type AnnounceStreamRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stream name, the origin path (e.g. "live/KEY").
@@ -414,7 +504,7 @@ type AnnounceStreamRequest struct {
 
 func (x *AnnounceStreamRequest) Reset() {
 	*x = AnnounceStreamRequest{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[4]
+	mi := &file_pluginv1_p2p_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +516,7 @@ func (x *AnnounceStreamRequest) String() string {
 func (*AnnounceStreamRequest) ProtoMessage() {}
 
 func (x *AnnounceStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[4]
+	mi := &file_pluginv1_p2p_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +529,7 @@ func (x *AnnounceStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnnounceStreamRequest.ProtoReflect.Descriptor instead.
 func (*AnnounceStreamRequest) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{4}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AnnounceStreamRequest) GetStream() string {
@@ -485,7 +575,7 @@ type AnnounceStreamResponse struct {
 
 func (x *AnnounceStreamResponse) Reset() {
 	*x = AnnounceStreamResponse{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[5]
+	mi := &file_pluginv1_p2p_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +587,7 @@ func (x *AnnounceStreamResponse) String() string {
 func (*AnnounceStreamResponse) ProtoMessage() {}
 
 func (x *AnnounceStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[5]
+	mi := &file_pluginv1_p2p_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +600,7 @@ func (x *AnnounceStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnnounceStreamResponse.ProtoReflect.Descriptor instead.
 func (*AnnounceStreamResponse) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{5}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{6}
 }
 
 type SegmentPart struct {
@@ -534,7 +624,7 @@ type SegmentPart struct {
 
 func (x *SegmentPart) Reset() {
 	*x = SegmentPart{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[6]
+	mi := &file_pluginv1_p2p_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +636,7 @@ func (x *SegmentPart) String() string {
 func (*SegmentPart) ProtoMessage() {}
 
 func (x *SegmentPart) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[6]
+	mi := &file_pluginv1_p2p_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +649,7 @@ func (x *SegmentPart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SegmentPart.ProtoReflect.Descriptor instead.
 func (*SegmentPart) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{6}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SegmentPart) GetStream() string {
@@ -637,7 +727,7 @@ type PushSegmentsResponse struct {
 
 func (x *PushSegmentsResponse) Reset() {
 	*x = PushSegmentsResponse{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[7]
+	mi := &file_pluginv1_p2p_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +739,7 @@ func (x *PushSegmentsResponse) String() string {
 func (*PushSegmentsResponse) ProtoMessage() {}
 
 func (x *PushSegmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[7]
+	mi := &file_pluginv1_p2p_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +752,7 @@ func (x *PushSegmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushSegmentsResponse.ProtoReflect.Descriptor instead.
 func (*PushSegmentsResponse) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{7}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PushSegmentsResponse) GetAccepted() uint64 {
@@ -695,7 +785,7 @@ type CloseStreamRequest struct {
 
 func (x *CloseStreamRequest) Reset() {
 	*x = CloseStreamRequest{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[8]
+	mi := &file_pluginv1_p2p_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +797,7 @@ func (x *CloseStreamRequest) String() string {
 func (*CloseStreamRequest) ProtoMessage() {}
 
 func (x *CloseStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[8]
+	mi := &file_pluginv1_p2p_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +810,7 @@ func (x *CloseStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStreamRequest.ProtoReflect.Descriptor instead.
 func (*CloseStreamRequest) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{8}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CloseStreamRequest) GetStream() string {
@@ -738,7 +828,7 @@ type CloseStreamResponse struct {
 
 func (x *CloseStreamResponse) Reset() {
 	*x = CloseStreamResponse{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[9]
+	mi := &file_pluginv1_p2p_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +840,7 @@ func (x *CloseStreamResponse) String() string {
 func (*CloseStreamResponse) ProtoMessage() {}
 
 func (x *CloseStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[9]
+	mi := &file_pluginv1_p2p_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +853,7 @@ func (x *CloseStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseStreamResponse.ProtoReflect.Descriptor instead.
 func (*CloseStreamResponse) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{9}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{10}
 }
 
 type GetStatsRequest struct {
@@ -774,7 +864,7 @@ type GetStatsRequest struct {
 
 func (x *GetStatsRequest) Reset() {
 	*x = GetStatsRequest{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[10]
+	mi := &file_pluginv1_p2p_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +876,7 @@ func (x *GetStatsRequest) String() string {
 func (*GetStatsRequest) ProtoMessage() {}
 
 func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[10]
+	mi := &file_pluginv1_p2p_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +889,7 @@ func (x *GetStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetStatsRequest) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{10}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{11}
 }
 
 type GetStatsResponse struct {
@@ -813,7 +903,7 @@ type GetStatsResponse struct {
 
 func (x *GetStatsResponse) Reset() {
 	*x = GetStatsResponse{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[11]
+	mi := &file_pluginv1_p2p_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +915,7 @@ func (x *GetStatsResponse) String() string {
 func (*GetStatsResponse) ProtoMessage() {}
 
 func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[11]
+	mi := &file_pluginv1_p2p_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +928,7 @@ func (x *GetStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetStatsResponse) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{11}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetStatsResponse) GetStreams() []*StreamStats {
@@ -871,7 +961,7 @@ type ProcessStats struct {
 
 func (x *ProcessStats) Reset() {
 	*x = ProcessStats{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[12]
+	mi := &file_pluginv1_p2p_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +973,7 @@ func (x *ProcessStats) String() string {
 func (*ProcessStats) ProtoMessage() {}
 
 func (x *ProcessStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[12]
+	mi := &file_pluginv1_p2p_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +986,7 @@ func (x *ProcessStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessStats.ProtoReflect.Descriptor instead.
 func (*ProcessStats) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{12}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ProcessStats) GetGoroutines() uint64 {
@@ -975,7 +1065,7 @@ type StreamStats struct {
 
 func (x *StreamStats) Reset() {
 	*x = StreamStats{}
-	mi := &file_pluginv1_p2p_proto_msgTypes[13]
+	mi := &file_pluginv1_p2p_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1077,7 @@ func (x *StreamStats) String() string {
 func (*StreamStats) ProtoMessage() {}
 
 func (x *StreamStats) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginv1_p2p_proto_msgTypes[13]
+	mi := &file_pluginv1_p2p_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1090,7 @@ func (x *StreamStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamStats.ProtoReflect.Descriptor instead.
 func (*StreamStats) Descriptor() ([]byte, []int) {
-	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{13}
+	return file_pluginv1_p2p_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StreamStats) GetStream() string {
@@ -1144,7 +1234,7 @@ const file_pluginv1_p2p_proto_rawDesc = "" +
 	"RelayEvent\x12\x16\n" +
 	"\x06header\x18\x01 \x01(\fR\x06header\x12/\n" +
 	"\x04part\x18\x02 \x01(\v2\x1b.coop.plugin.v1.SegmentPartR\x04part\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\x95\x04\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"\xf2\x04\n" +
 	"\x10ConfigureRequest\x12!\n" +
 	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12\x1d\n" +
 	"\n" +
@@ -1161,11 +1251,23 @@ const file_pluginv1_p2p_proto_rawDesc = "" +
 	"\fcluster_node\x18\v \x01(\tR\vclusterNode\x12$\n" +
 	"\x0ecluster_ttl_ms\x18\f \x01(\rR\fclusterTtlMs\x120\n" +
 	"\x14cluster_heartbeat_ms\x18\r \x01(\rR\x12clusterHeartbeatMs\x12.\n" +
-	"\x13placement_max_peers\x18\x0e \x01(\rR\x11placementMaxPeers\"t\n" +
+	"\x13placement_max_peers\x18\x0e \x01(\rR\x11placementMaxPeers\x12\x1f\n" +
+	"\vweb_address\x18\x0f \x01(\tR\n" +
+	"webAddress\x12:\n" +
+	"\vice_servers\x18\x10 \x03(\v2\x19.coop.plugin.v1.IceServerR\n" +
+	"iceServers\"[\n" +
+	"\tIceServer\x12\x12\n" +
+	"\x04urls\x18\x01 \x03(\tR\x04urls\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12\x1e\n" +
+	"\n" +
+	"credential\x18\x03 \x01(\tR\n" +
+	"credential\"\x95\x01\n" +
 	"\x11ConfigureResponse\x12!\n" +
 	"\fpeer_address\x18\x01 \x01(\tR\vpeerAddress\x12*\n" +
 	"\x11stream_public_key\x18\x02 \x01(\fR\x0fstreamPublicKey\x12\x10\n" +
-	"\x03pid\x18\x03 \x01(\x03R\x03pid\"\xa5\x01\n" +
+	"\x03pid\x18\x03 \x01(\x03R\x03pid\x12\x1f\n" +
+	"\vweb_address\x18\x04 \x01(\tR\n" +
+	"webAddress\"\xa5\x01\n" +
 	"\x15AnnounceStreamRequest\x12\x16\n" +
 	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x16\n" +
 	"\x06header\x18\x02 \x01(\fR\x06header\x12.\n" +
@@ -1253,46 +1355,48 @@ func file_pluginv1_p2p_proto_rawDescGZIP() []byte {
 	return file_pluginv1_p2p_proto_rawDescData
 }
 
-var file_pluginv1_p2p_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_pluginv1_p2p_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_pluginv1_p2p_proto_goTypes = []any{
 	(*RelayRequest)(nil),           // 0: coop.plugin.v1.RelayRequest
 	(*RelayEvent)(nil),             // 1: coop.plugin.v1.RelayEvent
 	(*ConfigureRequest)(nil),       // 2: coop.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil),      // 3: coop.plugin.v1.ConfigureResponse
-	(*AnnounceStreamRequest)(nil),  // 4: coop.plugin.v1.AnnounceStreamRequest
-	(*AnnounceStreamResponse)(nil), // 5: coop.plugin.v1.AnnounceStreamResponse
-	(*SegmentPart)(nil),            // 6: coop.plugin.v1.SegmentPart
-	(*PushSegmentsResponse)(nil),   // 7: coop.plugin.v1.PushSegmentsResponse
-	(*CloseStreamRequest)(nil),     // 8: coop.plugin.v1.CloseStreamRequest
-	(*CloseStreamResponse)(nil),    // 9: coop.plugin.v1.CloseStreamResponse
-	(*GetStatsRequest)(nil),        // 10: coop.plugin.v1.GetStatsRequest
-	(*GetStatsResponse)(nil),       // 11: coop.plugin.v1.GetStatsResponse
-	(*ProcessStats)(nil),           // 12: coop.plugin.v1.ProcessStats
-	(*StreamStats)(nil),            // 13: coop.plugin.v1.StreamStats
-	nil,                            // 14: coop.plugin.v1.ProcessStats.RejectedEntry
+	(*IceServer)(nil),              // 3: coop.plugin.v1.IceServer
+	(*ConfigureResponse)(nil),      // 4: coop.plugin.v1.ConfigureResponse
+	(*AnnounceStreamRequest)(nil),  // 5: coop.plugin.v1.AnnounceStreamRequest
+	(*AnnounceStreamResponse)(nil), // 6: coop.plugin.v1.AnnounceStreamResponse
+	(*SegmentPart)(nil),            // 7: coop.plugin.v1.SegmentPart
+	(*PushSegmentsResponse)(nil),   // 8: coop.plugin.v1.PushSegmentsResponse
+	(*CloseStreamRequest)(nil),     // 9: coop.plugin.v1.CloseStreamRequest
+	(*CloseStreamResponse)(nil),    // 10: coop.plugin.v1.CloseStreamResponse
+	(*GetStatsRequest)(nil),        // 11: coop.plugin.v1.GetStatsRequest
+	(*GetStatsResponse)(nil),       // 12: coop.plugin.v1.GetStatsResponse
+	(*ProcessStats)(nil),           // 13: coop.plugin.v1.ProcessStats
+	(*StreamStats)(nil),            // 14: coop.plugin.v1.StreamStats
+	nil,                            // 15: coop.plugin.v1.ProcessStats.RejectedEntry
 }
 var file_pluginv1_p2p_proto_depIdxs = []int32{
-	6,  // 0: coop.plugin.v1.RelayEvent.part:type_name -> coop.plugin.v1.SegmentPart
-	13, // 1: coop.plugin.v1.GetStatsResponse.streams:type_name -> coop.plugin.v1.StreamStats
-	12, // 2: coop.plugin.v1.GetStatsResponse.process:type_name -> coop.plugin.v1.ProcessStats
-	14, // 3: coop.plugin.v1.ProcessStats.rejected:type_name -> coop.plugin.v1.ProcessStats.RejectedEntry
-	2,  // 4: coop.plugin.v1.P2P.Configure:input_type -> coop.plugin.v1.ConfigureRequest
-	4,  // 5: coop.plugin.v1.P2P.AnnounceStream:input_type -> coop.plugin.v1.AnnounceStreamRequest
-	6,  // 6: coop.plugin.v1.P2P.PushSegments:input_type -> coop.plugin.v1.SegmentPart
-	8,  // 7: coop.plugin.v1.P2P.CloseStream:input_type -> coop.plugin.v1.CloseStreamRequest
-	10, // 8: coop.plugin.v1.P2P.GetStats:input_type -> coop.plugin.v1.GetStatsRequest
-	0,  // 9: coop.plugin.v1.P2P.Relay:input_type -> coop.plugin.v1.RelayRequest
-	3,  // 10: coop.plugin.v1.P2P.Configure:output_type -> coop.plugin.v1.ConfigureResponse
-	5,  // 11: coop.plugin.v1.P2P.AnnounceStream:output_type -> coop.plugin.v1.AnnounceStreamResponse
-	7,  // 12: coop.plugin.v1.P2P.PushSegments:output_type -> coop.plugin.v1.PushSegmentsResponse
-	9,  // 13: coop.plugin.v1.P2P.CloseStream:output_type -> coop.plugin.v1.CloseStreamResponse
-	11, // 14: coop.plugin.v1.P2P.GetStats:output_type -> coop.plugin.v1.GetStatsResponse
-	1,  // 15: coop.plugin.v1.P2P.Relay:output_type -> coop.plugin.v1.RelayEvent
-	10, // [10:16] is the sub-list for method output_type
-	4,  // [4:10] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	7,  // 0: coop.plugin.v1.RelayEvent.part:type_name -> coop.plugin.v1.SegmentPart
+	3,  // 1: coop.plugin.v1.ConfigureRequest.ice_servers:type_name -> coop.plugin.v1.IceServer
+	14, // 2: coop.plugin.v1.GetStatsResponse.streams:type_name -> coop.plugin.v1.StreamStats
+	13, // 3: coop.plugin.v1.GetStatsResponse.process:type_name -> coop.plugin.v1.ProcessStats
+	15, // 4: coop.plugin.v1.ProcessStats.rejected:type_name -> coop.plugin.v1.ProcessStats.RejectedEntry
+	2,  // 5: coop.plugin.v1.P2P.Configure:input_type -> coop.plugin.v1.ConfigureRequest
+	5,  // 6: coop.plugin.v1.P2P.AnnounceStream:input_type -> coop.plugin.v1.AnnounceStreamRequest
+	7,  // 7: coop.plugin.v1.P2P.PushSegments:input_type -> coop.plugin.v1.SegmentPart
+	9,  // 8: coop.plugin.v1.P2P.CloseStream:input_type -> coop.plugin.v1.CloseStreamRequest
+	11, // 9: coop.plugin.v1.P2P.GetStats:input_type -> coop.plugin.v1.GetStatsRequest
+	0,  // 10: coop.plugin.v1.P2P.Relay:input_type -> coop.plugin.v1.RelayRequest
+	4,  // 11: coop.plugin.v1.P2P.Configure:output_type -> coop.plugin.v1.ConfigureResponse
+	6,  // 12: coop.plugin.v1.P2P.AnnounceStream:output_type -> coop.plugin.v1.AnnounceStreamResponse
+	8,  // 13: coop.plugin.v1.P2P.PushSegments:output_type -> coop.plugin.v1.PushSegmentsResponse
+	10, // 14: coop.plugin.v1.P2P.CloseStream:output_type -> coop.plugin.v1.CloseStreamResponse
+	12, // 15: coop.plugin.v1.P2P.GetStats:output_type -> coop.plugin.v1.GetStatsResponse
+	1,  // 16: coop.plugin.v1.P2P.Relay:output_type -> coop.plugin.v1.RelayEvent
+	11, // [11:17] is the sub-list for method output_type
+	5,  // [5:11] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_pluginv1_p2p_proto_init() }
@@ -1306,7 +1410,7 @@ func file_pluginv1_p2p_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pluginv1_p2p_proto_rawDesc), len(file_pluginv1_p2p_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
