@@ -27,6 +27,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -39,6 +40,7 @@ import (
 	"github.com/coopstreaming/coop/peerproto/engine"
 	"github.com/coopstreaming/coop/peerproto/partners"
 	"github.com/coopstreaming/coop/peerproto/playback"
+	"github.com/coopstreaming/coop/peerproto/rtcnode"
 	"github.com/coopstreaming/coop/peerproto/tcpnode"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
@@ -97,6 +99,10 @@ type options struct {
 	quiet                                                           bool
 	rtspAddr                                                        string
 	open                                                            bool
+	// rtcURL is the plugin's signalling endpoint (WebRTC to peers; ""
+	// off); rtcLoopback limits ICE to loopback host candidates.
+	rtcURL      string
+	rtcLoopback bool
 }
 
 func main() {
@@ -118,6 +124,8 @@ func main() {
 	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.StringVar(&o.rtspAddr, "rtsp", "127.0.0.1:8555", "local RTSP server (rtsp://ADDR/STREAM); empty: off")
 	flag.BoolVar(&o.open, "open", false, "open the player page in the system browser (xdg-open)")
+	flag.StringVar(&o.rtcURL, "rtc", "", "speak WebRTC to peers through the plugin's signalling endpoint (ws://HOST:7071/rtc/signal); with -listen \"\" WebRTC only")
+	flag.BoolVar(&o.rtcLoopback, "rtc-loopback", false, "WebRTC over loopback host candidates only (tests on one host)")
 	flag.Parse()
 	code, err := run(o)
 	if err != nil {
@@ -151,11 +159,19 @@ func run(o options) (int, error) {
 	view := newViewer(ctx, o.stream, o.rtspAddr, log)
 	defer view.close()
 	refused := make(chan error, 1)
-	node := &tcpnode.Node{
+	var rtc *rtcnode.Transport
+	var node *tcpnode.Node
+	id := wire.PeerID(mrand.Uint64() | 1)
+	if o.rtcURL != "" {
+		rtc = &rtcnode.Transport{URL: o.rtcURL, Stream: o.stream, Token: o.token, Peer: id,
+			Options: rtcnode.Options{Loopback: o.rtcLoopback}, Log: log.With("component", "rtc"),
+			Accept: func(c net.Conn) { node.HandOff(c, nil, nil) }}
+	}
+	node = &tcpnode.Node{
 		Listen: o.listen, Advertise: o.advertise, Server: o.servers.list[0], Servers: o.servers.list[1:], Log: log,
 		ServerIdleTimeout: o.serverTimeout,
 		Config: engine.Config{
-			Stream: o.stream, Token: o.token, StreamKey: key, Partners: o.partners,
+			ID: id, Stream: o.stream, Token: o.token, StreamKey: key, Partners: o.partners,
 			UploadCap: float64(o.uploadKbps) * 1000 / 8, PlayoutDelay: o.playoutDelay,
 			OnPlay:   func(seq uint64, layers [][]byte) { out.Play(seq, layers); view.play(seq, layers) },
 			OnHeader: func(h []byte) { out.SetHeader(h); view.header(h) },
@@ -176,10 +192,19 @@ func run(o options) (int, error) {
 			}
 		},
 	}
+	if rtc != nil {
+		node.Transport = rtc
+	}
 	if err := node.Start(); err != nil {
 		return 1, err
 	}
 	defer node.Close()
+	if rtc != nil {
+		if err := rtc.Start(); err != nil {
+			return 2, fmt.Errorf("-rtc: %w", err)
+		}
+		defer rtc.Close()
+	}
 
 	ln, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {
@@ -191,13 +216,17 @@ func run(o options) (int, error) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(snapshot(node, out, o.stream))
+		_ = enc.Encode(snapshot(node, rtc, out, o.stream))
 	})
 	view.register(mux, ln.Addr().String())
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
-	log.Info("joining", "server", o.servers.String(), "stream", o.stream, "p2p_listen", node.Addr().String(),
+	p2pListen := "none (WebRTC only)"
+	if a := node.Addr(); a != nil {
+		p2pListen = a.String()
+	}
+	log.Info("joining", "server", o.servers.String(), "stream", o.stream, "p2p_listen", p2pListen, "rtc", o.rtcURL,
 		"play", "http://"+ln.Addr().String()+"/stream.ts")
 	if o.open {
 		view.open("http://" + ln.Addr().String() + "/")
@@ -214,7 +243,7 @@ func run(o options) (int, error) {
 			return exitRefused, err
 		case <-tick.C:
 			if !o.quiet {
-				fmt.Fprintln(os.Stderr, statusLine(snapshot(node, out, o.stream)))
+				fmt.Fprintln(os.Stderr, statusLine(snapshot(node, rtc, out, o.stream)))
 			}
 		}
 	}
@@ -257,6 +286,34 @@ type Snapshot struct {
 	// RecentPlays are the last segments played out (for latency
 	// measurements against the origin's ingest times).
 	RecentPlays []Play `json:"recentPlays"`
+	// RTC is the WebRTC transport's figures (absent without -rtc).
+	RTC *RTCStats `json:"rtc,omitempty"`
+}
+
+// RTCStats are the WebRTC transport's figures: bytes carried over data
+// channels (all messages, both ways), open connections, sessions.
+type RTCStats struct {
+	BytesIn      uint64  `json:"bytesIn"`
+	BytesOut     uint64  `json:"bytesOut"`
+	Conns        int64   `json:"conns"`
+	Dials        uint64  `json:"dials"`
+	DialFailures uint64  `json:"dialFailures"`
+	Accepted     uint64  `json:"accepted"`
+	Oversized    uint64  `json:"oversized"`
+	SetupMeanMs  float64 `json:"setupMeanMs"`
+}
+
+func rtcStats(t *rtcnode.Transport) *RTCStats {
+	if t == nil {
+		return nil
+	}
+	c := t.Counters()
+	s := &RTCStats{BytesIn: c.BytesIn.Load(), BytesOut: c.BytesOut.Load(), Conns: c.Conns.Load(),
+		Dials: c.Dials.Load(), DialFailures: c.DialFailures.Load(), Accepted: c.Accepted.Load(), Oversized: c.Oversized.Load()}
+	if ok := s.Dials - s.DialFailures; ok > 0 && s.Dials >= s.DialFailures {
+		s.SetupMeanMs = float64(c.SetupNanos.Load()) / float64(ok) / 1e6
+	}
+	return s
 }
 
 // Play is one segment reaching its playback deadline.
@@ -266,8 +323,8 @@ type Play struct {
 	Layers   int    `json:"layers"`
 }
 
-func snapshot(n *tcpnode.Node, out *playout.Playout, stream string) Snapshot {
-	s := Snapshot{Stream: stream, Playout: out.Stats(), Server: n.ServerAddr(),
+func snapshot(n *tcpnode.Node, rtc *rtcnode.Transport, out *playout.Playout, stream string) Snapshot {
+	s := Snapshot{Stream: stream, Playout: out.Stats(), Server: n.ServerAddr(), RTC: rtcStats(rtc),
 		ServerConnects: n.Counters().ServerConnects.Load(), ServerRedirects: n.Counters().ServerRedirects.Load()}
 	_ = n.Do(func(e *engine.Engine) {
 		st := e.Stats()
