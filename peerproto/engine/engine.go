@@ -100,6 +100,10 @@ type request struct {
 	at      time.Time
 	expires time.Time
 	size    int
+	// last is the last piece the supplier will send (the highest one
+	// the requester did not hold; -1 before the manifest is known: the
+	// manifest's last piece).
+	last int
 }
 
 // seg is a held segment.

@@ -256,7 +256,7 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 	known := e.learnManifest(p, s, m)
 	// A request ends with the last piece of its chunk (pieces come in
 	// order on a connection), or at once when the pieces cannot be used.
-	if req != nil && (!known || int(m.Piece) >= s.man.Pieces(k.layer)-1) {
+	if req != nil && (!known || int(m.Piece) >= req.lastPiece(s.man.Pieces(k.layer))) {
 		p.forget(k, req)
 	}
 	if e.inflightCount() == 0 {
@@ -572,7 +572,7 @@ func (e *Engine) request(p *partner, seq uint64, layer int, now time.Time) {
 		rateEst := max(p.tput, 32<<10)
 		timeout := p.rtt.Smoothed(100*time.Millisecond)*2 + time.Duration(float64(p.inBytes+size)/rateEst*2*float64(time.Second)) + time.Second
 		timeout = min(max(timeout, 1500*time.Millisecond), 6*time.Second)
-		p.inflight[k] = &request{at: now, expires: now.Add(timeout), size: size}
+		p.inflight[k] = &request{at: now, expires: now.Add(timeout), size: size, last: -1}
 		p.inBytes += size
 		p.inLayer[layer] += size
 	}
@@ -583,7 +583,12 @@ func (e *Engine) request(p *partner, seq uint64, layer int, now time.Time) {
 	if e.Deadline(seq).Sub(now) < e.cfg.Urgent {
 		flags |= wire.RequestUrgent
 	}
-	e.send(p.id, &wire.Request{Seq: seq, Layer: uint8(layer), Flags: flags})
+	r := &wire.Request{Seq: seq, Layer: uint8(layer), Flags: flags}
+	if s := e.segs[seq]; s != nil && s.man != nil && layer < len(s.parts) && s.parts[layer] != nil {
+		r.Held = s.parts[layer].got
+		p.inflight[k].last = lastMissing(s.man.Pieces(layer), r.Held)
+	}
+	e.send(p.id, r)
 }
 
 // hedge asks the server for a base-layer chunk that a peer partner is

@@ -125,13 +125,17 @@ func (p *partner) markManifest(seq uint64) {
 	p.manSentAt++
 }
 
-// sendPieces sends pieces [from, to) of a layer's chunk to p, the
+// sendPieces sends pieces [from, to) of a layer's chunk to p but those in
+// skip (the requester's held mask), the
 // manifest with the first when p asked for it (asked) or, for a push, when
 // p may not have it.
-func (e *Engine) sendPieces(p *partner, seq uint64, layer int, s *seg, from, to int, asked, push bool, now time.Time) int {
+func (e *Engine) sendPieces(p *partner, seq uint64, layer int, s *seg, from, to int, skip uint64, asked, push bool, now time.Time) int {
 	withManifest := asked || push && !p.manifestSent(seq)
 	sent := 0
 	for i := from; i < to; i++ {
+		if skip&(1<<i) != 0 {
+			continue
+		}
 		b, ok := s.piece(layer, i)
 		if !ok {
 			continue
@@ -148,4 +152,22 @@ func (e *Engine) sendPieces(p *partner, seq uint64, layer int, s *seg, from, to 
 	p.sent.Add(now, sent)
 	e.up.Add(now, sent)
 	return sent
+}
+
+// lastMissing is the highest piece of n not in held (-1: none).
+func lastMissing(n int, held uint64) int {
+	for i := n - 1; i >= 0; i-- {
+		if held&(1<<i) == 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// lastPiece is the last piece a request's supplier sends, of n.
+func (r *request) lastPiece(n int) int {
+	if r.last >= 0 {
+		return r.last
+	}
+	return n - 1
 }

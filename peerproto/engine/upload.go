@@ -23,6 +23,8 @@ type servReq struct {
 	// piece is the piece pushed (-1: every piece of the chunk, as a
 	// request is answered).
 	piece int
+	// skip are the pieces the requester holds already (not sent).
+	skip uint64
 }
 
 // bytes is what serving r sends (0 when the segment is not held).
@@ -33,7 +35,13 @@ func (r servReq) bytes(s *seg) int {
 	if r.piece >= 0 {
 		return s.man.PieceLen(r.layer, r.piece)
 	}
-	return int(s.man.Chunks[r.layer].Size)
+	n := 0
+	for i := range s.man.Pieces(r.layer) {
+		if r.skip&(1<<i) == 0 {
+			n += s.man.PieceLen(r.layer, i)
+		}
+	}
+	return n
 }
 
 // held tells whether the segment holds what r sends.
@@ -79,7 +87,7 @@ func (e *Engine) onRequest(p *partner, m *wire.Request, now time.Time) {
 		e.send(p.id, &wire.Reject{Seq: m.Seq, Layer: m.Layer, Reason: wire.RejectBusy})
 		return
 	}
-	e.queue = append(e.queue, servReq{from: p.id, seq: m.Seq, layer: int(m.Layer), flags: m.Flags, at: now, piece: -1})
+	e.queue = append(e.queue, servReq{from: p.id, seq: m.Seq, layer: int(m.Layer), flags: m.Flags, at: now, piece: -1, skip: m.Held})
 	e.serve(now)
 }
 
@@ -164,7 +172,7 @@ func (e *Engine) serve(now time.Time) {
 		if r.piece >= 0 {
 			from, to = r.piece, r.piece+1
 		}
-		e.sendPieces(q, r.seq, r.layer, s, from, to, r.flags&wire.RequestManifest != 0, r.push, now)
+		e.sendPieces(q, r.seq, r.layer, s, from, to, r.skip, r.flags&wire.RequestManifest != 0, r.push, now)
 		e.stats.ServedChunks++
 	}
 	e.queue = kept

@@ -275,11 +275,12 @@ func (m *Have) decodeBody(r *reader) {
 
 func (m *Request) appendBody(b []byte) []byte {
 	b = binary.BigEndian.AppendUint64(b, m.Seq)
-	return append(b, m.Layer, m.Flags)
+	b = append(b, m.Layer, m.Flags)
+	return binary.BigEndian.AppendUint64(b, m.Held)
 }
 
 func (m *Request) decodeBody(r *reader) {
-	m.Seq, m.Layer, m.Flags = r.u64(), r.layer(), r.u8()
+	m.Seq, m.Layer, m.Flags, m.Held = r.u64(), r.layer(), r.u8(), r.u64()
 }
 
 func (m *Cancel) appendBody(b []byte) []byte {

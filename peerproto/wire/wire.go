@@ -200,6 +200,9 @@ type Request struct {
 	Seq   uint64
 	Layer uint8
 	Flags uint8
+	// Held names the pieces of the chunk the requester holds already
+	// (bit i: piece i): the supplier sends only the others.
+	Held uint64
 }
 
 // Cancel withdraws a request.

@@ -22,7 +22,7 @@ func samples() []Message {
 			Epoch: 0x1122334455667788, Layers: 1},
 		&BufferMap{Base: 90, Window: 12, Bits: [][]byte{{0xff, 0xf0}, {0x80, 0x10}}},
 		&Have{Flags: HaveSeed, AgeMs: 20, Entries: []HaveEntry{{Seq: 100, Layer: 0}, {Seq: 100, Layer: 2}}},
-		&Request{Seq: 100, Layer: 1, Flags: RequestManifest},
+		&Request{Seq: 100, Layer: 1, Flags: RequestManifest, Held: 0b101},
 		&Cancel{Seq: 100, Layer: 1},
 		&Data{Seq: 100, Layer: 1, Piece: 5, Manifest: []byte{1, 2, 3}, Payload: []byte("chunk")},
 		&Reject{Seq: 100, Layer: 1, Reason: RejectBusy},
