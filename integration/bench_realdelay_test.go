@@ -178,38 +178,41 @@ type rdPeer struct {
 
 // rdRun is one run's figures.
 type rdRun struct {
-	Publisher      string    `json:"publisher"`
-	Seed           uint64    `json:"seed"`
-	Peers          int       `json:"peers"`
-	Layers         int       `json:"layers"`
-	LayerShares    []float64 `json:"layerShares"`
-	IngestBps      float64   `json:"ingestBytesPerSec"`
-	DeliveredMin   float64   `json:"framesDeliveredMin"`
-	DeliveredP50   float64   `json:"framesDeliveredP50"`
-	PeersAt99      int       `json:"peersAtLeast99pct"`
-	Continuity     float64   `json:"continuity"`
-	ContinuityP5   float64   `json:"continuityP5"`
-	Quality        float64   `json:"quality"`
-	LatencyP50     float64   `json:"latencyP50s"`
-	LatencyP95     float64   `json:"latencyP95s"`
-	StartupP50     float64   `json:"startupP50s"`
-	StartupP95     float64   `json:"startupP95s"`
-	FirstFrameP95  float64   `json:"firstFrameP95s"`
-	BehindRTSPp50  float64   `json:"behindOriginRtspP50s"`
-	Offload        float64   `json:"offload"`
-	ServerCopies   float64   `json:"serverCopies"`
-	CPUp95         float64   `json:"peerCpuP95"`
-	RSSMaxMiB      float64   `json:"peerRssMaxMiB"`
-	OriginCPU      float64   `json:"originCpu"`
-	PluginCPU      float64   `json:"pluginCpu"`
-	LoadAvg        string    `json:"loadAvg"`
-	PerPeer        []rdPeer  `json:"perPeer"`
-	Sim            rdSim     `json:"sim"`
-	DelayScale     float64   `json:"delayScale"`
-	DelayRTTp50ms  float64   `json:"rttP50ms"`
-	DelayRTTmaxMs  float64   `json:"rttMaxMs"`
-	WallSeconds    float64   `json:"wallSeconds"`
-	ReaderFailures int       `json:"readerFailures"`
+	Publisher    string    `json:"publisher"`
+	Seed         uint64    `json:"seed"`
+	Peers        int       `json:"peers"`
+	Layers       int       `json:"layers"`
+	LayerShares  []float64 `json:"layerShares"`
+	IngestBps    float64   `json:"ingestBytesPerSec"`
+	DeliveredMin float64   `json:"framesDeliveredMin"`
+	DeliveredP50 float64   `json:"framesDeliveredP50"`
+	PeersAt99    int       `json:"peersAtLeast99pct"`
+	Continuity   float64   `json:"continuity"`
+	ContinuityP5 float64   `json:"continuityP5"`
+	Quality      float64   `json:"quality"`
+	// QualityByClass is the mean quality of the peers of each upload
+	// class (key: the cap ÷ 1 Mbit/s).
+	QualityByClass map[string]float64 `json:"qualityByClass"`
+	LatencyP50     float64            `json:"latencyP50s"`
+	LatencyP95     float64            `json:"latencyP95s"`
+	StartupP50     float64            `json:"startupP50s"`
+	StartupP95     float64            `json:"startupP95s"`
+	FirstFrameP95  float64            `json:"firstFrameP95s"`
+	BehindRTSPp50  float64            `json:"behindOriginRtspP50s"`
+	Offload        float64            `json:"offload"`
+	ServerCopies   float64            `json:"serverCopies"`
+	CPUp95         float64            `json:"peerCpuP95"`
+	RSSMaxMiB      float64            `json:"peerRssMaxMiB"`
+	OriginCPU      float64            `json:"originCpu"`
+	PluginCPU      float64            `json:"pluginCpu"`
+	LoadAvg        string             `json:"loadAvg"`
+	PerPeer        []rdPeer           `json:"perPeer"`
+	Sim            rdSim              `json:"sim"`
+	DelayScale     float64            `json:"delayScale"`
+	DelayRTTp50ms  float64            `json:"rttP50ms"`
+	DelayRTTmaxMs  float64            `json:"rttMaxMs"`
+	WallSeconds    float64            `json:"wallSeconds"`
+	ReaderFailures int                `json:"readerFailures"`
 }
 
 // rdSim is the simulator's run of the same scenario.
@@ -217,10 +220,12 @@ type rdSim struct {
 	Continuity   float64 `json:"continuity"`
 	ContinuityP5 float64 `json:"continuityP5"`
 	Quality      float64 `json:"quality"`
-	Offload      float64 `json:"offload"`
-	LatencyP50   float64 `json:"latencyP50s"`
-	LatencyP95   float64 `json:"latencyP95s"`
-	StartupP95   float64 `json:"startupP95s"`
+	// QualityByClass as rdRun's.
+	QualityByClass map[string]float64 `json:"qualityByClass"`
+	Offload        float64            `json:"offload"`
+	LatencyP50     float64            `json:"latencyP50s"`
+	LatencyP95     float64            `json:"latencyP95s"`
+	StartupP95     float64            `json:"startupP95s"`
 }
 
 func envInt(name string, def int) int {
@@ -533,6 +538,11 @@ func realDelayedRun(t *testing.T, pub rdPublisher, clip string, n int, seed uint
 	run.DeliveredMin, run.DeliveredP50 = rdPct(delivered, 0), rdPct(delivered, 50)
 	run.Continuity, run.ContinuityP5 = meanOf(cis), rdPct(cis, 5)
 	run.Quality = meanOf(qualities)
+	run.QualityByClass = byClass(func(yield func(i int, q float64)) {
+		for _, pr := range run.PerPeer {
+			yield(pr.Index, pr.Quality)
+		}
+	})
 	run.LatencyP50, run.LatencyP95 = rdPct(lats, 50), rdPct(lats, 95)
 	run.StartupP50, run.StartupP95 = rdPct(startups, 50), rdPct(startups, 95)
 	run.FirstFrameP95 = rdPct(firsts, 95)
@@ -602,7 +612,29 @@ func simOfRealRun(run rdRun, n int) rdSim {
 		ConfigureServer: func(cfg *engine.Config) { cfg.ServerQueue = 0 }}
 	res := swarm.Run(sc)
 	return rdSim{Continuity: res.Continuity, ContinuityP5: res.ContinuityP5, Quality: res.Quality, Offload: res.Offload,
-		LatencyP50: res.LatencyP50.Seconds(), LatencyP95: res.LatencyP95.Seconds(), StartupP95: res.StartupP95.Seconds()}
+		LatencyP50: res.LatencyP50.Seconds(), LatencyP95: res.LatencyP95.Seconds(), StartupP95: res.StartupP95.Seconds(),
+		QualityByClass: byClass(func(yield func(i int, q float64)) {
+			for _, pr := range res.Peers {
+				if pr.PlayedInWindow > 0 {
+					yield(int(pr.ID-rdPeerID(0)), pr.Quality)
+				}
+			}
+		})}
+}
+
+// byClass is the mean of the values of each upload class, the peers
+// given by index.
+func byClass(peers func(yield func(i int, v float64))) map[string]float64 {
+	sum, cnt := map[string]float64{}, map[string]int{}
+	peers(func(i int, v float64) {
+		k := strconv.FormatFloat(rdUpload(i), 'f', 1, 64) + "x"
+		sum[k] += v
+		cnt[k]++
+	})
+	for k := range sum {
+		sum[k] /= float64(cnt[k])
+	}
+	return sum
 }
 
 // rdMedian is the median over runs of one field.
@@ -666,6 +698,20 @@ func rdReport(all []rdRun, n, runs int) string {
 		s, ss := med(func(r rdRun) float64 { return r.StartupP95 }), med(func(r rdRun) float64 { return r.Sim.StartupP95 })
 		fmt.Fprintf(&md, "| %s | %.3f / %.3f %s | %.3f / %.3f %s | %.2f s / %.2f s %s | %.2f s / %.2f s | %.3f / %.3f | %.2f s / %.2f s |\n",
 			p, c, cs, mark(abs(c-cs) <= 0.01), q, qs, mark(abs(q-qs) <= 0.05), l, ls, mark(abs(l-ls) <= 0.1*ls), l5, l5s, off, offs, s, ss)
+	}
+	md.WriteString("\n## Quality per upload class (metrics.md 9), medians over runs: real / sim\n\n| publisher | 3.0x | 1.5x | 0.5x |\n|---|---|---|---|\n")
+	for _, p := range order {
+		rs := byPub[p]
+		fmt.Fprintf(&md, "| %s |", p)
+		for _, k := range []string{"3.0x", "1.5x", "0.5x"} {
+			if _, ok := rs[0].QualityByClass[k]; !ok {
+				md.WriteString(" – |") // no peer of the class (N < 8)
+				continue
+			}
+			fmt.Fprintf(&md, " %.3f / %.3f |", rdMedian(rs, func(r rdRun) float64 { return r.QualityByClass[k] }),
+				rdMedian(rs, func(r rdRun) float64 { return r.Sim.QualityByClass[k] }))
+		}
+		md.WriteString("\n")
 	}
 	md.WriteString("\n## Runs\n\n| publisher | seed | RTT to server p50 / max | ingest | frames delivered min / p50 | continuity (p5) | quality | latency p50 / p95 | startup p50 / p95 | first frame at reader p95 | behind origin RTSP p50 | offload | server copies | peer CPU p95 | peer RSS max | origin / plugin CPU | load avg | wall |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range all {
