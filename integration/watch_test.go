@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,10 +75,19 @@ func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 // byte stream of a TCP connection to the plugin's peer listener: the tab
 // speaks /coop/2 with the real server partner, over a WebSocket instead
 // of a WebRTC data channel (the same framing, docs/webrtc.md).
-func watchServer(t *testing.T, peerAddr string) *httptest.Server {
+//
+// signalURL, when set, is the plugin's signalling endpoint, which the
+// server proxies at /rtc/signal: the page then finds it on its own origin,
+// as when the plugin's web port serves it.
+func watchServer(t *testing.T, peerAddr string, signalURL ...string) *httptest.Server {
 	t.Helper()
 	dir := builtWasm(t)
 	mux := http.NewServeMux()
+	if len(signalURL) > 0 {
+		u, err := url.Parse(strings.Replace(signalURL[0], "ws://", "http://", 1))
+		require.NoError(t, err)
+		mux.Handle("GET /rtc/signal", httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: u.Host}))
+	}
 	mux.HandleFunc("GET /watch/_/peer.wasm", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/wasm")
 		http.ServeFile(w, r, filepath.Join(dir, "peer.wasm"))
@@ -137,6 +148,8 @@ func watchServer(t *testing.T, peerAddr string) *httptest.Server {
 // tabStats is what the watch page publishes in window.coopStats.
 type tabStats struct {
 	ServerConnected bool    `json:"serverConnected"`
+	Partners        int     `json:"partners"`
+	StartupDelayMs  int64   `json:"startupDelayMs"`
 	Layers          int     `json:"layers"`
 	LayersPlayed    int     `json:"layersPlayed"`
 	Fragments       uint64  `json:"fragments"`

@@ -1,7 +1,8 @@
 // CoopStreaming browser peer: the JavaScript shell around peer.wasm (the
 // Go engine, peer/wasm). It does what Go cannot reach: the signalling
 // WebSocket and RTCPeerConnections (docs/webrtc.md), MediaSource playback
-// of the fMP4 the wasm hands over. Page: /watch/APP/KEY[?token=T&key=HEX&layers=N].
+// of the fMP4 the wasm hands over. Page: /watch/APP/KEY[?token=T&key=HEX&layers=N]
+// on the plugin's web port, whose /rtc/signal is the signalling socket.
 // Test hook: ?bridge=ws://... carries the server partner's byte stream
 // over a WebSocket instead of WebRTC (no peer partners then).
 (function () {
@@ -16,11 +17,19 @@
   const DIAL_TIMEOUT = 15000;
 
   let errors = 0;
+  // The last events, for whoever debugs the page (tests print them).
+  const events = [];
+  window.coopEvents = events;
+  function note(text) {
+    events.push(Math.round(performance.now()) + " " + text);
+    if (events.length > 100) events.shift();
+  }
   function state(s, text) {
     statsEl.dataset.state = s;
     if (text !== undefined) statsEl.textContent = text;
   }
   function fail(msg) {
+    note("error: " + msg);
     errors++;
     statsEl.dataset.errors = String(errors);
     console.warn("coop:", msg);
@@ -218,9 +227,11 @@
     ws.onmessage = (ev) => {
       let m;
       try { m = JSON.parse(ev.data); } catch (e) { fail("signalling: bad JSON"); return; }
+      note("signal in: " + m.type + (m.from ? " from " + m.from : "") + (m.code ? " " + m.code : ""));
       onSignal(m);
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
+      note("signalling closed: " + ev.code + " " + ev.reason);
       sig.joined = false;
       for (const name of sig.waiting.splice(0)) coopPeer.dialFailed(name);
       setTimeout(connectSignal, 2000); // open channels keep working meanwhile
@@ -278,6 +289,7 @@
     };
     s.fail = (why) => {
       if (!sig.sessions.has(id)) return;
+      note("session " + id + " with " + remote + " failed: " + why);
       sig.sessions.delete(id);
       clearTimeout(timer);
       if (!s.open) {
@@ -289,6 +301,7 @@
     s.channel = (dc) => {
       dc.binaryType = "arraybuffer";
       dc.onopen = () => {
+        note("channel open with " + remote);
         s.open = true;
         clearTimeout(timer);
         sig.sessions.delete(id);
@@ -299,6 +312,7 @@
   }
 
   function dialRTC(name) {
+    note("dial " + name);
     if (!sig.joined) { sig.waiting.push(name); return; }
     const remote = name; // "server" or 16 hex digits
     const s = session(randomHex(8), remote, name, true);
@@ -347,7 +361,10 @@
       init: onInit,
       fragment: onFragment,
       missed: () => { play.missed++; },
-      log: (level, text) => { if (level !== "debug") console.log("coop " + level + ": " + text); },
+      log: (level, text) => {
+        note(level + ": " + text);
+        if (level !== "debug") console.log("coop " + level + ": " + text);
+      },
     };
     const err = api.start({
       stream: stream, token: params.get("token") || "", peer: myID, streamKey: params.get("key") || "",

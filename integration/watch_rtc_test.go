@@ -1,0 +1,124 @@
+package integration
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// startBrowserFlags is startBrowser with extra Chromium flags (the
+// WebRTC tests need raw host candidates: docs/webrtc.md, "ICE and NAT").
+// It launches its own Chromium and attaches to its first page the same way.
+func startBrowserFlags(t *testing.T, flags ...string) *browser {
+	t.Helper()
+	bin := chromiumBinary(t)
+	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--mute-audio",
+		"--autoplay-policy=no-user-gesture-required", "--no-first-run", "--no-default-browser-check",
+		"--disable-dev-shm-usage", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
+		"--user-data-dir=" + t.TempDir(), "--window-size=1280,800"}, flags...)
+	p := startProcess(t, nil, bin, append(args, "about:blank")...)
+	var wsURL string
+	waitFor(t, 30*time.Second, "chromium DevTools endpoint", func() bool {
+		if m := devtoolsRe.FindStringSubmatch(p.out.String()); m != nil {
+			wsURL = m[1]
+			return true
+		}
+		return false
+	})
+	u, err := url.Parse(wsURL)
+	require.NoError(t, err)
+	var pageWS string
+	waitFor(t, 15*time.Second, "chromium page target", func() bool {
+		var targets []struct {
+			Type                 string `json:"type"`
+			WebSocketDebuggerURL string `json:"webSocketDebuggerUrl"`
+		}
+		if tryGetJSON("http://"+u.Host+"/json/list", &targets) != nil {
+			return false
+		}
+		for _, tg := range targets {
+			if tg.Type == "page" && tg.WebSocketDebuggerURL != "" {
+				pageWS = tg.WebSocketDebuggerURL
+				return true
+			}
+		}
+		return false
+	})
+	conn, err := dialWS(pageWS)
+	require.NoError(t, err, "CDP websocket")
+	t.Cleanup(func() { conn.Close() })
+	return &browser{t: t, conn: conn}
+}
+
+// TestBrowserPeerJoinsTheSwarmOverWebRTC: a headless Chromium tab runs
+// the wasm peer and joins a real swarm over WebRTC only — the server
+// partner through an offer the plugin answers, native coop-peers (-rtc)
+// as peer partners over data channels set up through the plugin's
+// signalling — and plays through MediaSource: currentTime advances,
+// frames grow, no stall over 1 s, and media comes from peers as well as
+// from the server.
+func TestBrowserPeerJoinsTheSwarmOverWebRTC(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "ffmpeg")
+	chromiumBinary(t)
+	builtWasm(t)
+	clip := encodedClip(t, "320x240", 90, "-preset", "ultrafast", "-b:v", "600k", "-maxrate", "600k",
+		"-bufsize", "600k", "-bf", "3", "-g", "30")
+	// The server's upload cap makes the peers feed each other.
+	o, peerAddr, signalURL := startRTCOrigin(t, "COOP_PLUGIN_UPLOADKBPS=2000")
+	publishClipRTMP(t, clip, o.rtmpURL("tab"))
+	o.waitPublishing(t, "live/tab")
+	rtcArgs := []string{"-rtc", signalURL, "-rtc-loopback", "-listen", ""}
+	natives := []*peerProc{startPeer(t, peerAddr, "live/tab", rtcArgs...), startPeer(t, peerAddr, "live/tab", rtcArgs...)}
+	waitFor(t, 40*time.Second, "the native peers playing", func() bool {
+		for _, p := range natives {
+			if !p.playing(4) {
+				return false
+			}
+		}
+		return true
+	})
+
+	srv := watchServer(t, peerAddr, signalURL)
+	b := startBrowserFlags(t, "--disable-features=WebRtcHideLocalIpsWithMdns")
+	t.Cleanup(func() {
+		if t.Failed() {
+			var events []string
+			_ = b.eval(`window.coopEvents || []`, &events)
+			t.Logf("page events:\n%s", strings.Join(events, "\n"))
+		}
+	})
+	b.navigate(srv.URL + "/watch/live/tab")
+	var first tabStats
+	waitFor(t, 90*time.Second, "the tab's video playing", func() bool {
+		var err error
+		first, err = b.tabStats()
+		if err == nil && first.CurrentTime > 0.5 && first.Frames > 0 {
+			return true
+		}
+		t.Logf("tab: %+v (err %v)", first, err)
+		return false
+	})
+	const window = 15 * time.Second
+	for end := time.Now().Add(window); time.Now().Before(end); {
+		time.Sleep(500 * time.Millisecond) // observation window, not synchronisation
+	}
+	last, err := b.tabStats()
+	require.NoError(t, err)
+	t.Logf("tab: first %+v", first)
+	t.Logf("tab: after %v %+v", window, last)
+	require.True(t, last.ServerConnected, "the server partner over WebRTC")
+	require.Greater(t, last.CurrentTime-first.CurrentTime, window.Seconds()*0.7, "video.currentTime advances")
+	require.Greater(t, last.Frames-first.Frames, int(window.Seconds()*10), "decoded frames grow")
+	require.Less(t, last.MaxStallMs, 1000, "no stall over 1 s")
+	require.Zero(t, last.ConvertErrors)
+	require.Greater(t, last.FromServer, uint64(0))
+	require.Greater(t, last.FromPeers, uint64(0), "media from the native peers over WebRTC data channels")
+	st := o.p2p(t)
+	require.Len(t, st.Streams, 1)
+	require.GreaterOrEqual(t, st.Streams[0].Peers, 3, "the tab is a peer of the swarm")
+	saveScreenshot(t, b, "watch-webrtc.png")
+}
