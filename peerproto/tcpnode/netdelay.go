@@ -223,6 +223,10 @@ func newDelayConn(nc net.Conn, delay time.Duration, maxBytes int) *delayConn {
 	}
 	c := &delayConn{Conn: nc, delay: delay, maxBytes: maxBytes, more: make(chan struct{}, 1),
 		space: make(chan struct{}, 1), done: make(chan struct{}), released: make(chan struct{})}
+	// The wire's write deadline is the releaser's from now on: one set
+	// before the wrap (the handshake's) would fail its writes later. A
+	// caller's write deadline bounds the wait for room in the line.
+	_ = nc.SetWriteDeadline(time.Time{})
 	go c.release()
 	return c
 }

@@ -199,7 +199,7 @@ func TestNodesOverTheDelayShimSeeTheRoundTrip(t *testing.T) {
 	t.Setenv(EnvNetDelayFile, file)
 
 	pub, priv, _ := ed25519.GenerateKey(nil)
-	srv := &Node{Listen: srvAddr, Config: engine.Config{
+	srv := &Node{Listen: srvAddr, HandshakeTimeout: time.Second, Config: engine.Config{
 		Role: wire.RoleServer, ID: 1, Stream: stream, SegmentDuration: 500 * time.Millisecond, SignKey: priv,
 	}}
 	require.NoError(t, srv.Start())
@@ -209,7 +209,9 @@ func TestNodesOverTheDelayShimSeeTheRoundTrip(t *testing.T) {
 	defer close(stop)
 	go produce(t, srv, priv, stop)
 
-	peer := &Node{Listen: peerAddr, NetDelay: table, Config: engine.Config{
+	// A short handshake timeout: the handshake's deadline must not
+	// outlive the handshake on the delayed connection.
+	peer := &Node{Listen: peerAddr, NetDelay: table, HandshakeTimeout: time.Second, Config: engine.Config{
 		Stream: stream, StreamKey: pub, Partners: 1, PlayoutDelay: 3 * time.Second,
 	}}
 	require.NoError(t, peer.Start())
@@ -226,4 +228,16 @@ func TestNodesOverTheDelayShimSeeTheRoundTrip(t *testing.T) {
 	require.GreaterOrEqual(t, handshake, 2*d, "both Hellos were delayed")
 	require.Eventually(t, func() bool { st := peerStats(peer); return st.Started && st.Due >= 4 },
 		30*time.Second, 100*time.Millisecond, "the peer plays over the delayed connection")
+	// And goes on playing over the same connection, well past the
+	// handshake timeout (both directions delayed).
+	before := peerStats(peer)
+	require.Eventually(t, func() bool { return peerStats(peer).Due >= before.Due+8 },
+		30*time.Second, 100*time.Millisecond, "4 s more of playback")
+	after := peerStats(peer)
+	due, onTime := after.Due-before.Due, after.BaseOnTime-before.BaseOnTime
+	t.Logf("after the start: %d/%d segments on time; server connections %d, closed for slowness %d",
+		onTime, due, srv.Counters().Conns.Load(), srv.Counters().SlowDisconnects.Load())
+	require.Equal(t, due, onTime, "every segment on time")
+	require.EqualValues(t, 1, srv.Counters().Conns.Load(), "the server kept the peer's connection")
+	require.EqualValues(t, 1, peer.Counters().Conns.Load(), "the peer kept the server's connection")
 }
