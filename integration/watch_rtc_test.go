@@ -14,6 +14,14 @@ import (
 // It launches its own Chromium and attaches to its first page the same way.
 func startBrowserFlags(t *testing.T, flags ...string) *browser {
 	t.Helper()
+	b, _ := startBrowserProc(t, flags...)
+	return b
+}
+
+// startBrowserProc is startBrowserFlags that also returns the Chromium
+// process (to kill a tab).
+func startBrowserProc(t *testing.T, flags ...string) (*browser, *proc) {
+	t.Helper()
 	bin := chromiumBinary(t)
 	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--mute-audio",
 		"--autoplay-policy=no-user-gesture-required", "--no-first-run", "--no-default-browser-check",
@@ -50,7 +58,7 @@ func startBrowserFlags(t *testing.T, flags ...string) *browser {
 	conn, err := dialWS(pageWS)
 	require.NoError(t, err, "CDP websocket")
 	t.Cleanup(func() { conn.Close() })
-	return &browser{t: t, conn: conn}
+	return &browser{t: t, conn: conn}, p
 }
 
 // TestBrowserPeerJoinsTheSwarmOverWebRTC: a headless Chromium tab runs
@@ -96,11 +104,7 @@ func TestBrowserPeerJoinsTheSwarmOverWebRTC(t *testing.T) {
 	waitFor(t, 90*time.Second, "the tab's video playing", func() bool {
 		var err error
 		first, err = b.tabStats()
-		if err == nil && first.CurrentTime > 0.5 && first.Frames > 0 {
-			return true
-		}
-		t.Logf("tab: %+v (err %v)", first, err)
-		return false
+		return err == nil && first.CurrentTime > 0.5 && first.Frames > 0
 	})
 	const window = 15 * time.Second
 	for end := time.Now().Add(window); time.Now().Before(end); {

@@ -51,6 +51,21 @@ type conn struct {
 	lim      *rate.Limiter
 	queue    [][]byte // pieces waiting for the channel's buffer to drain
 	queued   int
+	// Media payload bytes received from and sent to this partner.
+	mediaIn, mediaOut uint64
+}
+
+// maxDeparted bounds the per-partner byte totals kept for partners gone.
+const maxDeparted = 256
+
+// sourceBytes is one partner's media bytes, for the page's "bytes by
+// source".
+type sourceBytes struct {
+	Peer     string `json:"peer"`
+	Server   bool   `json:"server"`
+	BytesIn  uint64 `json:"bytesIn"`
+	BytesOut uint64 `json:"bytesOut"`
+	Gone     bool   `json:"gone,omitempty"`
 }
 
 // driver is the engine's Env in the page. Everything runs on the page's
@@ -68,6 +83,8 @@ type driver struct {
 	next    int
 	dialing map[wire.PeerID]time.Time // peer dials asked of the page
 	failed  []wire.PeerID             // dial failures for the engine, at the next run
+
+	departed []sourceBytes // totals of partners gone, newest last (at most maxDeparted)
 
 	serverDialAt   time.Time // when the server dial was asked (zero: none pending)
 	serverNextDial time.Time
@@ -321,6 +338,9 @@ func (d *driver) read(c *conn) {
 			d.handshake(c, m)
 			continue
 		}
+		if dm, isData := m.(*wire.Data); isData {
+			c.mediaIn += uint64(len(dm.Payload))
+		}
 		d.eng.Receive(c.id, m)
 	}
 }
@@ -437,10 +457,18 @@ func (d *driver) gone(c *conn) {
 	delete(d.conns, c.handle)
 	if c.up {
 		delete(d.byPeer, c.id)
+		d.departed = append(d.departed, c.source(true))
+		if len(d.departed) > maxDeparted {
+			d.departed = d.departed[len(d.departed)-maxDeparted:]
+		}
 		d.eng.Disconnected(c.id)
 	} else {
 		d.failDial(c)
 	}
+}
+
+func (c *conn) source(gone bool) sourceBytes {
+	return sourceBytes{Peer: formatPeer(c.id), Server: c.server, BytesIn: c.mediaIn, BytesOut: c.mediaOut, Gone: gone}
 }
 
 // failDial reports a dial that ended before its handshake.
@@ -530,6 +558,9 @@ func (d *driver) Rand() *rand.Rand { return d.rng }
 // Send implements engine.Env.
 func (d *driver) Send(to wire.PeerID, m wire.Message) {
 	if c := d.byPeer[to]; c != nil {
+		if dm, isData := m.(*wire.Data); isData {
+			c.mediaOut += uint64(len(dm.Payload))
+		}
 		d.write(c, wire.Marshal(m))
 	}
 }
@@ -593,6 +624,8 @@ type pageStats struct {
 	Offload         float64 `json:"offload"`
 	MediaBytesOut   uint64  `json:"mediaBytesOut"`
 	BadData         uint64  `json:"badData"`
+	// Sources are the media bytes by partner, connected and gone.
+	Sources []sourceBytes `json:"sources"`
 	player
 }
 
@@ -615,6 +648,10 @@ func (d *driver) jsStats([]js.Value) any {
 		s.FromServer, s.FromPeers, s.Offload = st.UsefulFromServer, st.UsefulFromPeers, st.Offload()
 		s.MediaBytesOut, s.BadData = st.MediaBytesOut, st.BadData
 		s.player = d.play.snapshot()
+		s.Sources = append(s.Sources, d.departed...)
+		for _, c := range d.byPeer {
+			s.Sources = append(s.Sources, c.source(false))
+		}
 	})
 	b, _ := json.Marshal(s)
 	return string(b)

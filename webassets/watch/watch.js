@@ -49,7 +49,7 @@
   const play = {
     ms: null, sb: null, mime: "", queue: [], started: false,
     fragments: 0, bytes: 0, layers: 0, missed: 0,
-    lastTime: 0, stallMs: 0, maxStallMs: 0, stalls: 0, stalledSince: 0, jumps: 0,
+    lastTime: 0, lastMoveAt: 0, inStall: false, maxStallMs: 0, stalls: 0, jumps: 0,
   };
 
   function onInit(mime, bytes) {
@@ -149,15 +149,18 @@
       play.jumps++;
     }
     if (video.paused && play.started) video.play().catch(() => {});
+    // A stall: the playhead did not move between two samples while
+    // playing; it lasts from the last sample at which it moved.
     const now = performance.now();
-    if (t === play.lastTime && !video.paused) {
-      if (!play.stalledSince) {
-        play.stalledSince = now;
+    if (t !== play.lastTime || video.paused || !play.lastMoveAt) {
+      play.lastMoveAt = now;
+      play.inStall = false;
+    } else {
+      if (!play.inStall) {
+        play.inStall = true;
         play.stalls++;
       }
-      play.maxStallMs = Math.max(play.maxStallMs, now - play.stalledSince);
-    } else {
-      play.stalledSince = 0;
+      play.maxStallMs = Math.max(play.maxStallMs, now - play.lastMoveAt);
     }
     play.lastTime = t;
     trim(20);
@@ -339,7 +342,7 @@
     let s;
     try { s = JSON.parse(coopPeer.stats()); } catch (e) { return; }
     const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : { totalVideoFrames: 0, droppedVideoFrames: 0 };
-    const playing = play.started && !video.paused && play.stalledSince === 0;
+    const playing = play.started && !video.paused && !play.inStall;
     statsEl.dataset.state = errors > 0 && !playing ? "error" : playing ? "playing" : s.serverConnected ? "waiting for stream" : "connecting";
     statsEl.dataset.errors = String(errors);
     window.coopStats = Object.assign(s, {
