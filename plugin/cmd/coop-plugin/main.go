@@ -21,6 +21,7 @@ import (
 	"github.com/coopstreaming/coop/plugin/jointoken"
 	"github.com/coopstreaming/coop/plugin/p2pserver"
 	"github.com/coopstreaming/coop/plugin/pluginapi"
+	"github.com/coopstreaming/coop/webassets"
 )
 
 func main() {
@@ -34,7 +35,7 @@ func main() {
 	level := new(slog.LevelVar)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "plugin")
 	slog.SetDefault(log)
-	svc := &p2pserver.Service{Log: log, Level: level}
+	svc := &p2pserver.Service{Log: log, Level: level, Watch: webassets.Watch()} // /watch/ on the web port
 	go exitWithParent(log)
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: pluginapi.Handshake,
