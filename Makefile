@@ -21,10 +21,11 @@ SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 # The browser peer's packages whose unit tests also run compiled to
 # WebAssembly under Node (make test-wasm): the engine and everything it
-# is made of, the segment format and the page's fMP4 conversion.
+# is made of, the segment format, the page's fMP4 conversion and the
+# browser driver itself (peer/wasm, whose tests need syscall/js).
 WASM_TEST_PKGS := ./peerproto/wire/ ./peerproto/manifest/ ./peerproto/scheduler/ ./peerproto/playback/ \
 	./peerproto/buffermap/ ./peerproto/qos/ ./peerproto/push/ ./peerproto/partners/ ./peerproto/upload/ \
-	./peerproto/monitor/ ./peerproto/engine/ ./segment/ ./peer/fmp4/ ./peer/wasm/frames/
+	./peerproto/monitor/ ./peerproto/engine/ ./segment/ ./peer/fmp4/ ./peer/wasm/frames/ ./peer/wasm/
 
 .PHONY: help build run peer proto play-peer sim sim-speed test test-short test-wasm wasm lint fuzz bench chaos deps publish play
 
