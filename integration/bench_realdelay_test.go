@@ -200,19 +200,22 @@ type rdRun struct {
 	FirstFrameP95  float64            `json:"firstFrameP95s"`
 	BehindRTSPp50  float64            `json:"behindOriginRtspP50s"`
 	Offload        float64            `json:"offload"`
-	ServerCopies   float64            `json:"serverCopies"`
-	CPUp95         float64            `json:"peerCpuP95"`
-	RSSMaxMiB      float64            `json:"peerRssMaxMiB"`
-	OriginCPU      float64            `json:"originCpu"`
-	PluginCPU      float64            `json:"pluginCpu"`
-	LoadAvg        string             `json:"loadAvg"`
-	PerPeer        []rdPeer           `json:"perPeer"`
-	Sim            rdSim              `json:"sim"`
-	DelayScale     float64            `json:"delayScale"`
-	DelayRTTp50ms  float64            `json:"rttP50ms"`
-	DelayRTTmaxMs  float64            `json:"rttMaxMs"`
-	WallSeconds    float64            `json:"wallSeconds"`
-	ReaderFailures int                `json:"readerFailures"`
+	// OffloadOrigin is the offload the origin's /v1/p2p reports over the
+	// window (from the peers' reports to the plugin).
+	OffloadOrigin  float64  `json:"offloadOrigin"`
+	ServerCopies   float64  `json:"serverCopies"`
+	CPUp95         float64  `json:"peerCpuP95"`
+	RSSMaxMiB      float64  `json:"peerRssMaxMiB"`
+	OriginCPU      float64  `json:"originCpu"`
+	PluginCPU      float64  `json:"pluginCpu"`
+	LoadAvg        string   `json:"loadAvg"`
+	PerPeer        []rdPeer `json:"perPeer"`
+	Sim            rdSim    `json:"sim"`
+	DelayScale     float64  `json:"delayScale"`
+	DelayRTTp50ms  float64  `json:"rttP50ms"`
+	DelayRTTmaxMs  float64  `json:"rttMaxMs"`
+	WallSeconds    float64  `json:"wallSeconds"`
+	ReaderFailures int      `json:"readerFailures"`
 }
 
 // rdSim is the simulator's run of the same scenario.
@@ -447,6 +450,9 @@ func realDelayedRun(t *testing.T, pub rdPublisher, clip string, n int, seed uint
 	run.IngestBps = float64(p2pB.BytesPushed-p2pA.BytesPushed) / secs
 	if len(p2pA.Streams) > 0 && len(p2pB.Streams) > 0 && run.IngestBps > 0 {
 		run.ServerCopies = float64(p2pB.Streams[0].ServerMediaBytes-p2pA.Streams[0].ServerMediaBytes) / secs / run.IngestBps
+		peersB := float64(p2pB.Streams[0].PeerBytesFromPeers - p2pA.Streams[0].PeerBytesFromPeers)
+		serverB := float64(p2pB.Streams[0].PeerBytesFromServer - p2pA.Streams[0].PeerBytesFromServer)
+		run.OffloadOrigin = peersB / max(peersB+serverB, 1)
 	}
 
 	// The frames of the window, once the late ones had their grace.
@@ -657,7 +663,7 @@ func rdReport(all []rdRun, n, runs int) string {
 		"server on a transit router, peer i as simulator peer ID i+2), with tcpnode's test-only delay shim ($%s). Peers join %v–%v "+
 		"after the publisher starts; window %v–%v. Readers decode every peer's /stream.ts (and the origin's RTSP, the reference) "+
 		"and read the frame numbers. %d runs per publisher (topology seeds 1..%d); medians over runs. Definitions: ../shared/docs/metrics.md.\n\n",
-		all[0].commitOr(), rdServerKbps, n, tcpnode.EnvNetDelayFile, rdJoinAt, rdJoinAt+rdJoinSpread, rdWarmup, rdWarmup+rdWindow, runs, runs)
+		all[0].commitOr()+rdScaleNote(all[0].DelayScale), rdServerKbps, n, tcpnode.EnvNetDelayFile, rdJoinAt, rdJoinAt+rdJoinSpread, rdWarmup, rdWarmup+rdWindow, runs, runs)
 	byPub := map[string][]rdRun{}
 	var order []string
 	for _, r := range all {
@@ -713,11 +719,11 @@ func rdReport(all []rdRun, n, runs int) string {
 		}
 		md.WriteString("\n")
 	}
-	md.WriteString("\n## Runs\n\n| publisher | seed | RTT to server p50 / max | ingest | frames delivered min / p50 | continuity (p5) | quality | latency p50 / p95 | startup p50 / p95 | first frame at reader p95 | behind origin RTSP p50 | offload | server copies | peer CPU p95 | peer RSS max | origin / plugin CPU | load avg | wall |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	md.WriteString("\n## Runs\n\n| publisher | seed | RTT to server p50 / max | ingest | frames delivered min / p50 | continuity (p5) | quality | latency p50 / p95 | startup p50 / p95 | first frame at reader p95 | behind origin RTSP p50 | offload (origin's /v1/p2p) | server copies | peer CPU p95 | peer RSS max | origin / plugin CPU | load avg | wall |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range all {
-		fmt.Fprintf(&md, "| %s | %d | %.0f / %.0f ms | %.0f kbit/s | %.4f / %.4f | %.3f (%.3f) | %.3f | %.2f / %.2f s | %.2f / %.2f s | %.2f s | %.2f s | %.3f | %.2f | %.2f%% | %.1f MiB | %.1f%% / %.1f%% | %s | %.0f s |\n",
+		fmt.Fprintf(&md, "| %s | %d | %.0f / %.0f ms | %.0f kbit/s | %.4f / %.4f | %.3f (%.3f) | %.3f | %.2f / %.2f s | %.2f / %.2f s | %.2f s | %.2f s | %.3f (%.3f) | %.2f | %.2f%% | %.1f MiB | %.1f%% / %.1f%% | %s | %.0f s |\n",
 			r.Publisher, r.Seed, r.DelayRTTp50ms, r.DelayRTTmaxMs, r.IngestBps*8/1000, r.DeliveredMin, r.DeliveredP50, r.Continuity, r.ContinuityP5,
-			r.Quality, r.LatencyP50, r.LatencyP95, r.StartupP50, r.StartupP95, r.FirstFrameP95, r.BehindRTSPp50, r.Offload, r.ServerCopies,
+			r.Quality, r.LatencyP50, r.LatencyP95, r.StartupP50, r.StartupP95, r.FirstFrameP95, r.BehindRTSPp50, r.Offload, r.OffloadOrigin, r.ServerCopies,
 			100*r.CPUp95, r.RSSMaxMiB, 100*r.OriginCPU, 100*r.PluginCPU, r.LoadAvg, r.WallSeconds)
 	}
 	md.WriteString("\n## Frames delivered per peer (decoded at its /stream.ts ÷ published frames of the same 30 s of media; layers played at the window's end)\n\n| peer | upload | RTT to server (seed 1) |")
@@ -736,6 +742,13 @@ func rdReport(all []rdRun, n, runs int) string {
 		md.WriteString("\n")
 	}
 	return md.String()
+}
+
+func rdScaleNote(k float64) string {
+	if k == 1 {
+		return ""
+	}
+	return fmt.Sprintf(" (**delays scaled by %g**: COOP_REALDELAY_SCALE)", k)
 }
 
 func (r rdRun) commitOr() string {
