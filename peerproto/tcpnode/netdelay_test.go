@@ -241,3 +241,80 @@ func TestNodesOverTheDelayShimSeeTheRoundTrip(t *testing.T) {
 	require.EqualValues(t, 1, srv.Counters().Conns.Load(), "the server kept the peer's connection")
 	require.EqualValues(t, 1, peer.Counters().Conns.Load(), "the peer kept the server's connection")
 }
+
+// Behind the delay shim a receiver that stops reading still stalls only
+// itself: the delay line fills to its bound, the send queue behind it
+// grows, the server skips that partner and closes it after StallTimeout
+// (as without the shim: an unbounded line would never stall the writer),
+// while a delayed honest peer keeps playing.
+func TestAStalledReceiverBehindTheDelayShimStallsOnlyItself(t *testing.T) {
+	// Every pair 30 ms apart (the attacker's Hello names no address: the
+	// default applies to it).
+	table := &NetDelay{Default: 30 * time.Millisecond, LineBytes: 256 << 10}
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	srv := &Node{Listen: "127.0.0.1:0", NetDelay: table, StallTimeout: 2 * time.Second, Config: engine.Config{
+		Role: wire.RoleServer, ID: 1, Stream: stream, SegmentDuration: 500 * time.Millisecond, SignKey: priv,
+	}}
+	require.NoError(t, srv.Start())
+	t.Cleanup(srv.Close)
+	stop := make(chan struct{})
+	defer close(stop)
+	go produce(t, srv, priv, stop)
+
+	honest := &Node{Listen: "127.0.0.1:0", NetDelay: table, Config: engine.Config{
+		Stream: stream, StreamKey: pub, Partners: 1, PlayoutDelay: 3 * time.Second,
+	}}
+	require.NoError(t, honest.Start())
+	t.Cleanup(honest.Close)
+	honest.Connect(srv.Addr().String())
+	require.Eventually(t, func() bool { st := peerStats(honest); return st.Started && st.Due >= 4 },
+		30*time.Second, 100*time.Millisecond, "the honest peer starts playing")
+
+	c := dialTinyWindow(t, srv.Addr().String())
+	_, err := c.Write(wire.Marshal(&wire.Hello{Protocol: wire.ProtocolID, Version: wire.Version, Role: wire.RolePeer,
+		Stream: stream, Peer: 666}))
+	require.NoError(t, err)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r, _, err := ReadHello(c)
+	require.NoError(t, err)
+	var edge uint64
+	for edge == 0 {
+		m, _, err := r.Read()
+		require.NoError(t, err)
+		if w, ok := m.(*wire.Welcome); ok {
+			edge = w.LiveEdge
+		}
+	}
+	before := peerStats(honest)
+	skipped := func() uint64 {
+		var n uint64
+		_ = srv.Do(func(e *engine.Engine) { n = e.Stats().SkippedBacklog })
+		return n
+	}
+	// Requests, never reading, until the server closes us (bounded).
+	until := time.Now().Add(30 * time.Second)
+	for i := 0; time.Now().Before(until) && srv.Counters().SlowDisconnects.Load() == 0; i++ {
+		seq := edge + uint64(i/10)
+		var batch []byte
+		for back := uint64(0); back < 4 && back <= seq; back++ {
+			for l := uint8(0); l < 3; l++ {
+				batch = wire.AppendFrame(batch, &wire.Request{Seq: seq - back, Layer: l, Flags: wire.RequestManifest})
+			}
+		}
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write(batch); err != nil {
+			break // the server closed us: stalled and dropped
+		}
+		time.Sleep(50 * time.Millisecond) // pacing of the attack, not synchronisation
+	}
+	// The honest peer over the attack, plus 4 s more.
+	mid := peerStats(honest)
+	require.Eventually(t, func() bool { return peerStats(honest).Due >= mid.Due+8 }, 30*time.Second, 100*time.Millisecond)
+	after := peerStats(honest)
+	due, onTime := after.Due-before.Due, after.BaseOnTime-before.BaseOnTime
+	t.Logf("stalled receiver: skipped %d times, slow disconnects %d; honest peer %d/%d on time",
+		skipped(), srv.Counters().SlowDisconnects.Load(), onTime, due)
+	require.Positive(t, skipped(), "the stalled partner's requests were passed over")
+	require.Positive(t, srv.Counters().SlowDisconnects.Load(), "the stalled partner was closed")
+	require.GreaterOrEqual(t, float64(onTime)/float64(due), 0.99, "the honest peer kept playing")
+}
