@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall/js"
@@ -626,6 +627,10 @@ type pageStats struct {
 	BadData         uint64  `json:"badData"`
 	// Sources are the media bytes by partner, connected and gone.
 	Sources []sourceBytes `json:"sources"`
+	// GoHeap is the Go heap in use and GoSys the memory the Go runtime
+	// holds (the wasm linear memory it grew to), bytes.
+	GoHeap uint64 `json:"goHeapBytes"`
+	GoSys  uint64 `json:"goSysBytes"`
 	player
 }
 
@@ -648,6 +653,9 @@ func (d *driver) jsStats([]js.Value) any {
 		s.FromServer, s.FromPeers, s.Offload = st.UsefulFromServer, st.UsefulFromPeers, st.Offload()
 		s.MediaBytesOut, s.BadData = st.MediaBytesOut, st.BadData
 		s.player = d.play.snapshot()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		s.GoHeap, s.GoSys = ms.HeapAlloc, ms.Sys
 		s.Sources = append(s.Sources, d.departed...)
 		for _, c := range d.byPeer {
 			s.Sources = append(s.Sources, c.source(false))

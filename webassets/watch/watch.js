@@ -15,6 +15,7 @@
   document.getElementById("title").textContent = "CoopStreaming — " + stream;
   const PIECE_MAX = 64 * 1024; // a larger received message closes the channel (Go checks too)
   const DIAL_TIMEOUT = 15000;
+  const LIVE_LAG = 1.0; // seconds of media kept buffered ahead of the playhead
 
   let errors = 0;
   // The last events, for whoever debugs the page (tests print them).
@@ -123,8 +124,8 @@
     if (b.length === 0) return;
     const end = b.end(b.length - 1);
     if (!play.started) {
-      if (end - b.start(b.length - 1) >= 1.0) {
-        video.currentTime = b.start(b.length - 1);
+      if (end - b.start(b.length - 1) >= LIVE_LAG) {
+        video.currentTime = Math.max(b.start(b.length - 1), end - LIVE_LAG);
         play.started = true;
         video.play().catch((e) => fail("play: " + e));
       }
@@ -144,9 +145,18 @@
         }
       }
     }
-    if (end - t > 10) { // far behind (a long pause): back to the edge
-      video.currentTime = end - 2;
+    // Hold the playhead LIVE_LAG behind the newest media: the engine
+    // hands a segment over at its playback deadline, so that is the
+    // margin for one late segment. Behind it, play 5% faster until back;
+    // far behind (a long pause), seek.
+    const lag = end - t;
+    play.lag = lag;
+    if (lag > LIVE_LAG + 3) {
+      video.currentTime = end - LIVE_LAG;
       play.jumps++;
+    } else {
+      const rate = lag > LIVE_LAG + 0.25 ? 1.05 : 1.0;
+      if (video.playbackRate !== rate) video.playbackRate = rate;
     }
     if (video.paused && play.started) video.play().catch(() => {});
     // A stall: the playhead did not move between two samples while
@@ -347,7 +357,7 @@
     statsEl.dataset.errors = String(errors);
     window.coopStats = Object.assign(s, {
       currentTime: video.currentTime, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames,
-      stalls: play.stalls, maxStallMs: Math.round(play.maxStallMs), jumps: play.jumps,
+      stalls: play.stalls, maxStallMs: Math.round(play.maxStallMs), jumps: play.jumps, lagS: play.lag || 0,
       appended: play.fragments, appendedBytes: play.bytes,
     });
     statsEl.textContent =
