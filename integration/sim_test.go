@@ -617,7 +617,8 @@ func scaleFinding(point func(string, int) runSummary, ns []int, d time.Duration)
 // TestSimQuick is the reduced matrix for working on the data plane
 // (COOP_SIM_QUICK=1; about a few minutes on one core): coop layered at
 // N = 500 and 1000, coop single layer and coop homogeneous 1.2x at
-// N = 500, seeds 1–3, 60 s simulated. It prints the medians and, with
+// N = 500, the flash crowd to N = 1000 (opt-in: COOP_SIM_QUICK_ONLY=flash),
+// seeds 1–3, 60 s simulated. It prints the medians and, with
 // COOP_SIM_QUICK_OUT, writes them there. COOP_SIM_QUICK_ONLY restricts it
 // to the scenarios whose name contains that text; COOP_SIM_QUICK_PAR runs
 // that many at once (default 1); COOP_SIM_QUICK_PLAYOUT and
@@ -664,11 +665,16 @@ func TestSimQuick(t *testing.T) {
 			sc.Uploads = []swarm.UploadClass{{Share: 1, Factor: 1.2}}
 			return sc
 		}},
+		{"flash crowd", 1000, func(seed uint64, n int) swarm.Scenario {
+			sc := simScenario(seed, n/10, d, nil)
+			addFlashCrowd(&sc, n)
+			return sc
+		}},
 	}
 	only := os.Getenv("COOP_SIM_QUICK_ONLY")
 	var jobs []job
 	for _, p := range points {
-		if only != "" && !strings.Contains(fmt.Sprintf("%s %d", p.name, p.n), only) {
+		if only == "" && p.name == "flash crowd" || only != "" && !strings.Contains(fmt.Sprintf("%s %d", p.name, p.n), only) {
 			continue
 		}
 		for _, seed := range seeds {

@@ -240,6 +240,12 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 			// most what the link carries, often less (a slow partner).
 			e.downCap.Add(float64(len(m.Payload)) / dt.Seconds())
 		}
+	} else if req == nil && len(m.Payload) >= 8<<10 && !e.lastArrival.IsZero() && now.Sub(e.lastArrival) < pushSampleGap {
+		// A pushed piece right behind another delivery: the link was
+		// busy in between, so the gap is this piece's transfer time.
+		if dt := now.Sub(e.lastArrival); dt > 0 {
+			e.downCap.Add(float64(len(m.Payload)) / dt.Seconds())
+		}
 	}
 	e.lastArrival = now
 	p.recv.Add(now, len(m.Payload))

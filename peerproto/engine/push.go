@@ -373,7 +373,16 @@ func (e *Engine) pushWant(k int) int {
 		n = max(n, int(p.childLayers[k]))
 	}
 	n = min(n, e.cfg.Layers)
-	if e.downCap.Measured() {
+	if !e.downCap.Measured() {
+		// For its first newcomerBaseOnly, unless its download is measured
+		// by then, a newcomer is pushed the base layer only: parents push
+		// at their pace, whatever the link carries, and the base is the
+		// half of the stream that plays (a flash crowd of newcomers
+		// then finds peer parents instead of queueing at the server).
+		if e.env.Now().Sub(e.joinedAt) < newcomerBaseOnly {
+			return 1
+		}
+	} else {
 		// Never more than the measured download carries with headroom:
 		// pushes the link cannot take delay the base behind them.
 		fit, sum := 1, 0.0
@@ -387,6 +396,14 @@ func (e *Engine) pushWant(k int) int {
 	}
 	return n
 }
+
+// pushSampleGap: a pushed piece that arrives within this of the previous
+// delivery is a download capacity sample (the link was busy).
+const pushSampleGap = 100 * time.Millisecond
+
+// newcomerBaseOnly is how long an unmeasured newcomer subscribes to the
+// base layer only (pushWant).
+const newcomerBaseOnly = 10 * time.Second
 
 // managePush is a peer's periodic push work: replace failed or lagging
 // parents, choose parents for sub-streams without one, follow the layers
@@ -465,13 +482,8 @@ func (e *Engine) pushCandidates() []pushCandidate {
 // chooseParent picks a parent for sub-stream k (0: none now).
 func (e *Engine) chooseParent(cands []pushCandidate, k int) wire.PeerID {
 	pc := make([]push.Candidate, len(cands))
-	// Until its download is measured a newcomer takes only the server as
-	// a parent (a root): peer parents push at their pace, whatever the
-	// link carries.
-	unmeasured := !e.downCap.Measured()
 	for i, c := range cands {
 		_, ex := e.push.excluded[exclusion{c.p.id, k}]
-		ex = ex || unmeasured && !c.p.server
 		pc[i] = push.Candidate{Hops: e.partnerHops(c.p, k), Score: c.score, Excluded: ex}
 	}
 	i := push.Choose(pc, wire.NoHops, e.env.Rand())
