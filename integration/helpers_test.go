@@ -295,7 +295,10 @@ func launchOrigin(t *testing.T, plugin bool, env []string, args ...string) (*ori
 		if plugin {
 			peerAddr = freeAddr(t)
 			all = append(all, "COOP_PLUGIN_ENABLED=true", "COOP_PLUGIN_PATH="+filepath.Join(binDir, "coop-plugin"),
-				"COOP_PLUGIN_ADDRESS="+peerAddr, "COOP_PLUGIN_KEYFILE="+filepath.Join(t.TempDir(), "stream.key"))
+				"COOP_PLUGIN_ADDRESS="+peerAddr, "COOP_PLUGIN_KEYFILE="+filepath.Join(t.TempDir(), "stream.key"),
+				// Each plugin its own web port (the default :7071 would be
+				// taken by the first; a test may override it in env).
+				"COOP_PLUGIN_WEBADDRESS="+freeAddr(t))
 		}
 		p := startProcess(t, append(all, env...), filepath.Join(binDir, "coop-origin"), args...)
 		o.proc, o.cmd, o.out = p, p.cmd, p.out
