@@ -15,8 +15,9 @@ import (
 
 // TestBenchBrowserPeer measures the browser peer (issue 14): N headless
 // Chromium tabs running the wasm peer and 2 native coop-peers, all over
-// WebRTC, in a swarm fed by the latency publisher (numbered frames,
-// ~1 Mbit/s). Per tab: glass-to-glass latency (the page's presented frames,
+// WebRTC, in a swarm fed by the latency publisher (numbered frames with
+// noise, held at 1 Mbit/s; the rate received is reported). Per tab:
+// glass-to-glass latency (the page's presented frames,
 // requestVideoFrameCallback, decoded like TestBenchLatency's readers),
 // startup delay (join → first segment played, the engine's own figure),
 // renderer CPU and memory (/proc) and Chromium's main-thread busy time;
@@ -37,7 +38,7 @@ func TestBenchBrowserPeer(t *testing.T) {
 	const window, warmup = 30 * time.Second, 4 * time.Second
 	load0 := loadAverage()
 	o, peerAddr, signalURL := startRTCOrigin(t, "COOP_PLUGIN_UPLOADKBPS=3000")
-	pub := startLatencyPublisher(t, o.rtmpURL("bench"), 180*time.Second)
+	pub := startNoisyLatencyPublisher(t, o.rtmpURL("bench"), 180*time.Second)
 	o.waitPublishing(t, "live/bench")
 	rtcArgs := []string{"-rtc", signalURL, "-rtc-loopback", "-listen", "", "-upload-kbps", "2000"}
 	natives := []*peerProc{startPeer(t, peerAddr, "live/bench", rtcArgs...), startPeer(t, peerAddr, "live/bench", rtcArgs...)}
@@ -172,7 +173,10 @@ func TestBenchBrowserPeer(t *testing.T) {
 		natStartup = append(natStartup, float64(p.stats(t).StartupDelayMs))
 	}
 	dPeers := float64(swarm1.PeerBytesFromPeers - swarm0.PeerBytesFromPeers)
-	offload := dPeers / max(1, dPeers+float64(swarm1.PeerBytesFromServer-swarm0.PeerBytesFromServer))
+	dAll := dPeers + float64(swarm1.PeerBytesFromServer-swarm0.PeerBytesFromServer)
+	offload := dPeers / max(1, dAll)
+	// The stream's rate as the peers received it (useful bytes, every peer).
+	kbps := dAll * 8 / 1000 / window.Seconds() / float64(max(1, swarm1.Peers))
 	load1 := loadAverage()
 
 	summary := map[string]any{
@@ -182,7 +186,7 @@ func TestBenchBrowserPeer(t *testing.T) {
 			"mainThreadBusy": median(busy), "chromiumCores": median(cores), "rendererRssMiB": median(rRSS), "jsHeapMiB": median(heap),
 			"nativeLatencyP50s": median(natLat), "nativeStartupMs": median(natStartup),
 		},
-		"swarmOffload": offload, "perTab": res, "native": natRuns,
+		"swarmOffload": offload, "streamKbps": kbps, "perTab": res, "native": natRuns,
 		"clock": map[string]any{"teeFrames": c.frames, "residualP5s": c.p5, "residualP95s": c.p95, "onClock": clockOK},
 	}
 	dir := filepath.Join("..", "bench", "results")
@@ -193,8 +197,8 @@ func TestBenchBrowserPeer(t *testing.T) {
 	var md strings.Builder
 	fmt.Fprintf(&md, "# Browser peer (wasm in headless Chromium)\n\n")
 	fmt.Fprintf(&md, "`make bench` (TestBenchBrowserPeer): %d tabs running peer/wasm and 2 native coop-peers, all over WebRTC on loopback, "+
-		"the latency publisher's numbered 320x240 frames (~1 Mbit/s, x264 zerolatency, 1 layer), server upload 3000 kbit/s, natives 2000 kbit/s; "+
-		"%v window after %v warm-up; host load %s → %s (2 cores, shared).\n\n", nTabs, window, warmup, load0, load1)
+		"the latency publisher's numbered 320x240 frames with noise (x264 zerolatency at 1000 kbit/s, 1 layer; %.0f kbit/s per peer as received), server upload 3000 kbit/s, natives 2000 kbit/s; "+
+		"%v window after %v warm-up; host load %s → %s (2 cores, shared).\n\n", nTabs, kbps, window, warmup, load0, load1)
 	if !clockOK {
 		fmt.Fprintf(&md, "**The publisher was off its clock in this run** (tee residual p5 %+.2f s, p95 %+.2f s: the host stalled it), "+
 			"so the absolute latencies are off by up to that much; the tab and native figures, read in the same run, still compare.\n\n", c.p5, c.p95)
@@ -215,9 +219,26 @@ func TestBenchBrowserPeer(t *testing.T) {
 			r.Latency.Samples, r.StartupMs, r.RendererCores, r.RendererRSSMiB, r.Continuity, r.MaxStallMs)
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "browser.md"), []byte(md.String()), 0o644))
-	t.Logf("bench_browser: tabs latency p50 %.2f s (native %.2f s), startup %.0f ms (native %.0f), renderer %.2f cores, %.0f MiB; offload %.2f",
-		median(lat), median(natLat), median(startup), median(natStartup), median(rCores), median(rRSS), offload)
+	t.Logf("bench_browser: tabs latency p50 %.2f s (native %.2f s), startup %.0f ms (native %.0f), renderer %.2f cores, %.0f MiB; offload %.2f; stream %.0f kbit/s",
+		median(lat), median(natLat), median(startup), median(natStartup), median(rCores), median(rRSS), offload, kbps)
 	for i, r := range res {
 		require.NotZero(t, r.Latency.Samples, "tab %d presented numbered frames in the window", i)
 	}
+}
+
+// startNoisyLatencyPublisher is startLatencyPublisher with temporal
+// noise on the frames (±20 luma: the bars still decode) and the encoder
+// held at 1 Mbit/s, the rate the issue measures a browser peer at (the
+// plain numbered frames encode to ~100 kbit/s).
+func startNoisyLatencyPublisher(t *testing.T, rtmpURL string, d time.Duration) *frameLog {
+	secs := strconv.Itoa(int(d.Seconds()))
+	args := []string{"-hide_banner", "-nostats", "-loglevel", "warning", "-re",
+		"-f", "lavfi", "-i", latencyVideo + ",noise=c0s=20:c0f=t", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+		"-map", "0:v", "-map", "1:a"}
+	args = append(args, latencyEncoder...)
+	args = append(args, "-b:v", "1000k", "-maxrate", "1000k", "-bufsize", "500k",
+		"-c:a", "aac", "-t", secs, "-f", "flv", rtmpURL,
+		"-map", "0:v", "-t", secs, "-f", "rawvideo", "-pix_fmt", "gray", "-fps_mode", "passthrough", "-flush_packets", "1", "pipe:1")
+	l, _ := startPiped(t, "ffmpeg", args...)
+	return l
 }
