@@ -33,12 +33,13 @@ var (
 
 // builtWasm builds peer/wasm for the browser once per test process (the
 // binaries TestMain builds may predate `make wasm`) and returns the
-// directory holding peer.wasm and the toolchain's wasm_exec.js.
+// directory holding peer.wasm and the toolchain's wasm_exec.js (under
+// binDir, removed with it).
 func builtWasm(t *testing.T) string {
 	t.Helper()
 	wasmOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "coop-wasm-")
-		if err != nil {
+		dir := filepath.Join(binDir, "wasm")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			wasmErr = err
 			return
 		}
