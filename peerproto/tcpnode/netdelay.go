@@ -102,11 +102,12 @@ func ParseNetDelay(b []byte) (*NetDelay, error) {
 		return nil, fmt.Errorf("parse: %w", err)
 	}
 	ms := func(v float64, what string) (time.Duration, error) {
-		d := time.Duration(v * float64(time.Millisecond))
-		if v < 0 || d > maxOneWay {
+		// Compared as floats: a huge value must not wrap round as a
+		// Duration.
+		if !(v >= 0 && v <= float64(maxOneWay/time.Millisecond)) {
 			return 0, fmt.Errorf("%s: %v ms is not a delay in [0, %v]", what, v, maxOneWay)
 		}
-		return d, nil
+		return time.Duration(v * float64(time.Millisecond)), nil
 	}
 	d := &NetDelay{OneWay: make(map[string]map[string]time.Duration, len(f.OneWayMs))}
 	var err error

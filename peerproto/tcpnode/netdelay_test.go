@@ -318,3 +318,28 @@ func TestAStalledReceiverBehindTheDelayShimStallsOnlyItself(t *testing.T) {
 	require.Positive(t, srv.Counters().SlowDisconnects.Load(), "the stalled partner was closed")
 	require.GreaterOrEqual(t, float64(onTime)/float64(due), 0.99, "the honest peer kept playing")
 }
+
+// FuzzParseNetDelay: any bytes give a table or an error, never a panic,
+// and a table's entries are delays within the bounds.
+func FuzzParseNetDelay(f *testing.F) {
+	f.Add([]byte(`{"defaultMs": 3, "oneWayMs": {"127.0.0.1:1": {"127.0.0.1:2": 12.5}}}`))
+	f.Add([]byte(`{"oneWayMs": {"[::1]:7000": {"127.0.0.1:2": 0}}}`))
+	f.Add([]byte(`{"defaultMs": -1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) > 1<<16 {
+			return
+		}
+		d, err := ParseNetDelay(b)
+		if err != nil {
+			return
+		}
+		require.GreaterOrEqual(t, d.Default, time.Duration(0))
+		require.LessOrEqual(t, d.Default, maxOneWay)
+		for _, row := range d.OneWay {
+			for _, v := range row {
+				require.GreaterOrEqual(t, v, time.Duration(0))
+				require.LessOrEqual(t, v, maxOneWay)
+			}
+		}
+	})
+}
