@@ -1,7 +1,13 @@
 package integration
 
 import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -125,4 +131,72 @@ func TestBrowserPeerJoinsTheSwarmOverWebRTC(t *testing.T) {
 	require.Len(t, st.Streams, 1)
 	require.GreaterOrEqual(t, st.Streams[0].Peers, 3, "the tab is a peer of the swarm")
 	saveScreenshot(t, b, "watch-webrtc.png")
+}
+
+// TestThePluginServesTheWatchPage: the real plugin's web port serves
+// /watch/live/KEY, watch.js and the embedded peer.wasm (gzip), and a tab
+// opened on it plays through the plugin's own signalling (same origin,
+// no proxy). The plugin embeds what `make wasm` built before its go build
+// (make test does it first); a missing or stale embed (not the wasm this
+// source builds) skips the test outside CI.
+func TestThePluginServesTheWatchPage(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "ffmpeg")
+	chromiumBinary(t)
+	fresh, err := os.ReadFile(filepath.Join(builtWasm(t), "peer.wasm"))
+	require.NoError(t, err)
+	clip := encodedClip(t, "320x240", 60, "-preset", "ultrafast", "-b:v", "600k", "-maxrate", "600k",
+		"-bufsize", "600k", "-bf", "3", "-g", "30")
+	o, _, signalURL := startRTCOrigin(t)
+	web := strings.TrimSuffix(strings.TrimPrefix(signalURL, "ws://"), "/rtc/signal")
+
+	req, err := http.NewRequest(http.MethodGet, "http://"+web+"/watch/_/peer.wasm", nil)
+	require.NoError(t, err)
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := http.DefaultTransport.RoundTrip(req) // no transparent gunzip
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	skip := func(why string) {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(why)
+		}
+		t.Skip(why)
+	}
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		skip("the plugin was built without the browser peer: run make wasm before the tests (make test does)")
+	}
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "gzip", resp.Header.Get("Content-Encoding"))
+	require.Equal(t, "application/wasm", resp.Header.Get("Content-Type"))
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	require.NoError(t, err)
+	served, err := io.ReadAll(zr)
+	require.NoError(t, err)
+	if !bytes.Equal(served, fresh) {
+		skip("the plugin embeds a stale peer.wasm (not what this source builds): run make wasm before the tests")
+	}
+	t.Logf("the plugin serves peer.wasm: %d bytes gzip, %d raw", len(body), len(served))
+
+	publishClipRTMP(t, clip, o.rtmpURL("web"))
+	o.waitPublishing(t, "live/web")
+	b := startBrowserFlags(t, "--disable-features=WebRtcHideLocalIpsWithMdns")
+	b.navigate("http://" + web + "/watch/live/web")
+	var first tabStats
+	waitFor(t, 90*time.Second, "the tab's video playing", func() bool {
+		first, err = b.tabStats()
+		return err == nil && first.CurrentTime > 0.5 && first.Frames > 0
+	})
+	const window = 8 * time.Second
+	for end := time.Now().Add(window); time.Now().Before(end); {
+		time.Sleep(500 * time.Millisecond) // observation window, not synchronisation
+	}
+	last, err := b.tabStats()
+	require.NoError(t, err)
+	t.Logf("tab on the plugin's page: after %v %+v", window, last)
+	require.True(t, last.ServerConnected)
+	require.Greater(t, last.CurrentTime-first.CurrentTime, window.Seconds()*0.7, "video.currentTime advances")
+	require.Greater(t, last.Frames, first.Frames, "decoded frames grow")
+	require.Less(t, last.MaxStallMs, 1000, "no stall over 1 s")
 }
