@@ -7,6 +7,18 @@
 // A segment whose enhancement layers were not fetched converts like any
 // other: its frames are fewer, each lasts until the next one, so the
 // video plays at a lower frame rate over the same time span.
+//
+// Why fMP4 in the wasm rather than hls.js fed by a custom loader: hls.js
+// needs playlists and MPEG-TS or fMP4 segments, so the wasm would still
+// mux every segment (segment/tsmux) and also synthesise a live playlist,
+// then hls.js would demux and remux TS to fMP4 again in JavaScript — two
+// conversions instead of one. hls.js also runs its own live clock (what to
+// load, when, at which edge, ABR), which would fight the engine's: the
+// engine already decides each segment's deadline, its layers (QoS) and
+// what is missed. Here the engine's played segments go straight to
+// MediaSource, the JS shell is ~450 lines instead of hls.js's ~400 KB, and
+// the conversion costs ~1.4 ms per 0.5 s segment in wasm under Node
+// (BenchmarkSegment: 0.27 ms native), well under 1% of a core.
 package fmp4
 
 import (
