@@ -17,9 +17,8 @@
 // engine already decides each segment's deadline, its layers (QoS) and
 // what is missed. Here the engine's played segments go straight to
 // MediaSource, the JS shell is ~400 lines instead of hls.js's 624 KB
-// (minified), and
-// the conversion costs ~1.4 ms per 0.5 s segment in wasm under Node
-// (BenchmarkSegment: 0.27 ms native), well under 1% of a core.
+// (minified), and the conversion costs ~1.4 ms per 0.5 s segment in wasm
+// under Node (BenchmarkSegment: 0.27 ms native), well under 1% of a core.
 package fmp4
 
 import (
