@@ -244,14 +244,15 @@ func envInt(name string, def int) int {
 // N coop-peers with upload caps and transit-stub delays, each followed by
 // the simulator on the same scenario; medians over the runs (topology
 // seeds 1..runs). Writes bench/results/realswarm.{md,json}.
-// COOP_REALDELAY_PEERS (20) and COOP_REALDELAY_RUNS (3) size it;
+// COOP_REALDELAY_PEERS (the profile's RealPeers: 20, full 40) and
+// COOP_REALDELAY_RUNS (3) size it;
 // COOP_REALDELAY_PUBLISHERS=0 or 1 runs one variant only.
 func TestBenchRealSwarmDelayed(t *testing.T) {
 	if os.Getenv("COOP_BENCH") == "" {
 		t.Skip("benchmark: run with make bench (COOP_BENCH=1)")
 	}
 	requireTool(t, "ffmpeg", "ffprobe")
-	n := envInt("COOP_REALDELAY_PEERS", 20)
+	n := envInt("COOP_REALDELAY_PEERS", currentProfile().RealPeers)
 	runs := envInt("COOP_REALDELAY_RUNS", 3)
 	pubs := rdPublishers
 	if v := os.Getenv("COOP_REALDELAY_PUBLISHERS"); v != "" {
@@ -364,6 +365,10 @@ func realDelayedRun(t *testing.T, pub rdPublisher, clip string, n int, seed uint
 	began := time.Now()
 	run := rdRun{Publisher: pub.Name, Seed: seed, Peers: n, DelayScale: rdDelayScale()}
 	table := filepath.Join(t.TempDir(), "netdelay.json")
+	// Every process of the run reads it: the origin passes its
+	// environment to the plugin, startPeer passes the test's to coop-peer
+	// (this test is not parallel).
+	t.Setenv(tcpnode.EnvNetDelayFile, table)
 	o, serverAddr := startP2POrigin(t, fmt.Sprintf("COOP_PLUGIN_UPLOADKBPS=%d", rdServerKbps), "COOP_PLUGIN_SEEDS=0",
 		tcpnode.EnvNetDelayFile+"="+table)
 	listen := make([]string, n)
@@ -391,6 +396,12 @@ func realDelayedRun(t *testing.T, pub rdPublisher, clip string, n int, seed uint
 	o.waitPublishing(t, path)
 	ref := startFrameReader(t, o.rtspURL(key), "-rtsp_transport", "tcp")
 	require.NoError(t, ref.err)
+	if rdDelayScale() > 0 {
+		// The plugin took the table from the origin's environment.
+		waitFor(t, 10*time.Second, "the plugin's delay shim", func() bool {
+			return strings.Contains(o.out.String(), "test-only network delay shim on")
+		})
+	}
 
 	peers := make([]*peerProc, n)
 	started := make([]time.Time, n)
@@ -555,6 +566,11 @@ func realDelayedRun(t *testing.T, pub rdPublisher, clip string, n int, seed uint
 	run.BehindRTSPp50 = rdPct(behinds, 50)
 	run.CPUp95, run.RSSMaxMiB = rdPct(cpus, 95), rdPct(rss, 100)
 	run.WallSeconds = time.Since(began).Seconds()
+	if rdDelayScale() > 0 {
+		for i, p := range peers {
+			require.Contains(t, p.out.String(), "test-only network delay shim on", "peer %d took the table", i)
+		}
+	}
 	// The measurement itself must have worked: readers decoded numbered
 	// frames at every peer's endpoint.
 	require.Positive(t, len(refFrames), "the RTSP reader on the origin decoded frames")
