@@ -266,3 +266,54 @@ func pollUntil(d time.Duration, cond func() bool) bool {
 	}
 	return false
 }
+
+// TestBrowserPeerFollowsAStreamRestart: the publisher stops and, past the
+// grace period, publishes again — a new stream instance (epoch) whose
+// timestamps start over. The tab's peer follows the server into the new
+// epoch, the page gets a new init segment, places the new media after
+// what it buffered, and plays on.
+func TestBrowserPeerFollowsAStreamRestart(t *testing.T) {
+	t.Parallel()
+	requireTool(t, "ffmpeg")
+	chromiumBinary(t)
+	builtWasm(t)
+	o, peerAddr := startP2POrigin(t, "COOP_PUBLISH_GRACEPERIOD=1s")
+	first := publishRTMP(t, o.rtmpURL("again"), 12*time.Second, "320x240", "-preset", "ultrafast", "-b:v", "400k", "-g", "30")
+	o.waitPublishing(t, "live/again")
+	srv := watchServer(t, peerAddr)
+	b := startBrowser(t)
+	b.navigate(srv.URL + "/watch/live/again?bridge=ws" + strings.TrimPrefix(srv.URL, "http") + "/bridge")
+	var before tabStats
+	waitFor(t, 60*time.Second, "the tab playing the first instance", func() bool {
+		var err error
+		before, err = b.tabStats()
+		return err == nil && before.CurrentTime > 2 && before.Frames > 0
+	})
+	require.NoError(t, first.wait(t, 60*time.Second))
+	waitFor(t, 30*time.Second, "the first instance over", func() bool {
+		st := o.p2p(t)
+		return len(st.Streams) == 0
+	})
+	publishRTMP(t, o.rtmpURL("again"), 60*time.Second, "320x240", "-preset", "ultrafast", "-b:v", "400k", "-g", "30")
+	var inits struct {
+		Inits  int     `json:"inits"`
+		CT     float64 `json:"currentTime"`
+		Frames int     `json:"frames"`
+	}
+	waitFor(t, 60*time.Second, "a new init segment and playback past it", func() bool {
+		if b.eval(`window.coopStats || {}`, &inits) != nil || inits.Inits < 2 {
+			return false
+		}
+		return true
+	})
+	restartAt := inits
+	waitFor(t, 60*time.Second, "5 s of the new instance played", func() bool {
+		s, err := b.tabStats()
+		return err == nil && s.CurrentTime > restartAt.CT+5 && s.Frames > restartAt.Frames+50
+	})
+	after, err := b.tabStats()
+	require.NoError(t, err)
+	t.Logf("tab: before the restart %+v", before)
+	t.Logf("tab: after the restart %+v (inits %d)", after, inits.Inits)
+	require.Zero(t, after.ConvertErrors)
+}

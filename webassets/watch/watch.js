@@ -48,7 +48,7 @@
   // The wasm calls init(mime, bytes) for every stream (re)start and
   // fragment(seq, bytes, layers) for every played segment.
   const play = {
-    ms: null, sb: null, mime: "", queue: [], started: false,
+    ms: null, sb: null, mime: "", queue: [], started: false, inits: 0,
     fragments: 0, bytes: 0, layers: 0, missed: 0,
     lastTime: 0, lastMoveAt: 0, inStall: false, maxStallMs: 0, stalls: 0, jumps: 0,
   };
@@ -61,6 +61,11 @@
     }
     if (play.sb && play.mime !== mime && play.sb.changeType) {
       play.queue.push({ change: mime });
+    }
+    if (play.inits++ > 0) {
+      // A new stream instance (restart, new header): its timestamps start
+      // from zero again; place them after what is buffered.
+      play.queue.push({ offsetToEnd: true });
     }
     play.mime = mime;
     play.queue.push(bytes);
@@ -91,8 +96,12 @@
     if (!sb || sb.updating || play.queue.length === 0 || play.ms.readyState !== "open") return;
     const next = play.queue[0];
     try {
-      if (next.change) {
-        sb.changeType(next.change);
+      if (next.change || next.offsetToEnd) {
+        if (next.change) sb.changeType(next.change);
+        if (next.offsetToEnd) {
+          const b = sb.buffered;
+          sb.timestampOffset = b.length ? b.end(b.length - 1) : 0;
+        }
         play.queue.shift();
         pump();
         return;
