@@ -4,7 +4,9 @@
 // of the fMP4 the wasm hands over. Page: /watch/APP/KEY[?token=T&key=HEX&layers=N]
 // on the plugin's web port, whose /rtc/signal is the signalling socket.
 // Test hook: ?bridge=ws://... carries the server partner's byte stream
-// over a WebSocket instead of WebRTC (no peer partners then).
+// over a WebSocket instead of WebRTC (no peer partners then). Honoured
+// only on a loopback page: elsewhere a crafted link could make the page
+// play another server's stream under this origin's name.
 (function () {
   "use strict";
   const params = new URLSearchParams(location.search);
@@ -377,7 +379,8 @@
   }
 
   function start(api) {
-    const bridge = params.get("bridge");
+    const loopback = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/.test(location.hostname);
+    const bridge = loopback ? params.get("bridge") : null;
     const host = {
       dial: bridge ? dialBridge : dialRTC,
       init: onInit,
