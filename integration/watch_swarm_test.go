@@ -95,7 +95,8 @@ type tabSources struct {
 // media from native peers and from other tabs (bytes by source, from the
 // page); offload across all peers is at least 0.6. Then one tab is
 // killed: the others keep playing. Reports each tab's CPU and memory.
-// COOP_BROWSER_TABS sets the number of tabs [3].
+// COOP_BROWSER_TABS sets the number of tabs [3], COOP_BROWSER_WINDOW the
+// observation window [12s].
 func TestBrowserTabsAndNativePeersShareTheSwarm(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "ffmpeg")
@@ -164,7 +165,12 @@ func TestBrowserTabsAndNativePeersShareTheSwarm(t *testing.T) {
 	}
 
 	// The observation window: every tab, its usage, the swarm's offload.
-	const window = 15 * time.Second
+	// The figure is 30 s without a stall over 1 s; make test keeps
+	// the window short (COOP_BROWSER_WINDOW, e.g. 30s, for the long one).
+	window := 12 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("COOP_BROWSER_WINDOW")); err == nil && d > 0 {
+		window = d
+	}
 	type sample struct {
 		st            tabStats
 		ticks, rTicks uint64
@@ -247,7 +253,7 @@ func TestBrowserTabsAndNativePeersShareTheSwarm(t *testing.T) {
 	for i, tb := range tabs[1:] {
 		after[i+1] = take(tb)
 	}
-	const recovery = 10 * time.Second
+	const recovery = 8 * time.Second
 	for end := time.Now().Add(recovery); time.Now().Before(end); {
 		time.Sleep(500 * time.Millisecond) // observation window, not synchronisation
 	}
