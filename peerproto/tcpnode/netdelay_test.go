@@ -343,3 +343,15 @@ func FuzzParseNetDelay(f *testing.F) {
 		}
 	})
 }
+
+// A bad table named by the environment stops the node with a clear error
+// (a benchmark must not run undelayed by mistake).
+func TestStartRefusesABadDelayTable(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "delays.json")
+	require.NoError(t, os.WriteFile(file, []byte(`{"oneWayMs": {"127.0.0.1:1": {"127.0.0.1:2": -5}}}`), 0o644))
+	t.Setenv(EnvNetDelayFile, file)
+	n := &Node{Listen: "127.0.0.1:0", Config: engine.Config{Stream: stream}}
+	err := n.Start()
+	require.ErrorContains(t, err, EnvNetDelayFile)
+	require.ErrorContains(t, err, "not a delay")
+}
