@@ -232,7 +232,8 @@ func newDelayConn(nc net.Conn, delay time.Duration, maxBytes int) *delayConn {
 	return c
 }
 
-func signal(ch chan struct{}) {
+// poke wakes the goroutine waiting on ch, if any, without blocking.
+func poke(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
 	default:
@@ -261,7 +262,7 @@ func (c *delayConn) Write(p []byte) (int, error) {
 			c.line = append(c.line, stampedFrame{due: time.Now().Add(c.delay), b: frame})
 			c.bytes += len(frame)
 			c.mu.Unlock()
-			signal(c.more)
+			poke(c.more)
 			return len(p), nil
 		}
 		deadline := c.wdeadline
@@ -352,7 +353,7 @@ func (c *delayConn) release() {
 		}
 		failed := c.err != nil
 		c.mu.Unlock()
-		signal(c.space)
+		poke(c.space)
 		if failed {
 			return
 		}
@@ -376,7 +377,7 @@ func (c *delayConn) Close() error {
 			_ = cr.CloseRead()
 		}
 		close(c.done)
-		signal(c.more)
+		poke(c.more)
 	})
 	if !first {
 		return net.ErrClosed
