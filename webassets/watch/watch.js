@@ -17,6 +17,7 @@
   document.getElementById("title").textContent = "CoopStreaming — " + stream;
   const PIECE_MAX = 64 * 1024; // a larger received message closes the channel (Go checks too)
   const DIAL_TIMEOUT = 15000;
+  const MAX_SETUP = 16; // RTCPeerConnections in setup at once
   const LIVE_LAG = 1.0; // seconds of media kept buffered ahead of the playhead
 
   let errors = 0;
@@ -214,7 +215,12 @@
       }
       coopPeer.message(handle, new Uint8Array(ev.data));
     };
-    ch.onclose = () => { if (open) { open = false; coopPeer.closed(handle); } };
+    ch.onclose = () => {
+      if (!open) return;
+      open = false;
+      rawClose(); // a data channel's RTCPeerConnection goes with it
+      coopPeer.closed(handle);
+    };
     if ("bufferedAmountLowThreshold" in ch) {
       ch.bufferedAmountLowThreshold = 256 * 1024;
       ch.onbufferedamountlow = () => coopPeer.drained(handle);
@@ -349,6 +355,10 @@
 
   function answerRTC(m) {
     if (!m.from || !m.session || sig.sessions.has(m.session)) return;
+    if (sig.sessions.size >= MAX_SETUP) { // offers flooding in: refuse, do not pile up connections
+      signal({ type: "bye", to: m.from, session: m.session, reason: "busy" });
+      return;
+    }
     const s = session(m.session, m.from, m.from, false);
     s.pc.ondatachannel = (ev) => s.channel(ev.channel);
     s.pc.setRemoteDescription({ type: "offer", sdp: m.sdp })
