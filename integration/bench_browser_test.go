@@ -127,9 +127,11 @@ func TestBenchBrowserPeer(t *testing.T) {
 		Offload        float64 `json:"offload"`
 		MaxStallMs     int     `json:"maxStallMs"`
 		Layers         int     `json:"layers"`
+		WasmReadyMs    float64 `json:"wasmReadyMs"`
+		FirstPlayMs    float64 `json:"firstPlayMs"`
 	}
 	var res []tabResult
-	var lat, startup, rCores, busy, cores, rRSS, heap []float64
+	var lat, startup, rCores, busy, cores, rRSS, heap, wasmReady, firstPlay []float64
 	for i, tb := range tabs {
 		u1 := use(tb)
 		secs := u1.at.Sub(u0[i].at).Seconds()
@@ -139,7 +141,9 @@ func TestBenchBrowserPeer(t *testing.T) {
 		st, err := tb.b.tabStats()
 		require.NoError(t, err)
 		var off struct {
-			Offload float64 `json:"offload"`
+			Offload     float64 `json:"offload"`
+			WasmReadyMs float64 `json:"wasmReadyMs"`
+			FirstPlayMs float64 `json:"firstPlayMs"`
 		}
 		require.NoError(t, tb.b.eval(`window.coopStats`, &off))
 		f, bad := tb.log.snapshot()
@@ -149,6 +153,7 @@ func TestBenchBrowserPeer(t *testing.T) {
 			ChromiumCores: float64(u1.ticks-u0[i].ticks) / 100 / secs, RendererRSSMiB: float64(rendRSS) / (1 << 20),
 			ChromiumRSSMiB: float64(rss) / (1 << 20), JSHeapMiB: m["JSHeapUsedSize"] / (1 << 20),
 			Continuity: st.Continuity, Offload: off.Offload, MaxStallMs: st.MaxStallMs, Layers: st.LayersPlayed,
+			WasmReadyMs: off.WasmReadyMs, FirstPlayMs: off.FirstPlayMs,
 		}
 		t.Logf("bench_browser tab %d: %+v", i, r)
 		res = append(res, r)
@@ -159,6 +164,8 @@ func TestBenchBrowserPeer(t *testing.T) {
 		cores = append(cores, r.ChromiumCores)
 		rRSS = append(rRSS, r.RendererRSSMiB)
 		heap = append(heap, r.JSHeapMiB)
+		wasmReady = append(wasmReady, r.WasmReadyMs)
+		firstPlay = append(firstPlay, r.FirstPlayMs)
 	}
 	var natLat []float64
 	var natRuns []wayRun
@@ -185,6 +192,7 @@ func TestBenchBrowserPeer(t *testing.T) {
 			"latencyP50s": median(lat), "startupMs": median(startup), "rendererCores": median(rCores),
 			"mainThreadBusy": median(busy), "chromiumCores": median(cores), "rendererRssMiB": median(rRSS), "jsHeapMiB": median(heap),
 			"nativeLatencyP50s": median(natLat), "nativeStartupMs": median(natStartup),
+			"wasmReadyMs": median(wasmReady), "firstPlayMs": median(firstPlay),
 		},
 		"swarmOffload": offload, "streamKbps": kbps, "perTab": res, "native": natRuns,
 		"clock": map[string]any{"teeFrames": c.frames, "residualP5s": c.p5, "residualP95s": c.p95, "onClock": clockOK},
@@ -207,6 +215,8 @@ func TestBenchBrowserPeer(t *testing.T) {
 	fmt.Fprintf(&md, "| glass-to-glass latency p50 (tab) | %.2f s |\n", median(lat))
 	fmt.Fprintf(&md, "| glass-to-glass latency p50 (native coop-peer /stream.ts, same run) | %.2f s |\n", median(natLat))
 	fmt.Fprintf(&md, "| startup delay (join → first segment played), tab / native | %.0f ms / %.0f ms |\n", median(startup), median(natStartup))
+	fmt.Fprintf(&md, "| page opened → wasm peer running (fetch of the 5.4 MB wasm uncompressed over loopback, compile, Go runtime) | %.0f ms |\n", median(wasmReady))
+	fmt.Fprintf(&md, "| page opened → video playing | %.0f ms |\n", median(firstPlay))
 	fmt.Fprintf(&md, "| renderer CPU (/proc) | %.2f cores |\n", median(rCores))
 	fmt.Fprintf(&md, "| main thread busy (Chromium TaskDuration, wall) | %.2f |\n", median(busy))
 	fmt.Fprintf(&md, "| whole Chromium CPU (every process of the tab's browser) | %.2f cores |\n", median(cores))

@@ -139,6 +139,7 @@
       if (end - b.start(b.length - 1) >= LIVE_LAG) {
         video.currentTime = Math.max(b.start(b.length - 1), end - LIVE_LAG);
         play.started = true;
+        play.firstPlayMs = performance.now(); // since navigation
         video.play().catch((e) => fail("play: " + e));
       }
       return;
@@ -379,6 +380,7 @@
     window.coopStats = Object.assign(s, {
       currentTime: video.currentTime, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames,
       stalls: play.stalls, maxStallMs: Math.round(play.maxStallMs), jumps: play.jumps, lagS: play.lag || 0,
+      wasmReadyMs: Math.round(play.wasmReadyMs || 0), firstPlayMs: Math.round(play.firstPlayMs || 0),
       appended: play.fragments, appendedBytes: play.bytes,
     });
     statsEl.textContent =
@@ -389,6 +391,7 @@
   }
 
   function start(api) {
+    play.wasmReadyMs = performance.now(); // since navigation: fetch, compile, Go runtime up
     const loopback = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\])$/.test(location.hostname);
     const bridge = loopback ? params.get("bridge") : null;
     const host = {
