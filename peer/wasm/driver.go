@@ -164,7 +164,7 @@ func (d *driver) jsStart(args []js.Value) any {
 		return 0
 	}
 	cfg := engine.Config{Role: wire.RolePeer, Stream: str("stream"), Token: str("token"), ListenAddr: "rtc:",
-		UploadCap: num("uploadCap")}
+		UploadCap: num("uploadCap"), PlayoutDelay: time.Duration(num("playoutDelayMs")) * time.Millisecond}
 	if p := str("peer"); p != "" {
 		id, err := parsePeer(p)
 		if err != nil {

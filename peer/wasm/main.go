@@ -12,7 +12,8 @@
 // The driver owns the engine. Interface (docs/webrtc.md has the wire side):
 //
 //	globalThis.coopPeer.start(opts)   opts: {stream, token, peer (16 hex), streamKey (hex, optional),
-//	                                  playLayers (0: all), uploadCap (bytes/s), host}
+//	                                  playLayers (0: all), uploadCap (bytes/s), playoutDelayMs (0: the
+//	                                  engine's default), host}
 //	coopPeer.open(conn, peer, outbound) → handle   a channel that opened; conn has send(Uint8Array),
 //	                                  close() and bufferedAmount; peer: 16 hex, "server" or "" (inbound)
 //	coopPeer.message(handle, Uint8Array) / coopPeer.closed(handle) / coopPeer.drained(handle)

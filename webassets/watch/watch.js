@@ -1,8 +1,11 @@
 // CoopStreaming browser peer: the JavaScript shell around peer.wasm (the
 // Go engine, peer/wasm). It does what Go cannot reach: the signalling
 // WebSocket and RTCPeerConnections (docs/webrtc.md), MediaSource playback
-// of the fMP4 the wasm hands over. Page: /watch/APP/KEY[?token=T&key=HEX&layers=N]
-// on the plugin's web port, whose /rtc/signal is the signalling socket.
+// of the fMP4 the wasm hands over. The page is /watch/APP/KEY on the
+// plugin's web port, whose /rtc/signal is the signalling socket; query:
+// token (join token), key (pin the stream key, 64 hex digits), layers (at
+// most this many layers played), delay (playout delay in seconds, as
+// coop-peer -playout-delay), upload (bytes/s served to partners).
 // Test hook: ?bridge=ws://... carries the server partner's byte stream
 // over a WebSocket instead of WebRTC (no peer partners then). Honoured
 // only on a loopback page: elsewhere a crafted link could make the page
@@ -406,7 +409,8 @@
     };
     const err = api.start({
       stream: stream, token: params.get("token") || "", peer: myID, streamKey: params.get("key") || "",
-      playLayers: Number(params.get("layers") || 0), uploadCap: Number(params.get("upload") || 0), host: host,
+      playLayers: Number(params.get("layers") || 0), uploadCap: Number(params.get("upload") || 0),
+      playoutDelayMs: Number(params.get("delay") || 0) * 1000, host: host,
     });
     if (err !== myID) {
       fail("start: " + err);
