@@ -432,8 +432,50 @@ func debugTotals(res swarm.Result) string {
 			layers[p.FinalLayers]++
 		}
 	}
-	return fmt.Sprintf("silent=%d dupPushMB=%.1f subs=%d pushes=%d dropped=%d replaced=%d dupMB=%.1f lateMB=%.1f peersMB=%.1f serverMB=%.1f timeouts=%d busy=%d hedges=%d switches=%d lateUnreq=%d miss(noHolder=%d notReq=%d inflPeer=%d inflSrv=%d srvOnly=%d) finalLayers=%v srvPushes=%d srvDropped=%d",
+	hist := map[[2]int]int{}
+	for _, p := range res.Peers {
+		for _, wl := range p.Stats.PushLayers {
+			hist[wl]++
+		}
+	}
+	return fmt.Sprintf("pushLayers(want,granted)=%v ", hist) + fmt.Sprintf("silent=%d dupPushMB=%.1f subs=%d pushes=%d dropped=%d replaced=%d dupMB=%.1f lateMB=%.1f peersMB=%.1f serverMB=%.1f timeouts=%d busy=%d hedges=%d switches=%d lateUnreq=%d miss(noHolder=%d notReq=%d inflPeer=%d inflSrv=%d srvOnly=%d) finalLayers=%v srvPushes=%d srvDropped=%d",
 		t.PushParentsSilent, float64(t.DuplicatePushBytes)/1e6, t.Subscribes, t.Pushes, t.PushesDropped, t.PushParentsReplaced, float64(t.DuplicateBytes)/1e6, float64(t.LateBytes)/1e6,
 		float64(t.UsefulFromPeers)/1e6, float64(t.UsefulFromServer)/1e6, t.Timeouts, t.RejectedBusy, t.Hedges, t.LayerSwitches, t.LateUnrequested,
-		t.MissNoHolder, t.MissNotRequested, t.MissInFlightPeer, t.MissInFlightServer, t.MissServerOnly, layers[:4], res.Server.Pushes, res.Server.PushesDropped)
+		t.MissNoHolder, t.MissNotRequested, t.MissInFlightPeer, t.MissInFlightServer, t.MissServerOnly, layers[:4], res.Server.Pushes, res.Server.PushesDropped) +
+		" " + perClass(res)
+}
+
+// perClass is quality and per-layer continuity by upload class.
+func perClass(res swarm.Result) string {
+	type acc struct {
+		n       int
+		q       float64
+		layerCI [8]float64
+	}
+	by := map[float64]*acc{}
+	for _, p := range res.Peers {
+		a := by[p.UploadFactor]
+		if a == nil {
+			a = &acc{}
+			by[p.UploadFactor] = a
+		}
+		a.n++
+		a.q += p.Quality
+		for l, c := range p.LayerCI {
+			if l < len(a.layerCI) {
+				a.layerCI[l] += c
+			}
+		}
+	}
+	keys := make([]float64, 0, len(by))
+	for k := range by {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	out := ""
+	for _, k := range keys {
+		a := by[k]
+		out += fmt.Sprintf("[%.1fx n=%d q=%.2f ci=%.2f/%.2f/%.2f]", k, a.n, a.q/float64(a.n), a.layerCI[0]/float64(a.n), a.layerCI[1]/float64(a.n), a.layerCI[2]/float64(a.n))
+	}
+	return out
 }

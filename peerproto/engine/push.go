@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"slices"
 	"time"
 
 	"github.com/coopstreaming/coop/peerproto/push"
@@ -333,10 +334,12 @@ func (e *Engine) pullOnly(now time.Time) bool {
 }
 
 // probeHeld tells whether the peer subscribes to no layer beyond those
-// it plays: for probeHold after a pushed chunk came late or twice (a
-// link that cannot take what is pushed delays the base behind it).
+// it plays: for probeHold after a pushed chunk came late (a link that
+// cannot take what is pushed delays the base behind it). A duplicate push
+// is not such a signal (a repair pulled what was on its way): holding on
+// it kept the top layer of a 3-layer stream from nearly every peer.
 func (e *Engine) probeHeld(now time.Time) bool {
-	bad := e.stats.LateUnrequested + e.stats.DuplicatePushBytes
+	bad := e.stats.LateUnrequested
 	if bad > e.push.badSeen {
 		e.push.badSeen = bad
 		e.push.probeHeldUntil = now.Add(probeHold)
@@ -569,7 +572,7 @@ func (e *Engine) forward(seq uint64, layer, piece int, now time.Time) {
 	}
 	k := push.Substream(seq, e.push.k)
 	add := func(p *partner) {
-		if p == nil || int(p.childLayers[k]) <= layer {
+		if p == nil || int(p.childLayers[k]) <= layer || p.cancelled(chunkKey{seq, layer}) {
 			return
 		}
 		e.queue = append(e.queue, servReq{from: p.id, seq: seq, layer: layer, piece: piece, at: now, push: true})
@@ -584,4 +587,30 @@ func (e *Engine) forward(seq uint64, layer, piece int, now time.Time) {
 	for _, p := range e.list() {
 		add(p)
 	}
+}
+
+// cancelPush tells the push parent of a chunk that is being pulled from
+// another partner to stop pushing it: a pull and a push of the same chunk
+// arrive twice (the pieces the parent sent already still do).
+func (e *Engine) cancelPush(from *partner, seq uint64, layer int) {
+	if e.push.k == 0 || e.IsServer() {
+		return
+	}
+	s := &e.push.subs[push.Substream(seq, e.push.k)]
+	if s.parent == 0 || s.parent == from.id || layer >= s.layers {
+		return
+	}
+	e.send(s.parent, &wire.Cancel{Seq: seq, Layer: uint8(layer)})
+}
+
+// cancelled tells whether a child withdrew a chunk from its pushes.
+func (p *partner) cancelled(k chunkKey) bool {
+	return slices.Contains(p.cancels[:], chunkKey{k.seq + 1, k.layer})
+}
+
+// cancel records that a child withdrew a chunk from its pushes (a small
+// ring: pieces of the chunk that arrive later are not forwarded to it).
+func (p *partner) cancel(k chunkKey) {
+	p.cancels[p.cancelAt%len(p.cancels)] = chunkKey{k.seq + 1, k.layer}
+	p.cancelAt++
 }

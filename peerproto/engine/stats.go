@@ -41,8 +41,11 @@ type Stats struct {
 	// Events.
 	Timeouts, RejectedBusy, ServedChunks uint64
 	BadData, Banned, Unverifiable        uint64
-	Evictions, LayerSwitches             uint64
-	LastBan                              string
+	// PushLayers is, per sub-stream, the layers subscribed to and those
+	// the parent grants (a snapshot when Stats is called).
+	PushLayers               [][2]int
+	Evictions, LayerSwitches uint64
+	LastBan                  string
 	// Late data diagnostics.
 	LateFromServer, LateFromPeers, LateUnrequested uint64
 	LateReqAge, LateReqSlack                       time.Duration
@@ -142,6 +145,10 @@ func (s *Stats) ControlOverhead() float64 {
 func (e *Engine) Stats() Stats {
 	st := e.stats
 	st.PlayedAt = append([]PlayRecord(nil), e.stats.PlayedAt...)
+	st.PushLayers = st.PushLayers[:0:0]
+	for k := 0; k < e.push.k; k++ {
+		st.PushLayers = append(st.PushLayers, [2]int{e.push.subs[k].want, e.push.subs[k].layers})
+	}
 	return st
 }
 
