@@ -77,7 +77,7 @@ test-short: ## unit tests only (no ffmpeg, no child processes)
 lint: ## gofmt, go vet, import rules
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet $(PKGS)
-	$(GO) test -count=1 -run TestImportRules ./integration/
+	$(GO) test -short -count=1 -run TestImportRules ./integration/
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 10s)
 	@for pkg in $$($(GO) list ./...); do \

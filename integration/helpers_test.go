@@ -67,6 +67,13 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
+		// The plugin embeds the browser peer: build it first, so the
+		// binaries serve the wasm of this tree (the browser tests need a
+		// peer that speaks this tree's wire), not a stale or missing one.
+		if out, err := exec.Command("../webassets/watch/build-wasm.sh").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build-wasm: %v\n%s", err, out)
+			return 1
+		}
 		out, err := exec.Command("go", "build", "-o", dir+"/", module+"/origin/cmd/coop-origin",
 			module+"/plugin/cmd/coop-plugin", module+"/peer/cmd/coop-peer").CombinedOutput()
 		if err != nil {

@@ -23,7 +23,7 @@ func (src Sources) register(mux *http.ServeMux, writeJSON func(http.ResponseWrit
 	// The player lives on the HLS port (same origin as its playlists, so
 	// the browser's basic-auth credentials cover both); send browsers there.
 	mux.HandleFunc("GET /live/{key...}", func(w http.ResponseWriter, r *http.Request) {
-		u := src.playerURL(r, "live/"+r.PathValue("key"))
+		u := urlAt(r, src.HLSAddress, "live/"+r.PathValue("key"))
 		if u == "" {
 			http.Error(w, "HLS is off (hls.enabled)", http.StatusNotFound)
 			return

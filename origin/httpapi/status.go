@@ -16,6 +16,9 @@ type streamRow struct {
 	stream.Info
 	Fig    Figures
 	Player string
+	// Watch is the browser peer's page on the plugin's web port ("" when
+	// the plugin or its web port is off).
+	Watch string
 }
 
 func (src Sources) rows(r *http.Request) []streamRow {
@@ -25,20 +28,29 @@ func (src Sources) rows(r *http.Request) []streamRow {
 			figs[f.Path] = f
 		}
 	}
+	web := ""
+	if st, ok := p2pStatus(src); ok && st.Up {
+		web = st.WebAddress
+	}
 	var rows []streamRow
 	for _, in := range src.Streams() {
-		rows = append(rows, streamRow{Info: in, Fig: figs[in.Path], Player: src.playerURL(r, in.Path)})
+		row := streamRow{Info: in, Fig: figs[in.Path], Player: urlAt(r, src.HLSAddress, in.Path)}
+		if web != "" {
+			row.Watch = urlAt(r, web, "watch/"+in.Path)
+		}
+		rows = append(rows, row)
 	}
 	return rows
 }
 
-// playerURL is the stream's player page on the HLS port, at the host the
-// browser used to reach this page ("" when HLS is off).
-func (src Sources) playerURL(r *http.Request, path string) string {
-	if src.HLSAddress == "" {
+// urlAt is path on the server listening at addr, at the host the browser
+// used to reach this page when addr names no host ("" when addr is
+// empty: the server is off).
+func urlAt(r *http.Request, addr, path string) string {
+	if addr == "" {
 		return ""
 	}
-	host, port, err := net.SplitHostPort(src.HLSAddress)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return ""
 	}
@@ -148,7 +160,7 @@ th{background:#f4f4f4}small{color:#777}.plots{display:flex;flex-wrap:wrap;gap:12
 {{range .Streams}}<tr><td>{{.Path}}{{if not .Publishing}} <small>(waiting for the publisher)</small>{{end}}</td><td>{{.Protocol}} {{.Publisher}}</td><td>{{range $i, $t := .Tracks}}{{if $i}}, {{end}}{{$t}}{{end}}</td>
 <td>{{rate .Fig.IngestKbps}}</td><td>{{rate .Fig.OutKbps}}</td><td>{{rate .Fig.RTSPOutKbps}} / {{rate .Fig.HLSOutKbps}} / {{rate .Fig.P2POutKbps}}</td>
 <td>{{bytes .BytesIn}}</td><td>{{bytes .Fig.BytesOut}}</td><td>{{.Readers}}</td><td>{{.Fig.Peers}}</td><td>{{pct .Fig.Offload}}</td><td>{{pct .Fig.OffloadLifetime}}</td><td>{{pcts .LayerShares}}</td>
-<td>{{with .Player}}<a href="{{.}}">player</a> · <a href="{{.}}/index.m3u8">HLS</a>{{else}}–{{end}}</td></tr>
+<td>{{with .Player}}<a href="{{.}}">player</a> · <a href="{{.}}/index.m3u8">HLS</a>{{else}}–{{end}}{{with .Watch}} · <a href="{{.}}">browser peer</a>{{end}}</td></tr>
 {{else}}<tr><td colspan="14">no stream</td></tr>{{end}}</table>
 {{with .Cluster}}{{template "cluster" .}}{{end}}
 <h2>RTSP readers</h2>

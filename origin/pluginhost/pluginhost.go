@@ -57,11 +57,14 @@ type Config struct {
 
 // Status is the host's view of the plugin.
 type Status struct {
-	Enabled         bool   `json:"enabled"`
-	Up              bool   `json:"up"`
-	PID             int    `json:"pid"`
-	Path            string `json:"path"`
-	PeerAddress     string `json:"peerAddress"`
+	Enabled     bool   `json:"enabled"`
+	Up          bool   `json:"up"`
+	PID         int    `json:"pid"`
+	Path        string `json:"path"`
+	PeerAddress string `json:"peerAddress"`
+	// WebAddress is the plugin's web port (WebRTC signalling, the browser
+	// peer's page /watch/PATH; "": off).
+	WebAddress      string `json:"webAddress"`
 	StreamPublicKey string `json:"streamPublicKey"`
 	Starts          uint64 `json:"starts"`
 	Restarts        uint64 `json:"restarts"`
@@ -448,7 +451,7 @@ func (h *Host) connect(client *plugin.Client) (*session, error) {
 		return nil, err
 	}
 	h.mu.Lock()
-	h.status.Up, h.status.PID, h.status.PeerAddress = true, conf.PID, conf.PeerAddress
+	h.status.Up, h.status.PID, h.status.PeerAddress, h.status.WebAddress = true, conf.PID, conf.PeerAddress, conf.WebAddress
 	h.status.StreamPublicKey = hex.EncodeToString(conf.StreamPublicKey)
 	h.status.LastError = ""
 	for _, c := range h.totals {
