@@ -134,7 +134,10 @@ func (e *Engine) onSubscribe(p *partner, m *wire.Subscribe) {
 	wanted := min(int(m.Layers), e.cfg.Layers)
 	rates := e.layerRates()
 	costOf := func(n int) float64 { return push.Cost(rates, n, e.push.k) }
-	if e.IsServer() && !e.rootEligible(p, k, costOf(wanted)) {
+	// Eligible if the budget has room for the base layer at least
+	// (Admit then grants the layers that fit): asking room for every
+	// layer left a server with a small cap without any root.
+	if e.IsServer() && !e.rootEligible(p, k, costOf(1)) {
 		e.send(p.id, &wire.Subscribed{Substream: m.Substream})
 		return
 	}

@@ -103,16 +103,19 @@ func (e *Engine) AddSegment(seq uint64, rawManifest []byte, chunks [][]byte) err
 	}
 	now := e.env.Now()
 	seedMsg := &wire.Have{Flags: wire.HaveSeed, Entries: haves}
-	if e.push.k > 0 {
+	if roots := e.push.roots[push.Substream(seq, e.push.k)]; e.push.k > 0 && len(roots) > 0 {
 		// With push the seeds are the roots of each sub-stream: they hear
 		// of the segments of theirs and are pushed them at once.
-		for _, id := range e.push.roots[push.Substream(seq, e.push.k)] {
+		for _, id := range roots {
 			e.send(id, seedMsg)
 		}
 		for l := range chunks {
 			e.forward(seq, l, -1, now)
 		}
 	} else {
+		// No push, or a sub-stream without roots yet: seeds pull the
+		// fresh segment at once (without them every peer waits for the
+		// delayed announcement and then all ask the server together).
 		if now.Sub(e.lastSeedPick) > 2*time.Second || len(e.seeds) == 0 {
 			e.pickSeeds()
 			e.lastSeedPick = now
@@ -157,6 +160,11 @@ func (e *Engine) pickSeeds() {
 	clear(e.seeds)
 	for i := 0; i < len(list) && i < n; i++ {
 		e.seeds[list[i].id] = true
+	}
+	for k := 0; k < e.push.k; k++ {
+		for _, id := range e.push.roots[k] {
+			e.seeds[id] = true // the push roots stay seeds
+		}
 	}
 }
 
