@@ -54,47 +54,8 @@ var devtoolsRe = regexp.MustCompile(`DevTools listening on (ws://\S+)`)
 // startBrowser launches headless Chromium and attaches to its first page.
 func startBrowser(t *testing.T) *browser {
 	t.Helper()
-	bin := chromiumBinary(t)
-	p := startProcess(t, nil, bin, "--headless", "--no-sandbox", "--disable-gpu", "--mute-audio",
-		"--autoplay-policy=no-user-gesture-required", "--no-first-run", "--no-default-browser-check",
-		"--disable-dev-shm-usage", "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1",
-		"--user-data-dir="+t.TempDir(), "--window-size=1280,800", "about:blank")
-	var wsURL string
-	waitFor(t, 30*time.Second, "chromium DevTools endpoint", func() bool {
-		if m := devtoolsRe.FindStringSubmatch(p.out.String()); m != nil {
-			wsURL = m[1]
-			return true
-		}
-		return false
-	})
-	u, err := url.Parse(wsURL)
-	require.NoError(t, err)
-	var pageWS string
-	waitFor(t, 15*time.Second, "chromium page target", func() bool {
-		resp, err := http.Get("http://" + u.Host + "/json/list")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		var targets []struct {
-			Type                 string `json:"type"`
-			WebSocketDebuggerURL string `json:"webSocketDebuggerUrl"`
-		}
-		if json.NewDecoder(resp.Body).Decode(&targets) != nil {
-			return false
-		}
-		for _, tg := range targets {
-			if tg.Type == "page" && tg.WebSocketDebuggerURL != "" {
-				pageWS = tg.WebSocketDebuggerURL
-				return true
-			}
-		}
-		return false
-	})
-	conn, err := dialWS(pageWS)
-	require.NoError(t, err, "CDP websocket")
-	t.Cleanup(func() { conn.Close() })
-	return &browser{t: t, conn: conn}
+	b, _ := startBrowserProc(t)
+	return b
 }
 
 // call sends one CDP command and returns its result, skipping events.
