@@ -10,12 +10,13 @@ import (
 // TestP2PPeersFeedEachOtherOnAServerWithAboutOneCopyOfUpload: three
 // coop-peers (no declared upload) on a server partner capped at 1200
 // kbit/s, about one copy of the ~1 Mbit/s stream. Once the server's burst
-// is spent the peers must feed each other. Before the fix the server took
-// no push root (it asked room for every layer of a sub-stream in a
-// quarter of its budget) and, with push on, told nobody of a fresh segment
+// is spent the peers must feed each other. Such a server takes no push
+// root (room for every layer of a sub-stream in a quarter of its budget),
+// and before the fix, with push on, it told nobody of a fresh segment
 // first: every peer waited for the delayed announcement, then all asked
 // the server for the same chunk, everything came late and all three
-// stalled about 20 s in (continuity 0.45-0.77 and falling).
+// stalled about 20 s in (continuity 0.45-0.77 and falling). Now a
+// sub-stream without roots is seeded as without push.
 func TestP2PPeersFeedEachOtherOnAServerWithAboutOneCopyOfUpload(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "ffmpeg")

@@ -85,10 +85,6 @@ type partner struct {
 	// to this partner with a pushed piece, manSentAt the next slot.
 	manSent   [manifestRing]uint64
 	manSentAt int
-	// cancels are the chunks (seq+1, layer) this partner withdrew from
-	// our pushes lately, cancelAt the next slot.
-	cancels  [8]chunkKey
-	cancelAt int
 }
 
 // forget takes a request out of the partner's in-flight set.
@@ -397,7 +393,6 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 	case *wire.Request:
 		e.onRequest(p, m, now)
 	case *wire.Cancel:
-		p.cancel(chunkKey{m.Seq, int(m.Layer)})
 		e.queue = slices.DeleteFunc(e.queue, func(r servReq) bool {
 			return r.from == from && r.seq == m.Seq && r.layer == int(m.Layer)
 		})

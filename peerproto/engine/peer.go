@@ -589,7 +589,6 @@ func (e *Engine) request(p *partner, seq uint64, layer int, now time.Time) {
 	if e.Deadline(seq).Sub(now) < e.cfg.Urgent {
 		flags |= wire.RequestUrgent
 	}
-	e.cancelPush(p, seq, layer)
 	r := &wire.Request{Seq: seq, Layer: uint8(layer), Flags: flags}
 	if s := e.segs[seq]; s != nil && s.man != nil && layer < len(s.parts) && s.parts[layer] != nil {
 		r.Held = s.parts[layer].got
@@ -621,10 +620,6 @@ func (e *Engine) hedge(now time.Time) {
 			expected := p.rtt.Smoothed(100*time.Millisecond) + time.Duration(float64(r.size)/max(p.tput, 32<<10)*float64(time.Second))
 			if slack < e.cfg.Urgent/2 && now.Sub(r.at) > expected+200*time.Millisecond {
 				e.stats.Hedges++
-				// The late partner is told to drop what it has not sent:
-				// what it sends anyway arrives twice.
-				p.forget(k, r)
-				e.send(p.id, &wire.Cancel{Seq: k.seq, Layer: 0})
 				e.request(srv, k.seq, 0, now)
 				if len(srv.inflight) >= 6 {
 					return

@@ -3,7 +3,6 @@ package engine_test
 import (
 	"crypto/ed25519"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -68,42 +67,4 @@ func TestAChunkIsHeldWhenItsLastVerifiedPieceArrives(t *testing.T) {
 	require.Len(t, done, 1, "the last piece completes the chunk")
 	require.Equal(t, chunk, done[0])
 	require.Zero(t, peer.Stats().BadData-1, "only the tampered piece was bad")
-}
-
-// A child that pulls a chunk elsewhere cancels it at its push parent: the
-// parent pushes it none of that chunk's pieces, also those that reach the
-// parent later (the Cancel comes before the chunk).
-func TestACancelledChunkIsNotPushed(t *testing.T) {
-	env := newRecEnv()
-	srv := engine.New(engine.Config{Role: wire.RoleServer, ID: 1, Stream: "s", UploadCap: 1e7, Layers: 2,
-		SegmentDuration: 500 * time.Millisecond}, env)
-	h := &wire.Hello{Protocol: wire.ProtocolID, Version: wire.Version, Role: wire.RolePeer, Stream: "s", Peer: 2,
-		ListenAddr: "127.0.0.1:1", UploadCap: 1e6}
-	require.NoError(t, srv.Admit(h, true))
-	srv.Connected(h, false)
-	chunks := [][]byte{make([]byte, 20000), make([]byte, 5000)}
-	require.NoError(t, srv.AddSegment(0, signedManifest(t, 0, chunks), chunks))
-	srv.Receive(2, &wire.Subscribe{Substream: 0, Substreams: 4, Layers: 2})
-	granted := false
-	for i, m := range env.sent {
-		if s, ok := m.(*wire.Subscribed); ok && env.to[i] == 2 && s.Layers == 2 {
-			granted = true
-		}
-	}
-	require.True(t, granted, "the server takes the peer as a root of sub-stream 0")
-	srv.Receive(2, &wire.Cancel{Seq: 4, Layer: 0}) // segment 4 is sub-stream 0's next
-	env.sent, env.to = nil, nil
-	for seq := uint64(1); seq <= 4; seq++ {
-		env.now = env.now.Add(500 * time.Millisecond)
-		require.NoError(t, srv.AddSegment(seq, signedManifest(t, seq, chunks), chunks))
-		srv.Tick()
-	}
-	pushed := map[int]int{}
-	for i, m := range env.sent {
-		if d, ok := m.(*wire.Data); ok && env.to[i] == 2 && d.Seq == 4 {
-			pushed[int(d.Layer)]++
-		}
-	}
-	require.Zero(t, pushed[0], "the cancelled base chunk is not pushed")
-	require.Equal(t, 1, pushed[1], "the rest of the segment is")
 }
