@@ -109,12 +109,7 @@ func TestBenchBrowserPeer(t *testing.T) {
 	}
 	swarm1 := o.p2p(t).Streams[0]
 	all, _ := pub.snapshot()
-	var pf []frameArrival
-	for _, f := range all {
-		if !f.at.Before(from.Add(-10*time.Second)) && f.at.Before(until) {
-			pf = append(pf, f)
-		}
-	}
+	pf := framesForWindow(all, from, until)
 	require.NotEmpty(t, pf, "the publisher's tee saw frames")
 	c := estimateCapture(pf)
 	t.Logf("bench_browser: t0 from %d tee frames, residual p5 %+.4f s p95 %+.4f s", c.frames, c.p5, c.p95)

@@ -283,6 +283,18 @@ func drainBrowser(b *browser, l *frameLog) error {
 	return nil
 }
 
+// framesForWindow is the publisher's tee frames that readers can show in
+// the window [from, until): captured in it or up to 10 s before.
+func framesForWindow(all []frameArrival, from, until time.Time) []frameArrival {
+	var pf []frameArrival
+	for _, f := range all {
+		if !f.at.Before(from.Add(-10*time.Second)) && f.at.Before(until) {
+			pf = append(pf, f)
+		}
+	}
+	return pf
+}
+
 // TestBenchLatency measures glass-to-glass latency of each way to watch
 // (origin RTSP, origin LL-HLS read by ffmpeg and by hls.js in headless
 // Chromium, coop-peer's /stream.ts, local HLS and local RTSP) in 3 runs,
@@ -387,14 +399,7 @@ func TestBenchLatency(t *testing.T) {
 				_ = drainBrowser(b, logs[2])
 			}
 			all, _ := pub.snapshot()
-			// The frames the readers show in the window were captured in
-			// it or up to 10 s before.
-			var pf []frameArrival
-			for _, f := range all {
-				if !f.at.Before(from.Add(-10*time.Second)) && f.at.Before(until) {
-					pf = append(pf, f)
-				}
-			}
+			pf := framesForWindow(all, from, until)
 			require.NotEmpty(t, pf, "the publisher's tee saw frames")
 			c := estimateCapture(pf)
 			t.Logf("bench_latency run %d: t0 from %d tee frames, residual p5 %+.4f s p95 %+.4f s", i, c.frames, c.p5, c.p95)

@@ -145,7 +145,7 @@ func (s *Stats) ControlOverhead() float64 {
 func (e *Engine) Stats() Stats {
 	st := e.stats
 	st.PlayedAt = append([]PlayRecord(nil), e.stats.PlayedAt...)
-	st.PushLayers = st.PushLayers[:0:0]
+	st.PushLayers = make([][2]int, 0, e.push.k)
 	for k := 0; k < e.push.k; k++ {
 		st.PushLayers = append(st.PushLayers, [2]int{e.push.subs[k].want, e.push.subs[k].layers})
 	}
