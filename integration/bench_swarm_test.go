@@ -442,7 +442,20 @@ func debugTotals(res swarm.Result) string {
 		t.PushParentsSilent, float64(t.DuplicatePushBytes)/1e6, t.Subscribes, t.Pushes, t.PushesDropped, t.PushParentsReplaced, float64(t.DuplicateBytes)/1e6, float64(t.LateBytes)/1e6,
 		float64(t.UsefulFromPeers)/1e6, float64(t.UsefulFromServer)/1e6, t.Timeouts, t.RejectedBusy, t.Hedges, t.LayerSwitches, t.LateUnrequested,
 		t.MissNoHolder, t.MissNotRequested, t.MissInFlightPeer, t.MissInFlightServer, t.MissServerOnly, layers[:4], res.Server.Pushes, res.Server.PushesDropped) +
-		" " + perClass(res)
+		" " + perClass(res) + " " + controlByType(res.Server)
+}
+
+// controlByType is the server's control upload by message type, in MB.
+func controlByType(st engine.Stats) string {
+	var b strings.Builder
+	b.WriteString("serverControlMB(")
+	for t, n := range st.ControlOutByType {
+		if n > 0 {
+			fmt.Fprintf(&b, "%v=%.2f ", wire.Type(t), float64(n)/1e6)
+		}
+	}
+	b.WriteString(")")
+	return b.String()
 }
 
 // perClass is quality and per-layer continuity by upload class.

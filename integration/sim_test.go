@@ -641,6 +641,14 @@ func TestSimQuick(t *testing.T) {
 	}
 	const d = 60 * time.Second
 	seeds := []uint64{1, 2, 3}
+	if v := os.Getenv("COOP_SIM_QUICK_SEEDS"); v != "" { // e.g. "1" or "1,2"
+		seeds = nil
+		for _, f := range strings.Split(v, ",") {
+			var s uint64
+			fmt.Sscan(f, &s)
+			seeds = append(seeds, s)
+		}
+	}
 	// COOP_SIM_QUICK_PLAYOUT and COOP_SIM_QUICK_START_SLACK (durations)
 	// override the playout delay and a newcomer's least start slack.
 	playout, _ := time.ParseDuration(os.Getenv("COOP_SIM_QUICK_PLAYOUT"))
@@ -677,6 +685,8 @@ func TestSimQuick(t *testing.T) {
 			sc.Uploads = []swarm.UploadClass{{Share: 1, Factor: 1.2}}
 			return sc
 		}},
+		{"coop layered", 2000, func(seed uint64, n int) swarm.Scenario { return simScenario(seed, n, d, nil) }},
+		{"coop layered", 5000, func(seed uint64, n int) swarm.Scenario { return simScenario(seed, n, d, nil) }},
 		{"flash crowd", 1000, func(seed uint64, n int) swarm.Scenario {
 			sc := simScenario(seed, n/10, d, nil)
 			addFlashCrowd(&sc, n)
@@ -686,7 +696,8 @@ func TestSimQuick(t *testing.T) {
 	only := os.Getenv("COOP_SIM_QUICK_ONLY")
 	var jobs []job
 	for _, p := range points {
-		if only == "" && p.name == "flash crowd" || only != "" && !strings.Contains(fmt.Sprintf("%s %d", p.name, p.n), only) {
+		optIn := p.name == "flash crowd" || p.n > 1000 // long: named in COOP_SIM_QUICK_ONLY
+		if only == "" && optIn || only != "" && !strings.Contains(fmt.Sprintf("%s %d", p.name, p.n), only) {
 			continue
 		}
 		for _, seed := range seeds {

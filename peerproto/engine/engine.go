@@ -66,7 +66,10 @@ type partner struct {
 	tput        float64
 	lastArrival time.Time
 	busyUntil   time.Time
-	reported    wire.Report
+	// busyStreak counts the server's busy refusals since it last
+	// delivered: each doubles the back-off (serverBackoff).
+	busyStreak int
+	reported   wire.Report
 	// upTo is the newest segment the server announced with HaveUpTo
 	// (valid when upToSet).
 	upTo    uint64
@@ -138,6 +141,16 @@ type Engine struct {
 	have     *buffermap.Map
 	liveEdge uint64
 	haveEdge bool
+	// announcedEdge is the newest segment the server itself announced
+	// (peer): the server's holdings are extrapolated at most
+	// extrapolateAhead past it, and not to notFoundAt or later (a
+	// segment the server said it does not hold, notFoundSet).
+	announcedEdge uint64
+	notFoundAt    uint64
+	notFoundSet   bool
+	// streamLayers is the layer count of the server's newest announced
+	// segment (0: none yet).
+	streamLayers int
 	// impliedEdge is the newest segment the server holds by its peers'
 	// announcements (impliedAtServer; peer).
 	impliedEdge uint64
@@ -183,6 +196,8 @@ type peerState struct {
 	candidates map[wire.PeerID]wire.Candidate
 	dialing    map[wire.PeerID]time.Time
 	lastAsked  time.Time
+	// lastAskedServer is when the server was last asked for candidates.
+	lastAskedServer time.Time
 
 	lastManage, lastReport, lastSchedule time.Time
 
@@ -202,6 +217,7 @@ type serverState struct {
 	delayed      []delayedHave        // announcements to non-seeds
 	segRate      float64              // measured stream rate, bytes/s
 	lastSeedPick time.Time
+	lastSync     time.Time // the last announcement to every peer
 	// ctrlTokens is the control budget in bytes, as of ctrlAt.
 	ctrlTokens float64
 	ctrlAt     time.Time
@@ -349,12 +365,16 @@ func (e *Engine) send(to wire.PeerID, m wire.Message) {
 	if d, ok := m.(*wire.Data); ok {
 		e.stats.MediaBytesOut += uint64(len(d.Payload))
 		e.stats.ControlBytesOut += uint64(n - len(d.Payload))
+		e.stats.ControlOutByType[wire.TypeData] += uint64(n - len(d.Payload))
 	} else {
 		if e.IsServer() && e.shed(m, n) {
 			e.stats.ControlShed++
 			return
 		}
 		e.stats.ControlBytesOut += uint64(n)
+		if t := m.Type(); int(t) < len(e.stats.ControlOutByType) {
+			e.stats.ControlOutByType[t] += uint64(n)
+		}
 	}
 	e.env.Send(to, m)
 }
@@ -404,9 +424,12 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 			p.forget(k, r)
 		}
 		if m.Reason == wire.RejectBusy {
-			p.busyUntil = now.Add(busyBackoff)
+			p.busyUntil = now.Add(e.busyBackoff(p))
 		} else if p.bm != nil {
 			p.bm.Clear(m.Seq, int(m.Layer))
+			if p.server && m.Seq > e.announcedEdge && (!e.notFoundSet || m.Seq < e.notFoundAt) {
+				e.notFoundAt, e.notFoundSet = m.Seq, true // extrapolated too far
+			}
 		}
 	case *wire.GetCandidates:
 		e.send(from, &wire.Candidates{List: e.candidatesFor(p, int(m.Max))})
@@ -472,7 +495,9 @@ func (e *Engine) Tick() {
 		}
 		e.pendingHaves = nil
 	}
-	if now.Sub(e.lastBM) >= bufferMapInterval {
+	// The server's holdings are its edge (extrapolated by every peer):
+	// it sends its buffer map at connect only.
+	if now.Sub(e.lastBM) >= bufferMapInterval && !e.IsServer() {
 		e.lastBM = now
 		bm := e.have.Encode()
 		for _, p := range e.list() {

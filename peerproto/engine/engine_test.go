@@ -110,10 +110,11 @@ func TestAPeerAcceptsAtMostMaxPartners(t *testing.T) {
 	require.Len(t, nodes[0].Engine.Partners(), 2)
 }
 
-// Over its control budget the server skips announcements to non-seed
-// peers; a later one implies the skipped segments, so a peer that only
-// has the server still fetches and plays every segment.
-func TestServerOverControlBudgetSkipsAnnouncementsWithoutLosingSegments(t *testing.T) {
+// The server announces its edge to a peer only every few seconds (and
+// over its control budget skips even those); the peer extrapolates the
+// server's holdings on its playback clock, so a peer that only has the
+// server still fetches and plays every segment.
+func TestServerThatSeldomAnnouncesLosesNoSegment(t *testing.T) {
 	pub, priv, err := ed25519.GenerateKey(nil)
 	require.NoError(t, err)
 	net := sim.New(3)
@@ -139,7 +140,10 @@ func TestServerOverControlBudgetSkipsAnnouncementsWithoutLosingSegments(t *testi
 		})
 	}
 	net.Run(sim.Epoch.Add(22 * time.Second))
-	require.Positive(t, server.Engine.Stats().ControlShed)
+	// The seed hears of every segment; announcing every segment to the
+	// other peer too (as before edge syncs) made 1728 B here, this 1392.
+	srv := server.Engine.Stats()
+	require.Less(t, srv.ControlOutByType[wire.TypeHave], uint64(1500), "announcements: %d B", srv.ControlOutByType[wire.TypeHave])
 	for _, p := range peers {
 		st := p.Engine.Stats()
 		require.True(t, st.Started)

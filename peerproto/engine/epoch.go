@@ -34,6 +34,7 @@ func (e *Engine) Restart(epoch uint64) {
 	e.segs = make(map[uint64]*seg)
 	e.have = buffermap.New(0, e.cfg.Window, e.cfg.Layers)
 	e.liveEdge, e.haveEdge, e.impliedEdge = 0, false, 0
+	e.announcedEdge, e.notFoundSet, e.streamLayers = 0, false, 0
 	e.queue, e.delayed, e.pendingHaves = nil, nil, nil
 	clear(e.seeds)
 	for _, p := range e.list() {
@@ -96,6 +97,7 @@ func (e *Engine) resetStream(now time.Time) {
 	e.segs = make(map[uint64]*seg)
 	e.have = buffermap.New(0, e.cfg.Window, e.cfg.Layers)
 	e.liveEdge, e.haveEdge, e.impliedEdge = 0, false, 0
+	e.announcedEdge, e.notFoundSet, e.streamLayers = 0, false, 0
 	e.clock.Reset()
 	e.playing, e.started = false, false
 	e.startSeq, e.playhead = 0, 0

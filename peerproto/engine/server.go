@@ -192,11 +192,19 @@ func (e *Engine) flushDelayed(now time.Time) {
 	e.delayed = e.delayed[i:]
 	// The newest entry implies the others (up-to): one entry per peer.
 	msg := &wire.Have{Flags: wire.HaveUpTo, AgeMs: uint32(now.Sub(newest) / time.Millisecond), Entries: entries[len(entries)-1:]}
+	// Peers extrapolate the server's holdings on their playback clock
+	// (extrapolateServer), so a peer hears from the server only every
+	// edgeSyncInterval, and a newcomer in its first seconds, until its
+	// clock has seen a few announcements.
+	sync := now.Sub(e.lastSync) >= edgeSyncInterval
+	if sync {
+		e.lastSync = now
+	}
 	for _, p := range e.list() {
 		id := p.id
 		// With push, roots hear of the segments of their own sub-streams
 		// at once and of every segment here (a few roots: the cost is theirs).
-		if e.push.k > 0 || !e.seeds[id] {
+		if (e.push.k > 0 || !e.seeds[id]) && (sync || now.Sub(p.since) < edgeSyncNewcomer) {
 			e.send(id, msg)
 		}
 	}

@@ -38,6 +38,9 @@ type Stats struct {
 	// Media payload and everything else, both directions.
 	MediaBytesIn, MediaBytesOut     uint64
 	ControlBytesIn, ControlBytesOut uint64
+	// ControlOutByType is ControlBytesOut by message type (wire.Type;
+	// Data: its header), to see what a node's control traffic is made of.
+	ControlOutByType [32]uint64
 	// Events.
 	Timeouts, RejectedBusy, ServedChunks uint64
 	BadData, Banned, Unverifiable        uint64
