@@ -16,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/coopstreaming/coop/lab/sim"
 	"github.com/coopstreaming/coop/lab/swarm"
 	"github.com/coopstreaming/coop/lab/topology"
 	"github.com/coopstreaming/coop/peerproto/engine"
@@ -442,7 +443,35 @@ func debugTotals(res swarm.Result) string {
 		t.PushParentsSilent, float64(t.DuplicatePushBytes)/1e6, t.Subscribes, t.Pushes, t.PushesDropped, t.PushParentsReplaced, float64(t.DuplicateBytes)/1e6, float64(t.LateBytes)/1e6,
 		float64(t.UsefulFromPeers)/1e6, float64(t.UsefulFromServer)/1e6, t.Timeouts, t.RejectedBusy, t.Hedges, t.LayerSwitches, t.LateUnrequested,
 		t.MissNoHolder, t.MissNotRequested, t.MissInFlightPeer, t.MissInFlightServer, t.MissServerOnly, layers[:4], res.Server.Pushes, res.Server.PushesDropped) +
-		" " + perClass(res) + " " + controlByType(res.Server)
+		" " + perClass(res) + " " + controlByType(res.Server) + " " + timeline(res)
+}
+
+// timeline is the share of deadlines that found the base layer, per 5 s
+// of simulated time over all peers (from each peer's first played
+// segment on).
+func timeline(res swarm.Result) string {
+	const bin = 5 * time.Second
+	var due, ok [64]int
+	for _, p := range res.Peers {
+		for _, r := range p.Stats.PlayedAt {
+			i := int(r.At.Sub(sim.Epoch) / bin)
+			if i >= 0 && i < len(due) {
+				due[i]++
+				if r.Layers > 0 {
+					ok[i]++
+				}
+			}
+		}
+	}
+	var b strings.Builder
+	b.WriteString("timeline5s(")
+	for i := range due {
+		if due[i] > 0 {
+			fmt.Fprintf(&b, "%d:%.2f ", i*5, float64(ok[i])/float64(due[i]))
+		}
+	}
+	b.WriteString(")")
+	return b.String()
 }
 
 // controlByType is the server's control upload by message type, in MB.

@@ -286,6 +286,10 @@ func TestSimEvaluation(t *testing.T) {
 			}
 		}
 	}
+	// Each protocol at its own operating point: the playout-delay sweep
+	// at N = 1000 (sim_delay_test.go), medians of the key seeds.
+	const delayN = 1000
+	jobs = append(jobs, playoutDelayJobs(prof.KeySeeds, delayN, d)...)
 	began := time.Now()
 	runs := runJobs(jobs)
 	t.Logf("%d runs in %v", len(runs), time.Since(began).Round(time.Second))
@@ -411,6 +415,8 @@ func TestSimEvaluation(t *testing.T) {
 		"layer (a segment is one 62.5 KB chunk) and use the engine's playback clock (due 5 s after the server had it) unless " +
 		"the row says 30 s.\n\n")
 	writeComparison(&md, point, target)
+	md.WriteString("\n")
+	require.NoError(t, writePlayoutDelay(&md, point, delayN, dir))
 	md.WriteString("\n## All runs\n\n")
 	md.WriteString("| scenario | N | seeds | base continuity (mean / p5) | offload | server copies/segment | quality | startup p50 / p95 | latency p95 | control overhead | server control / media MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, k := range order {
@@ -457,7 +463,7 @@ func TestSimEvaluation(t *testing.T) {
 		fmt.Fprintf(&md, "| %d–%d | %d |\n", i*20, i*20+20, c)
 	}
 	md.WriteString("\nPlots: `sim/results/continuity_vs_n.svg`, `continuity_vs_churn.svg`, `continuity_vs_m.svg`, `server_load_vs_n.svg`, " +
-		"`quality_vs_upload.svg`, `latency_cdf.svg`, `rtt_histogram.svg`.\n")
+		"`quality_vs_upload.svg`, `latency_cdf.svg`, `rtt_histogram.svg`, `continuity_vs_playout_delay.svg`.\n")
 	evalPath := filepath.Join("..", "docs", "evaluation.md")
 	// The sections from realSwarmSection on are written by the real-process
 	// benchmark (TestBenchRealSwarmDelayed): kept as they are.

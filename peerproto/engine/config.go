@@ -230,6 +230,11 @@ const (
 	// the server for candidates at most this often (its partners every
 	// second).
 	candidateServerEvery = 10 * time.Second
+	// serverCandidates is how many candidates a peer asks the server
+	// for, busyCandidates how many the server answers with while its
+	// uplink is backed up (a list is ~35 B a candidate).
+	serverCandidates = 16
+	busyCandidates   = 8
 	// repairBacklog: the server serves a non-seed's request only while
 	// less than this much of its upload is queued on its uplink
 	// (repairWaits). Measured in the simulator (TestSimQuick, 3 seeds):

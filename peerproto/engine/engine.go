@@ -432,7 +432,7 @@ func (e *Engine) Receive(from wire.PeerID, m wire.Message) {
 			}
 		}
 	case *wire.GetCandidates:
-		e.send(from, &wire.Candidates{List: e.candidatesFor(p, int(m.Max))})
+		e.send(from, &wire.Candidates{List: e.candidatesFor(p, e.candidateListLen(int(m.Max)))})
 	case *wire.Candidates:
 		for _, c := range m.List {
 			if c.Peer != e.cfg.ID && e.partners[c.Peer] == nil && !e.Banned(c.Peer) && len(e.candidates) < 256 {

@@ -712,7 +712,7 @@ func (e *Engine) managePartners(now time.Time) {
 		// of its control in 60 s).
 		if e.serverID != 0 && (len(peers) < e.cfg.Partners/2 || now.Sub(e.lastAskedServer) >= candidateServerEvery) {
 			e.lastAskedServer = now
-			e.send(e.serverID, &wire.GetCandidates{Max: 16})
+			e.send(e.serverID, &wire.GetCandidates{Max: serverCandidates})
 		}
 		if len(peers) > 0 {
 			e.send(peers[e.env.Rand().IntN(len(peers))].id, &wire.GetCandidates{Max: 8})

@@ -118,6 +118,9 @@ type Order struct {
 // urgent fallbacks and newcomers, then lower layers (the base is never
 // starved by enhancement layers), then higher contribution.
 func (o Order) Less(a, b Queued) bool {
+	if o.Server && a.Push != b.Push && (a.Push && a.Layer == 0 || b.Push && b.Layer == 0) {
+		return a.Push // the server's base-layer pushes feed the roots of every sub-stream tree
+	}
 	if sa, sb := o.Seed(a.From), o.Seed(b.From); sa != sb {
 		return sa
 	}
