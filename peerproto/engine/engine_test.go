@@ -182,3 +182,22 @@ func TestOnSegmentHandsOnEachWholeSegmentWithItsSignedManifestBeforeItPlays(t *t
 		require.True(t, s.at.Before(p.peer.Engine.Deadline(s.seq)), "segment %d handed on before its deadline", s.seq)
 	}
 }
+
+// A peer extrapolates the server's holdings on its clock, but not past a
+// segment the server said it does not hold: when the publisher stops,
+// the peer's view of the live edge stops one segment later, and the
+// server is asked for that segment about once, not at every tick.
+func TestExtrapolationStopsWhenTheStreamStops(t *testing.T) {
+	p := newPair(t, "ok")
+	p.net.Connect(2, 1)
+	for i := 0; i < 6; i++ {
+		seq := uint64(i)
+		p.net.At(sim.Epoch.Add(time.Duration(i)*time.Second), func() { p.addSegment(t, seq, false) })
+	}
+	p.net.Run(sim.Epoch.Add(30 * time.Second))
+	edge, ok := p.peer.Engine.LiveEdge()
+	require.True(t, ok)
+	require.LessOrEqual(t, edge, uint64(6), "the peer's live edge")
+	// One Reject is ~15 bytes: a few, not one per tick (600 in 30 s).
+	require.Less(t, p.server.Engine.Stats().ControlOutByType[wire.TypeReject], uint64(20*15))
+}

@@ -74,6 +74,19 @@ func TestOrder(t *testing.T) {
 		require.Equal(t, []Queued{{From: 2, Layer: 2}, {From: 6, Layer: 2, Urgent: true}, {From: 3, Layer: 2},
 			{From: 4, Layer: 0}, {From: 5, Layer: 1}, {From: 4, Layer: 1}}, sorted(order(true)))
 	})
+	t.Run("the server: its base-layer pushes to the roots before everything, its other pushes as seeds' entries", func(t *testing.T) {
+		// A seed's urgent repair waits behind a base-layer push (it kept
+		// the server's pushes queued until they expired at N = 5000).
+		pq := append(slices.Clone(q), Queued{From: 7, Layer: 1, Push: true}, Queued{From: 7, Layer: 0, Push: true},
+			Queued{From: 2, Layer: 1, Urgent: true})
+		seeds[7] = true
+		defer delete(seeds, 7)
+		out := slices.Clone(pq)
+		sort.SliceStable(out, func(i, j int) bool { return order(true).Less(out[i], out[j]) })
+		require.Equal(t, []Queued{{From: 7, Layer: 0, Push: true}, {From: 2, Layer: 1, Urgent: true}, {From: 7, Layer: 1, Push: true},
+			{From: 2, Layer: 2}, {From: 6, Layer: 2, Urgent: true}, {From: 3, Layer: 2}, {From: 4, Layer: 0}, {From: 5, Layer: 1},
+			{From: 4, Layer: 1}}, out)
+	})
 	t.Run("a peer: base layer first, then the partner that contributes most", func(t *testing.T) {
 		require.Equal(t, []Queued{{From: 2, Layer: 2}, {From: 4, Layer: 0}, {From: 5, Layer: 1}, {From: 4, Layer: 1},
 			{From: 3, Layer: 2}, {From: 6, Layer: 2, Urgent: true}}, sorted(order(false)))
