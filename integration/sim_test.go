@@ -665,6 +665,12 @@ func TestSimQuick(t *testing.T) {
 			c.PlayoutDelay, c.MinStartSlack = playout, slack
 			c.DisableQoS = c.DisableQoS || strings.Contains(off, "qos")
 			c.DisableServerFallback = c.DisableServerFallback || strings.Contains(off, "serverfallback")
+			// COOP_SIM_QUICK_QOS="window drop addBelow addAfter" (e.g. "20 0.1 0.02 10s"): QoS thresholds.
+			if v := os.Getenv("COOP_SIM_QUICK_QOS"); v != "" {
+				var after string
+				fmt.Sscan(v, &c.QoS.Window, &c.QoS.DropAbove, &c.QoS.AddBelow, &after)
+				c.QoS.AddAfter, _ = time.ParseDuration(after)
+			}
 		})
 		if strings.Contains(off, "push") {
 			sc = withoutPush(sc)
@@ -702,8 +708,10 @@ func TestSimQuick(t *testing.T) {
 	only := os.Getenv("COOP_SIM_QUICK_ONLY")
 	var jobs []job
 	for _, p := range points {
-		optIn := p.name == "flash crowd" || p.n > 1000 // long: named in COOP_SIM_QUICK_ONLY
-		if only == "" && optIn || only != "" && !strings.Contains(fmt.Sprintf("%s %d", p.name, p.n), only) {
+		// Long points run only when COOP_SIM_QUICK_ONLY names them in full.
+		name := fmt.Sprintf("%s %d", p.name, p.n)
+		optIn := p.name == "flash crowd" || p.n > 1000
+		if only == "" && optIn || only != "" && !strings.Contains(name, only) || optIn && !strings.Contains(only, name) && only != p.name {
 			continue
 		}
 		for _, seed := range seeds {
