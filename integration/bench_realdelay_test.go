@@ -3,6 +3,8 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -373,7 +375,7 @@ func realDelayedRun(t *testing.T, pub rdPublisher, clip string, n int, seed uint
 		tcpnode.EnvNetDelayFile+"="+table)
 	listen := make([]string, n)
 	for i := range listen {
-		listen[i] = freeAddr(t)
+		listen[i] = fixedAddr(t)
 	}
 	// The plugin reads the table when the stream is announced, the peers
 	// when they start: written before either.
@@ -779,4 +781,26 @@ func abs(v float64) float64 {
 		return -v
 	}
 	return v
+}
+
+// fixedAddr is a free loopback address for a listener that must be named
+// before its process starts (the delay table lists every peer's), chosen
+// below Linux's ephemeral range (32768-60999): a port from freeAddr could
+// be taken, before the peer bound it, by one of the swarm's own outbound
+// connections ("bind: address already in use" in one run of 6).
+func fixedAddr(t *testing.T) string {
+	t.Helper()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		if claimPort("tcp", port) {
+			return fmt.Sprintf("127.0.0.1:%d", port)
+		}
+	}
+	t.Fatal("no free TCP port below the ephemeral range")
+	return ""
 }
