@@ -191,11 +191,8 @@ func writePlayoutDelay(md *strings.Builder, point func(name string, n int) runSu
 		at("coop", first, true).Quality, at("coop", last, true).Quality)
 	fmt.Fprintf(md, "\nPlot: `sim/results/%s`.\n", delayPlotFile)
 
-	// One plot ("churn": exponential lifetimes, mean 1 min). The quality
-	// lines come sixth and seventh, so with savePlot's five colours each
-	// takes the colour of CoopStreaming's continuity line of the same
-	// churn case (far above it); the gossip mesh under churn, last, shares
-	// the tree's colour until the palette has eight.
+	// One plot ("churn": exponential lifetimes, mean 1 min): eight lines,
+	// one colour each (plots_test.go's palette has eight).
 	line := func(name, kind string, churned bool, f func(runSummary) float64) series {
 		s := series{name: name}
 		for _, delay := range playoutDelays {
@@ -243,13 +240,11 @@ func TestSimPlayoutDelaySweep(t *testing.T) {
 	began := time.Now()
 	runs := runJobsN(jobs, 1)
 	t.Logf("%d runs at N = %d in %v", len(runs), n, time.Since(began).Round(time.Second))
-	groups := map[string][]runSummary{}
 	for _, r := range runs {
 		t.Logf("%-32s %5.1f s wall  continuity %.3f  quality %.2f  startup p50 %.1f s  never started %d",
 			r.Scenario, r.WallSeconds, r.Continuity, r.Quality, r.StartupP50, r.NeverStarted)
-		k := fmt.Sprintf("%s|%d", r.Scenario, r.N)
-		groups[k] = append(groups[k], r)
 	}
+	groups, _ := groupRuns(runs)
 	require.Len(t, groups, len(jobs), "job names must be unique per point")
 	point := func(name string, n int) runSummary {
 		g := groups[fmt.Sprintf("%s|%d", name, n)]

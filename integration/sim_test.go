@@ -298,15 +298,7 @@ func TestSimEvaluation(t *testing.T) {
 	speed, speedRun := measureSpeed(prof.SpeedN, prof.SpeedDur)
 	t.Logf("speed: %v", speed)
 	runs = append(runs, speedRun)
-	groups := map[string][]runSummary{}
-	var order []string
-	for _, r := range runs {
-		k := fmt.Sprintf("%s|%d", r.Scenario, r.N)
-		if groups[k] == nil {
-			order = append(order, k)
-		}
-		groups[k] = append(groups[k], r)
-	}
+	groups, order := groupRuns(runs)
 	point := func(name string, n int) runSummary { return medianRun(groups[fmt.Sprintf("%s|%d", name, n)]) }
 
 	// Cross-check against the emulation (same engine paced to the wall clock).
@@ -474,6 +466,21 @@ func TestSimEvaluation(t *testing.T) {
 	}
 	require.NoError(t, os.WriteFile(evalPath, []byte(md.String()), 0o644))
 	t.Logf("\n%s", md.String())
+}
+
+// groupRuns groups runs by point ("scenario|N", the seeds of one point
+// together), with the points in the order they first appear.
+func groupRuns(runs []runSummary) (map[string][]runSummary, []string) {
+	groups := map[string][]runSummary{}
+	var order []string
+	for _, r := range runs {
+		k := fmt.Sprintf("%s|%d", r.Scenario, r.N)
+		if groups[k] == nil {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	return groups, order
 }
 
 // writeComparison writes the CoopStreaming / gossip / tree comparison at
@@ -708,10 +715,15 @@ func TestSimQuick(t *testing.T) {
 	only := os.Getenv("COOP_SIM_QUICK_ONLY")
 	var jobs []job
 	for _, p := range points {
-		// Long points run only when COOP_SIM_QUICK_ONLY names them in full.
+		// Long points run only when COOP_SIM_QUICK_ONLY names them in full
+		// (or names their scenario alone).
 		name := fmt.Sprintf("%s %d", p.name, p.n)
 		optIn := p.name == "flash crowd" || p.n > 1000
-		if only == "" && optIn || only != "" && !strings.Contains(name, only) || optIn && !strings.Contains(only, name) && only != p.name {
+		selected := !optIn
+		if only != "" {
+			selected = strings.Contains(name, only) && (!optIn || strings.Contains(only, name) || only == p.name)
+		}
+		if !selected {
 			continue
 		}
 		for _, seed := range seeds {

@@ -45,13 +45,19 @@ func (p *pair) addSegment(t *testing.T, seq uint64, corrupt bool) {
 	require.NoError(t, p.server.Engine.AddSegment(seq, raw, chunks))
 }
 
-func TestAPeerFetchesVerifiesAndPlaysFromTheServer(t *testing.T) {
-	p := newPair(t, "ok")
-	p.net.Connect(2, 1)
-	for i := 0; i < 10; i++ {
+// addSegments schedules segments 0..n-1 at the server, one a second
+// (the pair's segment duration) from the epoch.
+func (p *pair) addSegments(t *testing.T, n int) {
+	for i := range n {
 		seq := uint64(i)
 		p.net.At(sim.Epoch.Add(time.Duration(i)*time.Second), func() { p.addSegment(t, seq, false) })
 	}
+}
+
+func TestAPeerFetchesVerifiesAndPlaysFromTheServer(t *testing.T) {
+	p := newPair(t, "ok")
+	p.net.Connect(2, 1)
+	p.addSegments(t, 10)
 	p.net.Run(sim.Epoch.Add(12 * time.Second)) // the last segment is due at 12.1 s
 	st := p.peer.Engine.Stats()
 	require.True(t, st.Started)
@@ -168,10 +174,7 @@ func TestOnSegmentHandsOnEachWholeSegmentWithItsSignedManifestBeforeItPlays(t *t
 			}}, env)
 	})
 	p.net.Connect(3, 1)
-	for i := 0; i < 6; i++ {
-		seq := uint64(i)
-		p.net.At(sim.Epoch.Add(time.Duration(i)*time.Second), func() { p.addSegment(t, seq, false) })
-	}
+	p.addSegments(t, 6)
 	p.net.Run(sim.Epoch.Add(8 * time.Second))
 	require.NotEmpty(t, segs)
 	for _, s := range segs {
@@ -190,10 +193,7 @@ func TestOnSegmentHandsOnEachWholeSegmentWithItsSignedManifestBeforeItPlays(t *t
 func TestExtrapolationStopsWhenTheStreamStops(t *testing.T) {
 	p := newPair(t, "ok")
 	p.net.Connect(2, 1)
-	for i := 0; i < 6; i++ {
-		seq := uint64(i)
-		p.net.At(sim.Epoch.Add(time.Duration(i)*time.Second), func() { p.addSegment(t, seq, false) })
-	}
+	p.addSegments(t, 6)
 	p.net.Run(sim.Epoch.Add(30 * time.Second))
 	edge, ok := p.peer.Engine.LiveEdge()
 	require.True(t, ok)

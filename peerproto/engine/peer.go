@@ -138,10 +138,19 @@ func (e *Engine) impliedAtServer(seq uint64, now time.Time) {
 	if srv.bm.Has(seq, 0) {
 		return
 	}
-	for l := 0; l < e.cfg.Layers; l++ {
+	e.serverHolds(srv, seq, e.cfg.Layers, now)
+	e.impliedEdge = max(e.impliedEdge, seq)
+}
+
+// serverHolds records, in the server partner's map srv, that it holds
+// the first layers of segment seq (moving the map's window up to it).
+func (e *Engine) serverHolds(srv *partner, seq uint64, layers int, now time.Time) {
+	if seq >= srv.bm.Base()+uint64(srv.bm.Window()) {
+		srv.bm.Advance(seq - uint64(srv.bm.Window()) + 1)
+	}
+	for l := 0; l < layers; l++ {
 		srv.bm.Set(seq, l)
 	}
-	e.impliedEdge = max(e.impliedEdge, seq)
 	e.noteServerSegment(seq, now, false)
 }
 
@@ -783,13 +792,7 @@ func (e *Engine) extrapolateServer(now time.Time) {
 		if e.notFoundSet && seq >= e.notFoundAt || now.Before(e.clock.AvailableAt(seq).Add(e.cfg.SeedDelay)) {
 			return
 		}
-		if seq >= srv.bm.Base()+uint64(srv.bm.Window()) {
-			srv.bm.Advance(seq - uint64(srv.bm.Window()) + 1)
-		}
-		for l := 0; l < layers; l++ {
-			srv.bm.Set(seq, l)
-		}
+		e.serverHolds(srv, seq, layers, now)
 		e.liveEdge = seq
-		e.noteServerSegment(seq, now, false)
 	}
 }
