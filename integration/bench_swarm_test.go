@@ -434,12 +434,24 @@ func debugTotals(res swarm.Result) string {
 		}
 	}
 	hist := map[[2]int]int{}
+	played := map[[2]int]int{}
+	var byLayer [4][4]float64
+	for _, p := range res.Peers {
+		for l := range byLayer {
+			for f := range byLayer[l] {
+				byLayer[l][f] += float64(p.Stats.MediaInByLayer[l][f]) / 1e6
+			}
+		}
+		for _, r := range p.Stats.PlayedAt {
+			played[[2]int{r.Subscribed, r.Layers}]++
+		}
+	}
 	for _, p := range res.Peers {
 		for _, wl := range p.Stats.PushLayers {
 			hist[wl]++
 		}
 	}
-	return fmt.Sprintf("pushLayers(want,granted)=%v ", hist) + fmt.Sprintf("silent=%d dupPushMB=%.1f subs=%d pushes=%d dropped=%d replaced=%d dupMB=%.1f lateMB=%.1f peersMB=%.1f serverMB=%.1f timeouts=%d busy=%d hedges=%d switches=%d lateUnreq=%d miss(noHolder=%d notReq=%d inflPeer=%d inflSrv=%d srvOnly=%d) finalLayers=%v srvPushes=%d srvDropped=%d",
+	return fmt.Sprintf("inByLayerMB(push,pull,late,dup)=%.0f ", byLayer[:3]) + fmt.Sprintf("played(subscribed,present)=%v pushLayers(want,granted)=%v ", played, hist) + fmt.Sprintf("silent=%d dupPushMB=%.1f subs=%d pushes=%d dropped=%d replaced=%d dupMB=%.1f lateMB=%.1f peersMB=%.1f serverMB=%.1f timeouts=%d busy=%d hedges=%d switches=%d lateUnreq=%d miss(noHolder=%d notReq=%d inflPeer=%d inflSrv=%d srvOnly=%d) finalLayers=%v srvPushes=%d srvDropped=%d",
 		t.PushParentsSilent, float64(t.DuplicatePushBytes)/1e6, t.Subscribes, t.Pushes, t.PushesDropped, t.PushParentsReplaced, float64(t.DuplicateBytes)/1e6, float64(t.LateBytes)/1e6,
 		float64(t.UsefulFromPeers)/1e6, float64(t.UsefulFromServer)/1e6, t.Timeouts, t.RejectedBusy, t.Hedges, t.LayerSwitches, t.LateUnrequested,
 		t.MissNoHolder, t.MissNotRequested, t.MissInFlightPeer, t.MissInFlightServer, t.MissServerOnly, layers[:4], res.Server.Pushes, res.Server.PushesDropped) +

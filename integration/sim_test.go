@@ -672,10 +672,10 @@ func TestSimQuick(t *testing.T) {
 			c.PlayoutDelay, c.MinStartSlack = playout, slack
 			c.DisableQoS = c.DisableQoS || strings.Contains(off, "qos")
 			c.DisableServerFallback = c.DisableServerFallback || strings.Contains(off, "serverfallback")
-			// COOP_SIM_QUICK_QOS="window drop addBelow addAfter" (e.g. "20 0.1 0.02 10s"): QoS thresholds.
+			// COOP_SIM_QUICK_QOS="window drop addBelow addAfter topDrop" (e.g. "20 0.1 0.02 10s 0.5"): QoS thresholds.
 			if v := os.Getenv("COOP_SIM_QUICK_QOS"); v != "" {
 				var after string
-				fmt.Sscan(v, &c.QoS.Window, &c.QoS.DropAbove, &c.QoS.AddBelow, &after)
+				fmt.Sscan(v, &c.QoS.Window, &c.QoS.DropAbove, &c.QoS.AddBelow, &after, &c.QoS.TopDropAbove)
 				c.QoS.AddAfter, _ = time.ParseDuration(after)
 			}
 		})

@@ -201,3 +201,28 @@ func TestExtrapolationStopsWhenTheStreamStops(t *testing.T) {
 	// One Reject is ~15 bytes: a few, not one per tick (600 in 30 s).
 	require.Less(t, p.server.Engine.Stats().ControlOutByType[wire.TypeReject], uint64(20*15))
 }
+
+// TestAPeerPlaysEveryLayerThatArrived: QoS decides what a peer fetches,
+// not what it plays. A newcomer starts fetching the base layer only (slow
+// start), but its parent pushes one layer ahead; the segments that got
+// both layers play both (before, the player cut them to the layers
+// subscribed, and quality counted only those).
+func TestAPeerPlaysEveryLayerThatArrived(t *testing.T) {
+	p := newPair(t, "ok")
+	p.net.Connect(2, 1)
+	p.addSegments(t, 10)
+	p.net.Run(sim.Epoch.Add(12 * time.Second))
+	st := p.peer.Engine.Stats()
+	above := 0
+	for _, r := range st.PlayedAt {
+		require.LessOrEqual(t, r.Layers, 2, "segment %d: more layers than the stream has", r.Seq)
+		if r.Layers > r.Subscribed {
+			above++
+		}
+	}
+	require.Positive(t, above, "no segment played a layer above those fetched: %+v", st.PlayedAt)
+	require.Equal(t, len(st.PlayedAt), len(p.played))
+	for i, r := range st.PlayedAt {
+		require.Equal(t, r.Layers, p.played[i], "OnPlay gets every layer played")
+	}
+}

@@ -313,6 +313,13 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 		e.duplicate(m, req)
 		return
 	}
+	if k.layer < len(e.stats.MediaInByLayer) {
+		fate := 0
+		if req != nil {
+			fate = 1
+		}
+		e.stats.MediaInByLayer[k.layer][fate] += uint64(len(m.Payload))
+	}
 	if p.server {
 		e.stats.UsefulFromServer += uint64(len(m.Payload))
 	} else {
@@ -351,6 +358,9 @@ func (e *Engine) chunkDone(s *seg, seq uint64, layer int, chunk []byte) {
 // duplicate counts a piece that was held already.
 func (e *Engine) duplicate(m *wire.Data, req *request) {
 	e.stats.DuplicateBytes += uint64(len(m.Payload))
+	if int(m.Layer) < len(e.stats.MediaInByLayer) {
+		e.stats.MediaInByLayer[m.Layer][3] += uint64(len(m.Payload))
+	}
 	if req == nil {
 		e.stats.DuplicatePushBytes += uint64(len(m.Payload))
 	}
@@ -359,6 +369,9 @@ func (e *Engine) duplicate(m *wire.Data, req *request) {
 // late counts a piece that came after its segment was played.
 func (e *Engine) late(p *partner, m *wire.Data, req *request, now time.Time) {
 	e.stats.LateBytes += uint64(len(m.Payload))
+	if int(m.Layer) < len(e.stats.MediaInByLayer) {
+		e.stats.MediaInByLayer[m.Layer][2] += uint64(len(m.Payload))
+	}
 	if m.Piece > 0 {
 		return // the chunk's other counters are kept once per chunk
 	}
@@ -397,16 +410,21 @@ func (e *Engine) playback(now time.Time) {
 		seq := e.playhead
 		s := e.segs[seq]
 		subscribed := e.qos.Layers()
-		segLayers := subscribed
+		streamLayers, segLayers := subscribed, subscribed
 		if s != nil && s.layers > 0 {
-			segLayers = min(s.layers, subscribed)
+			streamLayers, segLayers = s.layers, min(s.layers, subscribed)
 		}
+		// QoS judges the layers fetched (due); the player plays every
+		// layer that arrived, also one above those (a parent pushes one
+		// layer ahead, pushWant).
+		has := func(l int) bool { return e.have.Has(seq, l) }
 		due := segLayers
-		present, missed := playback.Present(due, func(l int) bool { return e.have.Has(seq, l) })
+		_, missed := playback.Present(due, has)
+		present, _ := playback.Present(streamLayers, has)
 		if present == 0 && e.started {
 			e.diagnoseMiss(seq)
 		}
-		e.stats.RecordDeadline(present, segLayers, e.cfg.Layers)
+		e.stats.RecordDeadline(present, streamLayers, e.cfg.Layers)
 		if present > 0 && !e.started {
 			e.started = true
 			e.stats.StartupDelay = now.Sub(e.joinedAt)
@@ -433,7 +451,8 @@ func (e *Engine) playback(now time.Time) {
 			headroom, overloaded := qos.Link(e.downCap.Value(), e.downCap.Measured() && e.pushRate() == 0, need, cur)
 			e.qos.SetHeadroom(headroom)
 			e.qos.SetOverloaded(overloaded)
-			if _, changed := e.qos.Observe(now, due, missed); changed {
+			topMissed := due > 0 && !e.have.Has(seq, due-1)
+			if _, changed := e.qos.Observe(now, due, missed, topMissed); changed {
 				e.stats.LayerSwitches++
 			}
 		}

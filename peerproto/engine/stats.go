@@ -41,6 +41,10 @@ type Stats struct {
 	// ControlOutByType is ControlBytesOut by message type (wire.Type;
 	// Data: its header), to see what a node's control traffic is made of.
 	ControlOutByType [32]uint64
+	// MediaInByLayer is media payload received per layer (the first
+	// four), by fate: [0] pushed and kept, [1] pulled and kept, [2] late,
+	// [3] duplicate — where each layer's delivery succeeds or fails.
+	MediaInByLayer [4][4]uint64
 	// Events.
 	Timeouts, RejectedBusy, ServedChunks uint64
 	BadData, Banned, Unverifiable        uint64

@@ -140,6 +140,16 @@ func (e *Engine) serve(now time.Time) {
 			kept = append(kept, r)
 			continue
 		}
+		backlog := 0
+		if perConn != nil {
+			backlog = perConn.Backlog(r.from) // a stalled receiver holds back only its own pieces
+		} else {
+			backlog = e.env.UploadBacklog()
+		}
+		if upload.EnhancementWaits(r.layer, backlog, e.cfg.MaxBacklog) {
+			kept = append(kept, r)
+			continue
+		}
 		if !r.push && e.repairWaits(r.from) {
 			kept = append(kept, r)
 			continue

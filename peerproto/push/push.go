@@ -66,22 +66,39 @@ type Load struct {
 }
 
 // Admit tells how many of the wanted layers a parent pushes to a new or
-// changed subscription: all of them when they fit, else the most that
-// fit, lowest first (0: refused). costOf(n) is the subscription's cost in
-// n layers; the subscription's own current cost is already out of Used.
-func Admit(ld Load, wanted int, costOf func(n int) float64) int {
+// changed subscription (granted; 0: refused) and how many of them count
+// against its capacity (charged). A subscription is admitted when its
+// base layer fits in what is left of the capacity; it is then granted
+// every wanted layer, and charged the most that fit, lowest first. The
+// layers beyond those are pushed best effort: a congested parent sheds
+// them first (its queue is served lowest layer first, enhancement pieces
+// wait while its uplink is half backed up, upload.EnhancementWaits, and a
+// push queued longer than its TTL is dropped), so they cost the base
+// nothing. costOf(n) is the subscription's cost in n layers; the
+// subscription's own current cost is already out of Used.
+//
+// Measured in the simulator (TestSimQuick, seed 1): granting only the
+// layers that fit (the rule before) kept the third layer from 99.6% of
+// deadlines at N = 500 (quality 0.47); granting every layer and charging
+// them all (fewer children per parent) raised quality to 0.68 but cost
+// the homogeneous 1.2x swarm its base (0.99 -> 0.90); charging what fits
+// keeps the base (0.998-1.000) and gives 0.56-0.59.
+func Admit(ld Load, wanted int, costOf func(n int) float64) (granted, charged int) {
+	if wanted <= 0 {
+		return 0, 0
+	}
 	if ld.Capacity <= 0 {
 		if ld.Subs >= MaxChildren {
-			return 0
+			return 0, 0
 		}
-		return wanted
+		return wanted, wanted
 	}
 	for n := wanted; n > 0; n-- {
 		if ld.Used+costOf(n) <= ld.Capacity {
-			return n
+			return wanted, n
 		}
 	}
-	return 0
+	return 0, 0
 }
 
 // Candidate is a partner considered as the parent of one sub-stream.

@@ -26,22 +26,25 @@ func TestCostIsTheSubscribedLayersOverTheSubstreams(t *testing.T) {
 	require.InDelta(t, 120e3, Cost(rates, 9, 1), 1e-9, "layers past the stream's count cost nothing")
 }
 
-func TestAdmitGivesTheLayersThatFitLowestFirst(t *testing.T) {
+func TestAdmitGrantsEveryLayerWhenTheBaseFitsAndChargesWhatFits(t *testing.T) {
 	costOf := func(n int) float64 { return float64(10 * n) }
 	for _, c := range []struct {
-		name   string
-		ld     Load
-		wanted int
-		want   int
+		name            string
+		ld              Load
+		wanted          int
+		granted, charge int
 	}{
-		{"room for all", Load{Capacity: 100, Used: 50}, 3, 3},
-		{"room for two", Load{Capacity: 100, Used: 75}, 3, 2},
-		{"room for the base", Load{Capacity: 100, Used: 85}, 3, 1},
-		{"full", Load{Capacity: 100, Used: 95}, 3, 0},
-		{"no cap: bounded by count", Load{Subs: MaxChildren - 1}, 3, 3},
-		{"no cap, count reached", Load{Subs: MaxChildren}, 3, 0},
+		{"room for all", Load{Capacity: 100, Used: 50}, 3, 3, 3},
+		{"room for two: all granted, two charged", Load{Capacity: 100, Used: 75}, 3, 3, 2},
+		{"room for the base: all granted, the base charged", Load{Capacity: 100, Used: 85}, 3, 3, 1},
+		{"no room for the base: refused", Load{Capacity: 100, Used: 95}, 3, 0, 0},
+		{"nothing wanted", Load{Capacity: 100}, 0, 0, 0},
+		{"no cap: bounded by count", Load{Subs: MaxChildren - 1}, 3, 3, 3},
+		{"no cap, count reached", Load{Subs: MaxChildren}, 3, 0, 0},
 	} {
-		require.Equal(t, c.want, Admit(c.ld, c.wanted, costOf), c.name)
+		g, ch := Admit(c.ld, c.wanted, costOf)
+		require.Equal(t, c.granted, g, c.name)
+		require.Equal(t, c.charge, ch, c.name)
 	}
 }
 

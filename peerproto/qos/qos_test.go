@@ -13,7 +13,7 @@ func TestDropsUnderMissesAndReaddsAfterSustainedLowRatio(t *testing.T) {
 	now := t0
 	step := func(due, missed int) (int, bool) {
 		now = now.Add(time.Second)
-		return c.Observe(now, due, missed)
+		return c.Observe(now, due, missed, missed > 0)
 	}
 	for i := 0; i < 10; i++ {
 		step(3, 0)
@@ -48,10 +48,52 @@ func TestDropsUnderMissesAndReaddsAfterSustainedLowRatio(t *testing.T) {
 	require.Equal(t, 3, c.Layers())
 }
 
+func TestATopLayerThatOftenArrivesStaysAndOneThatHurtsTheLowerLayersGoes(t *testing.T) {
+	c := New(Config{}, 3)
+	now := time.Unix(0, 0)
+	obs := func(due, missed int, top bool) (int, bool) {
+		now = now.Add(500 * time.Millisecond)
+		return c.Observe(now, due, missed, top)
+	}
+	// The top layer misses 3 deadlines in 10 (ratio of miss 0.10 over
+	// all layers, 0.30 of the top): it plays whenever it arrives, so it
+	// stays.
+	for i := 0; i < 60; i++ {
+		miss := i%10 < 3
+		m := 0
+		if miss {
+			m = 1
+		}
+		_, changed := obs(3, m, miss)
+		require.False(t, changed, "segment %d", i)
+	}
+	require.Equal(t, 3, c.Layers())
+	require.InDelta(t, 0.10, c.RatioOfMiss(), 1e-9)
+	// Nearly all of the top layer misses: it goes.
+	var dropped bool
+	for i := 0; i < 40 && !dropped; i++ {
+		_, dropped = obs(3, 1, i%10 != 0)
+	}
+	require.True(t, dropped)
+	require.Equal(t, 2, c.Layers())
+	// The layer below the top misses (the link is congested) while the
+	// top arrives: the top layer goes all the same.
+	dropped = false
+	for i := 0; i < 40 && !dropped; i++ {
+		m := 0
+		if i%4 == 0 {
+			m = 1
+		}
+		_, dropped = obs(2, m, false)
+	}
+	require.True(t, dropped, "misses below the top drop it")
+	require.Equal(t, 1, c.Layers())
+}
+
 func TestFailedReaddBacksOff(t *testing.T) {
 	c := New(Config{}, 2)
 	now := time.Unix(0, 0)
-	obs := func(due, missed int) { now = now.Add(time.Second); c.Observe(now, due, missed) }
+	obs := func(due, missed int) { now = now.Add(time.Second); c.Observe(now, due, missed, missed > 0) }
 	for c.Layers() == 2 {
 		obs(2, 2)
 	}

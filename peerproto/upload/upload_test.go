@@ -92,3 +92,18 @@ func TestOrder(t *testing.T) {
 			{From: 3, Layer: 2}, {From: 6, Layer: 2, Urgent: true}}, sorted(order(false)))
 	})
 }
+
+func TestEnhancementWaitsWhileTheUplinkIsHalfBackedUp(t *testing.T) {
+	for _, c := range []struct {
+		layer, backlog int
+		waits          bool
+	}{
+		{0, 1 << 20, false}, // the base layer never waits here
+		{1, 0, false},
+		{1, 8191, false},
+		{1, 8192, true},
+		{2, 16384, true},
+	} {
+		require.Equal(t, c.waits, EnhancementWaits(c.layer, c.backlog, 16384), "%+v", c)
+	}
+}
