@@ -505,6 +505,7 @@ func perClass(res swarm.Result) string {
 		n       int
 		q       float64
 		layerCI [8]float64
+		outMB   float64
 	}
 	by := map[float64]*acc{}
 	for _, p := range res.Peers {
@@ -515,6 +516,7 @@ func perClass(res swarm.Result) string {
 		}
 		a.n++
 		a.q += p.Quality
+		a.outMB += float64(p.Stats.MediaBytesOut) / 1e6
 		for l, c := range p.LayerCI {
 			if l < len(a.layerCI) {
 				a.layerCI[l] += c
@@ -529,7 +531,7 @@ func perClass(res swarm.Result) string {
 	out := ""
 	for _, k := range keys {
 		a := by[k]
-		out += fmt.Sprintf("[%.1fx n=%d q=%.2f ci=%.2f/%.2f/%.2f]", k, a.n, a.q/float64(a.n), a.layerCI[0]/float64(a.n), a.layerCI[1]/float64(a.n), a.layerCI[2]/float64(a.n))
+		out += fmt.Sprintf("[%.1fx n=%d q=%.2f ci=%.2f/%.2f/%.2f upMB/peer=%.1f]", k, a.n, a.q/float64(a.n), a.layerCI[0]/float64(a.n), a.layerCI[1]/float64(a.n), a.layerCI[2]/float64(a.n), a.outMB/float64(a.n))
 	}
 	return out
 }
