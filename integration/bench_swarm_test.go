@@ -435,6 +435,21 @@ func debugTotals(res swarm.Result) string {
 	}
 	hist := map[[2]int]int{}
 	played := map[[2]int]int{}
+	var ups []float64
+	missedFirst := 0
+	for _, p := range res.Peers {
+		ups = append(ups, p.StartupDelay.Seconds())
+		for _, r := range p.Stats.PlayedAt {
+			if r.Layers > 0 {
+				break
+			}
+			missedFirst++
+		}
+	}
+	slices.Sort(ups)
+	if len(ups) > 0 {
+		fmt.Printf("startup p10/p50/p95 %.2f/%.2f/%.2f s, deadlines missed before the first played %d\n", ups[len(ups)/10], ups[len(ups)/2], ups[len(ups)*95/100], missedFirst)
+	}
 	var byLayer [4][4]float64
 	for _, p := range res.Peers {
 		for l := range byLayer {

@@ -47,6 +47,14 @@ func (k known) Upload() float64 {
 
 func (k known) RTT() time.Duration { return k.p.rtt.Smoothed(candidateRTTDefault) }
 
+// Playing implements partners.Player: the peer reported a continuity of
+// at least playingPermille.
+func (k known) Playing() bool { return k.p.reported.ContinuityPermille >= playingPermille }
+
+// playingPermille is the reported continuity (‰) from which a peer counts
+// as playing when candidates are ranked.
+const playingPermille = 900
+
 func (k known) Partners() int { return int(k.p.reported.Partners) }
 
 // candidateRTTDefault is the RTT assumed for a partner not yet measured

@@ -144,3 +144,26 @@ func TestCandidatesRankUploadClosenessAndRoom(t *testing.T) {
 		})
 	}
 }
+
+type player struct {
+	known
+	playing bool
+}
+
+func (p player) Playing() bool { return p.playing }
+
+func TestCandidatesRankAPeerThatDoesNotPlayYetLower(t *testing.T) {
+	// Peer 2 has twice the upload of peer 3 but does not play yet (a
+	// newcomer): 3 comes first, whatever the random factor (at most 3x).
+	pool := map[wire.PeerID]Known{
+		2: player{known{"h:2", 200_000, 30 * time.Millisecond, 2}, false},
+		3: player{known{"h:3", 100_000, 30 * time.Millisecond, 2}, true},
+		4: known{"h:4", 100_000, 30 * time.Millisecond, 2}, // not a Player: counts as playing
+	}
+	for seed := uint64(1); seed <= 20; seed++ {
+		cs := Candidates([]wire.PeerID{2, 3, 4}, func(id wire.PeerID) Known { return pool[id] },
+			Query{Asker: 1, AskerRTT: 30 * time.Millisecond, N: 3, MaxPartners: 10, Rand: rand.New(rand.NewPCG(seed, 1))})
+		require.Len(t, cs, 3)
+		require.Equal(t, wire.PeerID(2), cs[2].Peer, "seed %d: the newcomer ranks last", seed)
+	}
+}
