@@ -159,8 +159,11 @@ type runSummary struct {
 	Events          uint64    `json:"events"`
 	MaxLagMs        float64   `json:"maxLagMs,omitempty"`
 	ServerEgress    []float64 `json:"serverEgressBytesPerSec"`
-	Startups        []float64 `json:"-"`
-	Latencies       []float64 `json:"-"`
+	// QualityByClass is the mean quality of the peers of each upload
+	// class ("0.5x": upload ÷ stream rate).
+	QualityByClass map[string]float64 `json:"qualityByClass,omitempty"`
+	Startups       []float64          `json:"-"`
+	Latencies      []float64          `json:"-"`
 }
 
 func summarize(name string, sc swarm.Scenario, res swarm.Result, wall time.Duration) runSummary {
@@ -173,6 +176,20 @@ func summarize(name string, sc swarm.Scenario, res swarm.Result, wall time.Durat
 		ServerMediaMB: float64(res.Server.MediaBytesOut) / 1e6, ServerControlMB: float64(res.Server.ControlBytesOut) / 1e6,
 		ServerBusy: res.Server.RejectedBusy, ServerShed: res.Server.ControlShed, WallSeconds: wall.Seconds(),
 		Events: res.Events, MaxLagMs: float64(res.MaxLag) / 1e6, ServerEgress: res.ServerEgress}
+	sum, count := map[string]float64{}, map[string]int{}
+	for _, p := range res.Peers {
+		if p.PlayedInWindow > 0 {
+			k := fmt.Sprintf("%.1fx", p.UploadFactor)
+			sum[k] += p.Quality
+			count[k]++
+		}
+	}
+	if len(sum) > 0 {
+		s.QualityByClass = map[string]float64{}
+		for k, v := range sum {
+			s.QualityByClass[k] = v / float64(count[k])
+		}
+	}
 	for _, p := range res.Peers {
 		if p.Stats.Started {
 			s.Startups = append(s.Startups, p.StartupDelay.Seconds())
@@ -189,6 +206,19 @@ func summarize(name string, sc swarm.Scenario, res swarm.Result, wall time.Durat
 func medianRun(runs []runSummary) runSummary {
 	m := runs[0]
 	m.Seed = 0
+	if m.QualityByClass != nil {
+		m.QualityByClass = map[string]float64{}
+		for k := range runs[0].QualityByClass {
+			var v []float64
+			for _, r := range runs {
+				if q, ok := r.QualityByClass[k]; ok {
+					v = append(v, q)
+				}
+			}
+			slices.Sort(v)
+			m.QualityByClass[k] = v[len(v)/2]
+		}
+	}
 	for _, field := range []func(*runSummary) *float64{
 		func(r *runSummary) *float64 { return &r.Continuity },
 		func(r *runSummary) *float64 { return &r.ContinuityP5 },

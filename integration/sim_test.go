@@ -417,11 +417,12 @@ func TestSimEvaluation(t *testing.T) {
 			len(groups[k]), r.Continuity, r.ContinuityP5, r.Offload, r.CopiesPerSegment, r.Quality, r.StartupP50, r.StartupP95, r.LatencyP95,
 			100*r.ControlOverhead, r.ServerControlMB, r.ServerMediaMB)
 	}
+	writeQualityByClass(&md, groups, order)
 	pc := func(name string, n int) float64 { return point(name, n).Continuity }
 	fmt.Fprintf(&md, "\n## What it shows (and where CoopStreaming does not win)\n\n"+
-		"- One layer vs three: with the same 1 Mbit/s in one layer a chunk is the whole 62.5 KB segment, so each push or "+
-		"pull hop is a full store-and-forward of it: base continuity N = 100 %.2f single layer vs %.2f layered; N = 500 %.2f vs %.2f. "+
-		"Sub-segment pieces with cut-through forwarding (not built yet) are what a single-layer stream needs.\n"+
+		"- One layer vs three: with the same 1 Mbit/s in one layer every push subscription carries the whole stream (a layered "+
+		"stream's base is half of it), so the push trees must use nearly all of the peers' upload: base continuity N = 100 %.2f single layer "+
+		"vs %.2f layered; N = 500 %.2f vs %.2f. A single-layer stream plays about what a layered one plays in all its layers (its quality).\n"+
 		"- Homogeneous upload: base continuity %.2f at 1.0x, %.2f at 1.2x, %.2f at 2.0x (quality %.2f / %.2f / %.2f).\n"+
 		"- Partners: M = 2 gives %.2f, M = 4 %.2f, M = 6 %.2f, M = 8 %.2f.\n"+
 		"- Ablations at N = 500 (layered %.3f, quality %.2f): no rarest first %.3f, no random first %.3f, no QoS %.3f, "+
@@ -754,5 +755,20 @@ func TestSimQuick(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(out, []byte(b.String()), 0o644))
 		require.NoError(t, os.WriteFile(out+".json", js, 0o644))
+	}
+}
+
+// writeQualityByClass is the quality of each upload class for the coop
+// scenarios with heterogeneous uploads (medians over seeds).
+func writeQualityByClass(md *strings.Builder, groups map[string][]runSummary, order []string) {
+	md.WriteString("\n## Quality by upload class\n\nMean quality (contiguous layers played ÷ 3) of the peers of each upload class (upload ÷ stream rate), medians over seeds.\n\n")
+	md.WriteString("| scenario | N | 0.5x | 1.5x | 3.0x |\n|---|---|---|---|---|\n")
+	for _, k := range order {
+		r := medianRun(groups[k])
+		q := r.QualityByClass
+		if !strings.HasPrefix(r.Scenario, "coop layered") && r.Scenario != "coop 6 Mbit/s" || len(q) < 3 {
+			continue
+		}
+		fmt.Fprintf(md, "| %s | %d | %.2f | %.2f | %.2f |\n", r.Scenario, r.N, q["0.5x"], q["1.5x"], q["3.0x"])
 	}
 }
