@@ -174,10 +174,16 @@ func TestTransportsConnectThroughTheRelay(t *testing.T) {
 		t.Cleanup(tr.Close)
 		return tr
 	}
-	mk(0xb, func(c net.Conn) { accepted <- c })
+	b := mk(0xb, func(c net.Conn) { accepted <- c })
 	a := mk(0xa, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// An offer to a peer that has not joined yet fails at once ("session
+	// failed", as it should: the relay does not know it): wait for the
+	// join (CI once dialled 0xb 20 ms after starting it, before it joined).
+	if err := b.Joined(ctx); err != nil {
+		t.Fatal(err)
+	}
 	c, err := a.Dial(ctx, rtcnode.FormatPeer(0xb))
 	if err != nil {
 		t.Fatal(err)
