@@ -123,7 +123,10 @@ func TestLimits(t *testing.T) {
 	if last == nil || last.Code != rtcnode.CodeRate {
 		t.Fatalf("flood: last message %+v, want a rate error", last)
 	}
-	// Per-IP cap: two sockets held, the third upgrade is refused.
+	// Per-IP cap: two sockets held, the third upgrade is refused. The
+	// sockets above are closed by the server; wait until it has let go of
+	// them (CI once dialled while the flooded one still counted: 503).
+	waitCond(t, func() bool { return s.Counters().Sockets.Load() == 0 })
 	dial(t, url)
 	dial(t, url)
 	waitCond(t, func() bool { return s.Counters().Sockets.Load() == 2 })
