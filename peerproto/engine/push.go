@@ -345,52 +345,50 @@ func (e *Engine) pushRate() float64 {
 	return r
 }
 
-// pushWant is how many layers a peer subscribes to: every layer of the
-// stream. Layer control happens where capacity runs out — a parent
-// admits the layers its upload carries, a congested parent sheds the
-// pushes of upper layers first (its queue is served lowest layer first)
-// — and QoS plays what arrives; asking for the layers it plays only
-// locks a swarm into the base layer (nobody relays what nobody plays).
+// pushWant is how many layers a peer asks a parent of sub-stream k for:
+// one layer beyond those it fetches (so a layer QoS may re-add is already
+// on its way; the player plays whatever arrives), at least what its own
+// children there take, and at a root (the server as parent) every layer.
+// Layer control happens where capacity runs out — a parent charges the
+// layers its upload carries and sheds the pushes of the others first —
+// and never beyond what the measured download carries with headroom.
+// (Holding the layer ahead back for 30 s after any late push, as before,
+// kept the third layer out of the swarm: a parent's queue sheds
+// enhancement pushes first, so late pushes say nothing of this peer's
+// link; TestSimQuick N = 500 seed 1: quality 0.59 with the hold, 0.65
+// without.)
 func (e *Engine) pushWant(k int, parent wire.PeerID) int {
-	// One layer ahead of those played, capped below by what fits: a
-	// layer QoS may re-add is then already on its way. (Holding that
-	// probe back for 30 s after any late push, as before, kept the
-	// third layer out of the swarm: a parent's queue sheds enhancement
-	// pushes first, so late pushes say nothing of this peer's link;
-	// TestSimQuick N = 500 seed 1: quality 0.59 with the hold, 0.65 without.)
-	n := e.qos.Layers() + 1
-	for _, p := range e.list() {
-		n = max(n, int(p.childLayers[k]))
-	}
-	n = min(n, e.cfg.Layers)
-	if parent == e.serverID {
-		n = e.cfg.Layers // a root: chosen by its upload, it relays every layer
+	root := parent == e.serverID
+	n := e.cfg.Layers // a root: chosen by its upload, it relays every layer
+	if !root {
+		n = e.qos.Layers() + 1
+		for _, p := range e.list() {
+			n = max(n, int(p.childLayers[k]))
+		}
+		n = min(n, e.cfg.Layers)
 	}
 	if !e.downCap.Measured() {
-		if parent == e.serverID {
-			return n
-		}
 		// For its first newcomerBaseOnly, unless its download is measured
-		// by then, a newcomer is pushed the base layer only: parents push
-		// at their pace, whatever the link carries, and the base is the
-		// half of the stream that plays (a flash crowd of newcomers
-		// then finds peer parents instead of queueing at the server).
-		if e.env.Now().Sub(e.joinedAt) < newcomerBaseOnly {
+		// by then, a newcomer is pushed the base layer only by peer
+		// parents: they push at their pace, whatever the link carries,
+		// and the base is the half of the stream that plays (a flash
+		// crowd of newcomers then finds peer parents instead of queueing
+		// at the server).
+		if !root && e.env.Now().Sub(e.joinedAt) < newcomerBaseOnly {
 			return 1
 		}
-	} else {
-		// Never more than the measured download carries with headroom:
-		// pushes the link cannot take delay the base behind them.
-		fit, sum := 1, 0.0
-		for l, r := range e.layerRates() {
-			sum += r
-			if sum*qos.ReAddHeadroom <= e.downCap.Value() {
-				fit = l + 1
-			}
-		}
-		n = min(n, fit)
+		return n
 	}
-	return n
+	// Never more than the measured download carries with headroom:
+	// pushes the link cannot take delay the base behind them.
+	fit, sum := 1, 0.0
+	for l, r := range e.layerRates() {
+		sum += r
+		if sum*qos.ReAddHeadroom <= e.downCap.Value() {
+			fit = l + 1
+		}
+	}
+	return min(n, fit)
 }
 
 // pushSampleGap: a pushed piece that arrives within this of the previous

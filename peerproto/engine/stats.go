@@ -42,8 +42,9 @@ type Stats struct {
 	// Data: its header), to see what a node's control traffic is made of.
 	ControlOutByType [32]uint64
 	// MediaInByLayer is media payload received per layer (the first
-	// four), by fate: [0] pushed and kept, [1] pulled and kept, [2] late,
-	// [3] duplicate — where each layer's delivery succeeds or fails.
+	// four), by fate (the media* constants: pushed and kept, pulled and
+	// kept, late, duplicate) — where each layer's delivery succeeds or
+	// fails.
 	MediaInByLayer [4][4]uint64
 	// Events.
 	Timeouts, RejectedBusy, ServedChunks uint64
@@ -202,3 +203,19 @@ func (e *Engine) Swarm() SwarmStats {
 
 // HasServer tells whether a peer is connected to its server partner.
 func (e *Engine) HasServer() bool { return e.serverID != 0 }
+
+// Fates of received media in Stats.MediaInByLayer.
+const (
+	mediaPushed = iota
+	mediaPulled
+	mediaLate
+	mediaDuplicate
+)
+
+// addMediaIn counts n bytes of a layer's media by fate (layers past the
+// first four are not counted).
+func (s *Stats) addMediaIn(layer, fate, n int) {
+	if layer < len(s.MediaInByLayer) {
+		s.MediaInByLayer[layer][fate] += uint64(n)
+	}
+}

@@ -135,16 +135,20 @@ func (e *Engine) serve(now time.Time) {
 	perConn, _ := e.env.(ConnBacklog)
 	kept, stop := e.queue[:0], false
 	for _, r := range e.queue {
-		if stop || perConn == nil && e.env.UploadBacklog() >= e.cfg.MaxBacklog {
-			stop = true
+		if stop {
 			kept = append(kept, r)
 			continue
 		}
-		backlog := 0
+		// What the transport holds ahead of r: its connection's queue
+		// where the transport keeps one per connection (a stalled
+		// receiver holds back only its own pieces), else the node's.
+		var backlog int
 		if perConn != nil {
-			backlog = perConn.Backlog(r.from) // a stalled receiver holds back only its own pieces
-		} else {
-			backlog = e.env.UploadBacklog()
+			backlog = perConn.Backlog(r.from)
+		} else if backlog = e.env.UploadBacklog(); backlog >= e.cfg.MaxBacklog {
+			stop = true
+			kept = append(kept, r)
+			continue
 		}
 		if upload.EnhancementWaits(r.layer, backlog, e.cfg.MaxBacklog) {
 			kept = append(kept, r)
@@ -154,7 +158,7 @@ func (e *Engine) serve(now time.Time) {
 			kept = append(kept, r)
 			continue
 		}
-		if perConn != nil && perConn.Backlog(r.from) >= e.cfg.MaxBacklog {
+		if perConn != nil && backlog >= e.cfg.MaxBacklog {
 			e.stats.SkippedBacklog++
 			kept = append(kept, r)
 			continue
