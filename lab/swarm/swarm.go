@@ -159,6 +159,7 @@ type Swarm struct {
 	source         Source
 	pub            ed25519.PublicKey
 	priv           ed25519.PrivateKey
+	manifests      *manifest.Cache // shared by the peers: a signature is checked once
 	nextID         wire.PeerID
 	ingest         map[uint64]time.Time
 	joined         map[wire.PeerID]time.Time
@@ -174,7 +175,7 @@ type Swarm struct {
 // New builds the swarm (server and source) without peers.
 func New(sc Scenario) *Swarm {
 	sc.defaults()
-	s := &Swarm{Sc: sc, Net: sim.New(sc.Seed), nextID: ServerID + 1, ingest: map[uint64]time.Time{},
+	s := &Swarm{Sc: sc, Net: sim.New(sc.Seed), manifests: &manifest.Cache{}, nextID: ServerID + 1, ingest: map[uint64]time.Time{},
 		joined: map[wire.PeerID]time.Time{}, left: map[wire.PeerID]time.Time{}, classes: map[wire.PeerID]float64{},
 		rng: rand.New(rand.NewPCG(sc.Seed, 77))}
 	s.Net.Delay = sc.Delay
@@ -257,7 +258,7 @@ func (s *Swarm) AddPeer(uploadFactor float64) *sim.Node {
 			return s.Sc.Protocol.NewPeer(env, id, up)
 		}
 		cfg := engine.Config{Role: wire.RolePeer, ID: id, Stream: "live/sim", ListenAddr: "peer",
-			Layers: len(s.Sc.LayerShares), StreamKey: s.pub, UploadCap: up}
+			Layers: len(s.Sc.LayerShares), StreamKey: s.pub, UploadCap: up, Manifests: s.manifests}
 		if s.Sc.Configure != nil {
 			s.Sc.Configure(&cfg)
 		}

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/coopstreaming/coop/peerproto/manifest"
 	"github.com/coopstreaming/coop/peerproto/monitor"
 	"github.com/coopstreaming/coop/peerproto/partners"
 	"github.com/coopstreaming/coop/peerproto/playback"
@@ -55,6 +56,10 @@ type Config struct {
 	CheckToken func(stream, token string) bool
 	// StreamKey verifies segment manifests (peers).
 	StreamKey ed25519.PublicKey
+	// Manifests, when set, is shared by the engines of one process (the
+	// simulator's) so that each manifest's signature is checked once for
+	// all of them [nil: each engine checks every manifest it receives].
+	Manifests *manifest.Cache
 	// SignKey signs manifests (server; used by AddSegment callers).
 	SignKey ed25519.PrivateKey
 	// Epoch names the stream instance the server serves (in its Welcome
