@@ -653,7 +653,10 @@ func TestSimQuick(t *testing.T) {
 	if os.Getenv("COOP_SIM_QUICK") == "" {
 		t.Skip("reduced simulator matrix: run with COOP_SIM_QUICK=1")
 	}
-	const d = 60 * time.Second
+	d := 60 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("COOP_SIM_QUICK_DURATION")); err == nil && v > 0 {
+		d = v // simulated time of every point (e.g. 300s for the 10 000-peer row)
+	}
 	seeds := []uint64{1, 2, 3}
 	if v := os.Getenv("COOP_SIM_QUICK_SEEDS"); v != "" { // e.g. "1" or "1,2"
 		seeds = nil
@@ -707,6 +710,13 @@ func TestSimQuick(t *testing.T) {
 		}},
 		{"coop layered", 2000, func(seed uint64, n int) swarm.Scenario { return simScenario(seed, n, d, nil) }},
 		{"coop layered", 5000, func(seed uint64, n int) swarm.Scenario { return simScenario(seed, n, d, nil) }},
+		// The 10 000-peer row: all join within 10 s (opt-in, with
+		// COOP_SIM_QUICK_DURATION=300s for its 300 simulated seconds).
+		{"coop layered", 10000, func(seed uint64, n int) swarm.Scenario {
+			sc := simScenario(seed, n, d, nil)
+			sc.JoinSpread = 10 * time.Second
+			return sc
+		}},
 		{"flash crowd", 1000, func(seed uint64, n int) swarm.Scenario {
 			sc := simScenario(seed, n/10, d, nil)
 			addFlashCrowd(&sc, n)
