@@ -90,11 +90,7 @@ func (e *Engine) learnManifest(p *partner, s *seg, m *wire.Data) bool {
 			e.stats.Unverifiable++ // no key yet: store nothing
 			return false
 		}
-		if e.cfg.Manifests != nil {
-			man, err = e.cfg.Manifests.Verify(e.cfg.StreamKey, m.Manifest)
-		} else {
-			man, err = manifest.Verify(e.cfg.StreamKey, m.Manifest)
-		}
+		man, err = e.cfg.Manifests.Verify(e.cfg.StreamKey, m.Manifest)
 	}
 	if err != nil || man.Seq != m.Seq || man.Stream != e.cfg.Stream {
 		e.ban(p, fmt.Errorf("bad manifest for segment %d: %v", m.Seq, err))

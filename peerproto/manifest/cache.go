@@ -20,8 +20,11 @@ type Cache struct {
 }
 
 // Verify is Verify with the signature check skipped for bytes already
-// verified under the same key.
+// verified under the same key. A nil Cache checks every time.
 func (c *Cache) Verify(key ed25519.PublicKey, b []byte) (*Manifest, error) {
+	if c == nil {
+		return Verify(key, b)
+	}
 	id := string(key) + string(b)
 	c.mu.Lock()
 	_, hit := c.ok[id]

@@ -27,6 +27,12 @@ func TestCacheAnswersAsVerifyDoes(t *testing.T) {
 		require.ErrorIs(t, err, ErrSignature)
 	}
 	require.Len(t, c.ok, 1)
+	var none *Cache // checks every time
+	_, err = none.Verify(pub, bad)
+	require.ErrorIs(t, err, ErrSignature)
+	m, err := none.Verify(pub, b)
+	require.NoError(t, err)
+	require.Equal(t, uint64(7), m.Seq)
 }
 
 func TestCacheStaysBounded(t *testing.T) {
