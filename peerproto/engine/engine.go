@@ -42,6 +42,7 @@ type chunkKey struct {
 // partner is a connected node.
 type partner struct {
 	id         wire.PeerID
+	view       *known // how candidate ranking and the Tracker see it
 	hello      wire.Hello
 	server     bool
 	outbound   bool
@@ -317,6 +318,7 @@ func (e *Engine) Connected(h *wire.Hello, outbound bool) {
 		recv: newRateMeter(), sent: newRateMeter(),
 		inflight: make(map[chunkKey]*request),
 	}
+	p.view = &known{p, e}
 	for k := range p.hops {
 		p.hops[k] = wire.NoHops
 	}

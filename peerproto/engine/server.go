@@ -234,7 +234,7 @@ func (e *Engine) admitPeer(h *wire.Hello) error {
 // peerJoined registers a connected peer with the tracker and welcomes it.
 func (e *Engine) peerJoined(p *partner) {
 	if e.cfg.Tracker != nil {
-		e.cfg.Tracker.Join(p.id, known{p, e})
+		e.cfg.Tracker.Join(p.id, p.view)
 	}
 	e.welcome(p)
 }

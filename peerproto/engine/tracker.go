@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"slices"
 	"time"
 
 	"github.com/coopstreaming/coop/peerproto/partners"
@@ -24,7 +23,8 @@ type Tracker interface {
 	Candidates(q partners.Query) []wire.Candidate
 }
 
-// known is a partner as candidate ranking sees it.
+// known is a partner as candidate ranking sees it (each partner holds
+// one, partner.view, so that ranking a whole swarm allocates nothing).
 type known struct {
 	p *partner
 	e *Engine
@@ -71,14 +71,13 @@ func (e *Engine) candidatesFor(asker *partner, n int) []wire.Candidate {
 	if e.IsServer() && e.cfg.Tracker != nil {
 		return e.cfg.Tracker.Candidates(q)
 	}
-	ids := make([]wire.PeerID, 0, len(e.partners))
-	for id, p := range e.partners {
-		if !p.server { // the server partner is never a candidate
-			ids = append(ids, id)
+	list := e.list() // in ID order, as the draws require
+	return partners.CandidatesOf(len(list), func(i int) (wire.PeerID, partners.Known) {
+		if p := list[i]; !p.server { // the server partner is never a candidate
+			return p.id, p.view
 		}
-	}
-	slices.SortFunc(ids, cmpID)
-	return partners.Candidates(ids, func(id wire.PeerID) partners.Known { return known{e.partners[id], e} }, q)
+		return list[i].id, nil
+	}, q)
 }
 
 // candidateListLen is how many candidates the node answers a request for

@@ -1,7 +1,9 @@
 package partners
 
 import (
+	"math"
 	"math/rand/v2"
+	"sort"
 	"testing"
 	"time"
 
@@ -167,3 +169,77 @@ func TestCandidatesRankAPeerThatDoesNotPlayYetLower(t *testing.T) {
 		require.Equal(t, wire.PeerID(2), cs[2].Peer, "seed %d: the newcomer ranks last", seed)
 	}
 }
+
+// TestCandidatesOfKeepsTheBestAsAFullSortWould: the streaming top-N
+// names the same peers in the same order as ranking every peer and
+// cutting the list, and draws the same random numbers.
+func TestCandidatesOfKeepsTheBestAsAFullSortWould(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	for round := range 50 {
+		pool := map[wire.PeerID]Known{}
+		var ids []wire.PeerID
+		for id := wire.PeerID(1); id <= wire.PeerID(1+rng.IntN(300)); id++ {
+			addr := "10.0.0.1:1"
+			if rng.IntN(10) == 0 {
+				addr = "" // takes no inbound connections
+			}
+			pool[id] = stubKnown{addr: addr, up: float64(rng.IntN(4) * 100000), rtt: time.Duration(rng.IntN(200)) * time.Millisecond,
+				partners: rng.IntN(12), playing: rng.IntN(4) != 0}
+			ids = append(ids, id)
+		}
+		for _, n := range []int{0, 1, 5, 16, wire.MaxCandidates, 1000} {
+			q := Query{Asker: wire.PeerID(1 + rng.IntN(len(ids))), AskerRTT: 40 * time.Millisecond, N: n, MaxPartners: 10}
+			q.Rand = rand.New(rand.NewPCG(uint64(round), uint64(n)))
+			got := Candidates(ids, func(id wire.PeerID) Known { return pool[id] }, q)
+			after := q.Rand.Uint64()
+			q.Rand = rand.New(rand.NewPCG(uint64(round), uint64(n)))
+			want := rankAll(ids, pool, q)
+			require.Equal(t, want, got, "round %d, n %d", round, n)
+			require.Equal(t, after, q.Rand.Uint64(), "the same draws, one per eligible peer")
+		}
+	}
+}
+
+// rankAll is the reference: score every eligible peer, sort, cut.
+func rankAll(ids []wire.PeerID, pool map[wire.PeerID]Known, q Query) []wire.Candidate {
+	type scored struct {
+		c wire.Candidate
+		s float64
+	}
+	var all []scored
+	for _, id := range ids {
+		p := pool[id]
+		if id == q.Asker || p.Addr() == "" {
+			continue
+		}
+		d := math.Abs((p.RTT() - q.AskerRTT).Seconds())
+		s := (p.Upload() + 1) / (1 + d*20) * (0.5 + q.Rand.Float64())
+		if !p.(Player).Playing() {
+			s *= notPlayingFactor
+		}
+		if p.Partners() >= q.MaxPartners {
+			s /= 100
+		}
+		all = append(all, scored{wire.Candidate{Peer: id, Addr: p.Addr(), UploadRate: uint64(p.Upload()), RTTMicros: uint32(p.RTT() / time.Microsecond)}, s})
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].s > all[j].s })
+	out := []wire.Candidate{}
+	for i := 0; i < len(all) && i < min(q.N, wire.MaxCandidates); i++ {
+		out = append(out, all[i].c)
+	}
+	return out
+}
+
+type stubKnown struct {
+	addr     string
+	up       float64
+	rtt      time.Duration
+	partners int
+	playing  bool
+}
+
+func (s stubKnown) Addr() string       { return s.addr }
+func (s stubKnown) Upload() float64    { return s.up }
+func (s stubKnown) RTT() time.Duration { return s.rtt }
+func (s stubKnown) Partners() int      { return s.partners }
+func (s stubKnown) Playing() bool      { return s.playing }

@@ -18,6 +18,7 @@ import (
 // engine's driver goroutine only (engine.Tracker), so it has no lock.
 type Memory struct {
 	peers map[wire.PeerID]partners.Known
+	ids   []wire.PeerID // the keys of peers, sorted (the ranking's order)
 }
 
 var _ engine.Tracker = (*Memory)(nil)
@@ -26,10 +27,20 @@ var _ engine.Tracker = (*Memory)(nil)
 func NewMemory() *Memory { return &Memory{peers: make(map[wire.PeerID]partners.Known)} }
 
 // Join records a peer that connected.
-func (m *Memory) Join(id wire.PeerID, view partners.Known) { m.peers[id] = view }
+func (m *Memory) Join(id wire.PeerID, view partners.Known) {
+	if i, found := slices.BinarySearch(m.ids, id); !found {
+		m.ids = slices.Insert(m.ids, i, id)
+	}
+	m.peers[id] = view
+}
 
 // Leave forgets a peer.
-func (m *Memory) Leave(id wire.PeerID) { delete(m.peers, id) }
+func (m *Memory) Leave(id wire.PeerID) {
+	if i, found := slices.BinarySearch(m.ids, id); found {
+		m.ids = slices.Delete(m.ids, i, i+1)
+	}
+	delete(m.peers, id)
+}
 
 // Len is the number of peers known.
 func (m *Memory) Len() int { return len(m.peers) }
@@ -37,10 +48,5 @@ func (m *Memory) Len() int { return len(m.peers) }
 // Candidates ranks every known peer but the asker (in ID order, so the
 // random draws are the same for the same swarm).
 func (m *Memory) Candidates(q partners.Query) []wire.Candidate {
-	ids := make([]wire.PeerID, 0, len(m.peers))
-	for id := range m.peers {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return partners.Candidates(ids, func(id wire.PeerID) partners.Known { return m.peers[id] }, q)
+	return partners.Candidates(m.ids, func(id wire.PeerID) partners.Known { return m.peers[id] }, q)
 }

@@ -58,3 +58,23 @@ func TestCandidatesAreDeterministicPerSeed(t *testing.T) {
 	}
 	require.Equal(t, tr.Candidates(query(100, 16)), tr.Candidates(query(100, 16)))
 }
+
+func TestARejoinedPeerIsKnownOnceAndLeavesOnce(t *testing.T) {
+	tr := NewMemory()
+	tr.Join(7, view{"a:1", 100_000, 20 * time.Millisecond, 3})
+	tr.Join(3, view{"a:2", 100_000, 20 * time.Millisecond, 3})
+	tr.Join(7, view{"a:3", 100_000, 20 * time.Millisecond, 3}) // reconnected: the new view replaces the old
+	require.Equal(t, 2, tr.Len())
+	require.Equal(t, []wire.PeerID{3, 7}, tr.ids, "kept sorted, each peer once")
+	cs := tr.Candidates(query(1, 16))
+	require.Len(t, cs, 2)
+	for _, c := range cs {
+		if c.Peer == 7 {
+			require.Equal(t, "a:3", c.Addr)
+		}
+	}
+	tr.Leave(7)
+	tr.Leave(7) // twice is harmless
+	require.Equal(t, []wire.PeerID{3}, tr.ids)
+	require.Equal(t, []wire.PeerID{3}, ids(tr.Candidates(query(1, 16))))
+}
