@@ -90,6 +90,13 @@ func startPeer(t *testing.T, server, stream string, args ...string) *peerProc {
 	t.Helper()
 	all := append([]string{"-server", server, "-stream", stream, "-listen", "127.0.0.1:0",
 		"-http", "127.0.0.1:0", "-rtsp", "127.0.0.1:0", "-status-interval", "5s"}, args...)
+	if dir := os.Getenv("COOP_PEER_CPUPROFILE_DIR"); dir != "" {
+		// Diagnosis: each coop-peer writes a CPU profile of its run there.
+		f, err := os.CreateTemp(dir, "coop-peer-*.prof")
+		require.NoError(t, err)
+		f.Close()
+		all = append(all, "-cpuprofile", f.Name())
+	}
 	p := &peerProc{proc: startProcess(t, nil, filepath.Join(binDir, "coop-peer"), all...)}
 	waitFor(t, 10*time.Second, "coop-peer's player address", func() bool {
 		out := p.out.String()

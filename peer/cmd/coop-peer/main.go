@@ -32,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -103,6 +104,8 @@ type options struct {
 	// off); rtcLoopback limits ICE to loopback host candidates.
 	rtcURL      string
 	rtcLoopback bool
+	// cpuProfile, when set, receives a CPU profile of the whole run.
+	cpuProfile string
 }
 
 func main() {
@@ -126,6 +129,7 @@ func main() {
 	flag.BoolVar(&o.open, "open", false, "open the player page in the system browser (xdg-open)")
 	flag.StringVar(&o.rtcURL, "rtc", "", "speak WebRTC to peers through the plugin's signalling endpoint (ws://HOST:7071/rtc/signal); with -listen \"\" WebRTC only")
 	flag.BoolVar(&o.rtcLoopback, "rtc-loopback", false, "WebRTC over loopback host candidates only (tests on one host)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	flag.Parse()
 	code, err := run(o)
 	if err != nil {
@@ -137,6 +141,17 @@ func main() {
 func run(o options) (int, error) {
 	if o.stream == "" {
 		return 2, errors.New("-stream is required (e.g. -stream live/KEY)")
+	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return 2, fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return 2, fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
