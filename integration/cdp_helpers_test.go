@@ -290,6 +290,8 @@ type pagePlayback struct {
 	Frames      int     `json:"frames"`
 	Dropped     int     `json:"dropped"`
 	Errors      int     `json:"errors"`
+	// LastError is the page's last hls.js error (type/details), if any.
+	LastError string `json:"lastError,omitempty"`
 }
 
 // readPlayback reads the video element's figures straight from the page.
@@ -298,7 +300,7 @@ func (b *browser) readPlayback() (pagePlayback, error) {
 	err := b.eval(`(function(){var v=document.querySelector("video");if(!v){return null}
 var q=v.getVideoPlaybackQuality?v.getVideoPlaybackQuality():{totalVideoFrames:0,droppedVideoFrames:0};
 var s=document.getElementById("stats");
-return {state:s?s.dataset.state:"",currentTime:v.currentTime,frames:q.totalVideoFrames,dropped:q.droppedVideoFrames,errors:s?Number(s.dataset.errors):0}})()`, &p)
+return {state:s?s.dataset.state:"",currentTime:v.currentTime,frames:q.totalVideoFrames,dropped:q.droppedVideoFrames,errors:s?Number(s.dataset.errors):0,lastError:s&&s.dataset.lastError||""}})()`, &p)
 	return p, err
 }
 
