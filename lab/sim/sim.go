@@ -254,8 +254,8 @@ func (e *nodeEnv) Send(to wire.PeerID, m wire.Message) {
 	size := wire.FrameSize(m)
 	sent := serialise(&e.upFree, n.now, size, e.Up)
 	from := e.ID
+	dst := n.nodes[to] // connected, so it exists (nodes are never removed)
 	n.At(sent.Add(n.Delay(from, to)), func() {
-		dst := n.nodes[to]
 		if !dst.alive || !dst.conns[from] {
 			n.MessagesDropped++
 			return

@@ -94,19 +94,29 @@ func (e *Engine) busyBackoff(p *partner) time.Duration {
 // past the server's last announcement and before a segment it said it
 // does not hold (a stream slower than the clock, or stopped).
 func (e *Engine) extrapolateServer(now time.Time) {
+	// Called on every message: the common case (the next segment is not
+	// due yet) returns before the partner lookup.
+	if !e.clock.Anchored() || !e.haveEdge || !e.extrapolates(e.liveEdge+1, now) {
+		return
+	}
 	srv := e.partners[e.serverID]
-	if srv == nil || srv.bm == nil || !e.clock.Anchored() || !e.haveEdge {
+	if srv == nil || srv.bm == nil {
 		return
 	}
 	layers := e.cfg.Layers
 	if e.streamLayers > 0 {
 		layers = e.streamLayers
 	}
-	for seq := e.liveEdge + 1; seq <= e.announcedEdge+extrapolateAhead; seq++ {
-		if e.notFoundSet && seq >= e.notFoundAt || now.Before(e.clock.AvailableAt(seq).Add(e.cfg.SeedDelay)) {
-			return
-		}
+	for seq := e.liveEdge + 1; e.extrapolates(seq, now); seq++ {
 		e.serverHolds(srv, seq, layers, now)
 		e.liveEdge = seq
 	}
+}
+
+// extrapolates tells whether the server is taken to hold segment seq by
+// now: within extrapolateAhead of what it announced, not past a segment
+// it said it lacks, and due SeedDelay ago on the playback clock.
+func (e *Engine) extrapolates(seq uint64, now time.Time) bool {
+	return seq <= e.announcedEdge+extrapolateAhead && !(e.notFoundSet && seq >= e.notFoundAt) &&
+		!now.Before(e.clock.AvailableAt(seq).Add(e.cfg.SeedDelay))
 }
