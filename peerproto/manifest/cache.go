@@ -15,8 +15,11 @@ const maxCached = 4096
 // byte of the signed manifest, so the answer is the one Verify gives.
 // It is safe for concurrent use.
 type Cache struct {
-	mu sync.Mutex // guards ok
-	ok map[string]struct{}
+	mu sync.Mutex // guards ok and n
+	// ok holds, per stream key, the manifests verified under it; looked
+	// up as ok[string(key)][string(b)], which allocates nothing.
+	ok map[string]map[string]struct{}
+	n  int // manifests held, all keys together
 }
 
 // Verify is Verify with the signature check skipped for bytes already
@@ -25,9 +28,8 @@ func (c *Cache) Verify(key ed25519.PublicKey, b []byte) (*Manifest, error) {
 	if c == nil {
 		return Verify(key, b)
 	}
-	id := string(key) + string(b)
 	c.mu.Lock()
-	_, hit := c.ok[id]
+	_, hit := c.ok[string(key)][string(b)]
 	c.mu.Unlock()
 	if hit {
 		m, _, err := Decode(b)
@@ -38,10 +40,18 @@ func (c *Cache) Verify(key ed25519.PublicKey, b []byte) (*Manifest, error) {
 		return nil, err
 	}
 	c.mu.Lock()
-	if c.ok == nil || len(c.ok) >= maxCached {
-		c.ok = make(map[string]struct{})
+	if c.ok == nil || c.n >= maxCached {
+		c.ok, c.n = make(map[string]map[string]struct{}), 0
 	}
-	c.ok[id] = struct{}{}
+	byKey := c.ok[string(key)]
+	if byKey == nil {
+		byKey = make(map[string]struct{})
+		c.ok[string(key)] = byKey
+	}
+	if _, dup := byKey[string(b)]; !dup {
+		byKey[string(b)] = struct{}{}
+		c.n++
+	}
 	c.mu.Unlock()
 	return m, nil
 }

@@ -43,6 +43,26 @@ func TestCacheStaysBounded(t *testing.T) {
 		require.NoError(t, err)
 		_, err = c.Verify(pub, b)
 		require.NoError(t, err)
-		require.LessOrEqual(t, len(c.ok), maxCached)
+		held := 0
+		for _, byKey := range c.ok {
+			held += len(byKey)
+		}
+		require.LessOrEqual(t, held, maxCached)
+		require.Equal(t, held, c.n)
 	}
+}
+
+// TestCacheHitCostsADecode: a hit allocates what decoding the manifest
+// allocates and nothing more (no key is built to look it up; the
+// simulator checks thousands of copies of each manifest).
+func TestCacheHitCostsADecode(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	b, err := Sign(priv, New("live/x", 1, 500, 1, [][]byte{{1}}))
+	require.NoError(t, err)
+	var c Cache
+	_, err = c.Verify(pub, b)
+	require.NoError(t, err)
+	decode := testing.AllocsPerRun(100, func() { _, _, _ = Decode(b) })
+	hit := testing.AllocsPerRun(100, func() { _, _ = c.Verify(pub, b) })
+	require.Equal(t, decode, hit)
 }
