@@ -102,7 +102,7 @@ sim: ## simulator evaluation, CoopStreaming vs tree and gossip → sim/results/ 
 	set -o pipefail; COOP_SIM=1 COOP_SIM_PROFILE=$(PROFILE) $(GO) test -count=1 -timeout 90m -run 'TestSimEvaluation' -v ./integration/ \
 		| grep -E '^(---|ok|FAIL)|sim_test'
 
-sim-speed: ## simulator speed: 5 000 peers x 300 simulated seconds, alone (~10 min) → sim/results/speed_5000x300s.json
+sim-speed: ## simulator speed: 5 000 peers x 300 simulated seconds, alone (~16 min) → sim/results/speed_5000x300s.json
 	mkdir -p sim/results
 	set -o pipefail; COOP_SIM_SPEED=1 $(GO) test -count=1 -timeout 60m -run 'TestSimSpeed' -v ./integration/ \
 		| grep -E '^(---|ok|FAIL)|sim_test'
