@@ -54,7 +54,7 @@ func gstPlay(ctx context.Context, url string, n int) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cmd.Stderr = cmd.Stdout
+	cmd.Stderr = cmd.Stdout // StdoutPipe set Stdout: both go through the one pipe
 	if err := cmd.Start(); err != nil {
 		return "", err
 	}

@@ -73,10 +73,11 @@ func (e *Engine) candidatesFor(asker *partner, n int) []wire.Candidate {
 	}
 	list := e.list() // in ID order, as the draws require
 	return partners.CandidatesOf(len(list), func(i int) (wire.PeerID, partners.Known) {
-		if p := list[i]; !p.server { // the server partner is never a candidate
-			return p.id, p.view
+		p := list[i]
+		if p.server {
+			return p.id, nil // the server partner is never a candidate
 		}
-		return list[i].id, nil
+		return p.id, p.view
 	}, q)
 }
 

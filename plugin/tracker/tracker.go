@@ -7,6 +7,7 @@
 package tracker
 
 import (
+	"cmp"
 	"slices"
 
 	"github.com/coopstreaming/coop/peerproto/engine"
@@ -17,36 +18,48 @@ import (
 // Memory is the in-memory tracker of one swarm. It is used from the
 // engine's driver goroutine only (engine.Tracker), so it has no lock.
 type Memory struct {
-	peers map[wire.PeerID]partners.Known
-	ids   []wire.PeerID // the keys of peers, sorted (the ranking's order)
+	members []memberView // sorted by ID: the ranking's order
+}
+
+type memberView struct {
+	id   wire.PeerID
+	view partners.Known
 }
 
 var _ engine.Tracker = (*Memory)(nil)
 
 // NewMemory returns an empty tracker.
-func NewMemory() *Memory { return &Memory{peers: make(map[wire.PeerID]partners.Known)} }
+func NewMemory() *Memory { return &Memory{} }
 
-// Join records a peer that connected.
+// find is where id is, or would be, in members.
+func (m *Memory) find(id wire.PeerID) (int, bool) {
+	return slices.BinarySearchFunc(m.members, id, func(x memberView, id wire.PeerID) int { return cmp.Compare(x.id, id) })
+}
+
+// Join records a peer that connected (a reconnected peer's new view
+// replaces the old).
 func (m *Memory) Join(id wire.PeerID, view partners.Known) {
-	if i, found := slices.BinarySearch(m.ids, id); !found {
-		m.ids = slices.Insert(m.ids, i, id)
+	if i, found := m.find(id); found {
+		m.members[i].view = view
+	} else {
+		m.members = slices.Insert(m.members, i, memberView{id, view})
 	}
-	m.peers[id] = view
 }
 
 // Leave forgets a peer.
 func (m *Memory) Leave(id wire.PeerID) {
-	if i, found := slices.BinarySearch(m.ids, id); found {
-		m.ids = slices.Delete(m.ids, i, i+1)
+	if i, found := m.find(id); found {
+		m.members = slices.Delete(m.members, i, i+1)
 	}
-	delete(m.peers, id)
 }
 
 // Len is the number of peers known.
-func (m *Memory) Len() int { return len(m.peers) }
+func (m *Memory) Len() int { return len(m.members) }
 
 // Candidates ranks every known peer but the asker (in ID order, so the
 // random draws are the same for the same swarm).
 func (m *Memory) Candidates(q partners.Query) []wire.Candidate {
-	return partners.Candidates(m.ids, func(id wire.PeerID) partners.Known { return m.peers[id] }, q)
+	return partners.CandidatesOf(len(m.members), func(i int) (wire.PeerID, partners.Known) {
+		return m.members[i].id, m.members[i].view
+	}, q)
 }
