@@ -262,7 +262,7 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 		e.stats.UsefulFromPeers += uint64(len(m.Payload))
 	}
 	if req == nil {
-		e.pushed(p, m.Seq)
+		e.pushed(p, m.Seq, k.layer)
 	}
 	// Cut-through: the piece goes on to the push children now.
 	e.forward(m.Seq, k.layer, int(m.Piece), now)

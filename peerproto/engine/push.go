@@ -26,7 +26,14 @@ type subscription struct {
 	newest uint64      // newest segment pushed by the parent
 	pushed bool        // the parent pushed anything
 	lastAt time.Time   // when it last pushed
+	// layerNewest is, per layer, 1 + the newest segment the parent pushed
+	// a piece of in that layer (0: none yet; push.Awaited).
+	layerNewest [maxPushLayers]uint64
 }
+
+// maxPushLayers bounds the layers whose pushes a subscription follows
+// (the layers above are never awaited).
+const maxPushLayers = 8
 
 // pushState is a node's part in push: its subscriptions and hop counts
 // (peer), the cost of the subscriptions it admitted (both) and the roots
@@ -137,6 +144,9 @@ func (e *Engine) onSubscribe(p *partner, m *wire.Subscribe) {
 		return
 	}
 	n, charged := push.Admit(push.Load{Capacity: e.pushCapacity(), Used: e.push.used, Subs: e.push.nsubs}, wanted, costOf)
+	if n == 0 && !e.IsServer() && e.preempt(peerUpload(p)) {
+		n, charged = push.Admit(push.Load{Capacity: e.pushCapacity(), Used: e.push.used, Subs: e.push.nsubs}, wanted, costOf)
+	}
 	if n > 0 {
 		p.childLayers[k], p.childCost[k] = uint8(n), costOf(charged)
 		e.push.used += p.childCost[k]
@@ -147,6 +157,39 @@ func (e *Engine) onSubscribe(p *partner, m *wire.Subscribe) {
 		}
 	}
 	e.send(p.id, &wire.Subscribed{Substream: m.Substream, Layers: uint8(n)})
+}
+
+// preempt makes room at a full peer parent for a subscriber with upload
+// up: it ends the subscription (in any sub-stream) of the child with the
+// least upload, if push.Preempt says so, and tells that child, which
+// then subscribes elsewhere (the server's own swaps are rootEligible's).
+func (e *Engine) preempt(up float64) bool {
+	if e.pushCapacity() <= 0 {
+		return false
+	}
+	type sub struct {
+		p *partner
+		k int
+	}
+	var subs []sub
+	var uploads []float64
+	for _, q := range e.list() {
+		for k := 0; k < e.push.k; k++ {
+			if q.childLayers[k] > 0 {
+				subs = append(subs, sub{q, k})
+				uploads = append(uploads, peerUpload(q))
+			}
+		}
+	}
+	i := push.Preempt(uploads, up)
+	if i < 0 {
+		return false
+	}
+	w := subs[i]
+	e.endChild(w.p, w.k)
+	e.send(w.p.id, &wire.Subscribed{Substream: uint8(w.k)})
+	e.stats.PushPreempted++
+	return true
 }
 
 // rootEligible is the server's choice of roots: peers whose upload
@@ -521,7 +564,7 @@ func (e *Engine) helloHops(p *partner) {
 
 // pushed records a chunk that arrived unrequested from a partner: the
 // parent of its sub-stream is alive.
-func (e *Engine) pushed(p *partner, seq uint64) {
+func (e *Engine) pushed(p *partner, seq uint64, layer int) {
 	if e.push.k == 0 {
 		return
 	}
@@ -531,18 +574,25 @@ func (e *Engine) pushed(p *partner, seq uint64) {
 		if !s.pushed || seq > s.newest {
 			s.newest, s.pushed = seq, true
 		}
+		if layer < maxPushLayers && seq+1 > s.layerNewest[layer] {
+			s.layerNewest[layer] = seq + 1
+		}
 	}
 }
 
 // expectPush tells whether a chunk will come by push: its sub-stream's
-// parent pushes its layer and its deadline is not near (then it is
-// repaired by pull like any other).
+// parent pushes its layer (an enhancement layer: and pushed it in the
+// sub-stream's previous round, push.Awaited) and its deadline is not
+// near (then it is repaired by pull like any other).
 func (e *Engine) expectPush(seq uint64, layer int, now time.Time) bool {
 	if e.push.k == 0 {
 		return false
 	}
 	s := &e.push.subs[push.Substream(seq, e.push.k)]
 	if s.parent == 0 || layer >= s.layers || e.Deadline(seq).Sub(now) <= e.cfg.Urgent {
+		return false
+	}
+	if layer > 0 && (layer >= maxPushLayers || !push.Awaited(s.layerNewest[layer], seq, e.push.k)) {
 		return false
 	}
 	// A parent silent for two rounds of sub-streams (crashed, congested) is

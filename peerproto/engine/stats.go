@@ -84,6 +84,9 @@ type Stats struct {
 	// PushesSkipped counts pushes not sent because the child announced
 	// the chunk first.
 	PushesSkipped uint64
+	// PushPreempted counts children a full parent dropped for a
+	// subscriber with more upload (push.Preempt).
+	PushPreempted uint64
 	// PushedBytesIn counts media bytes that arrived by push.
 	PushedBytesIn uint64
 	// PushNarrowLink counts times a peer turned to pull only because its

@@ -93,3 +93,42 @@ func TestLaggingParentsAreThoseWhosePushesComeTooLateToSpareARepair(t *testing.T
 	require.False(t, Lagging(0, false, 1000, limit), "a parent that never pushed is judged by age")
 	require.False(t, Lagging(110, true, 100, limit))
 }
+
+func TestPreemptDropsTheWeakestChildOnlyForClearlyMoreUpload(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		uploads []float64
+		up      float64
+		want    int
+	}{
+		{"no children", nil, 300, -1},
+		{"equal uploads never swap", []float64{100, 100}, 100, -1},
+		{"just short of the gap", []float64{100}, 149, -1},
+		{"at the gap", []float64{100}, 150, 0},
+		{"the weakest of several", []float64{150, 50, 100}, 300, 1},
+		{"only those far enough below", []float64{250, 150}, 300, 1},
+		{"the first of equal weakest", []float64{50, 50}, 300, 0},
+	} {
+		if got := Preempt(c.uploads, c.up); got != c.want {
+			t.Errorf("%s: Preempt(%v, %v) = %d, want %d", c.name, c.uploads, c.up, got, c.want)
+		}
+	}
+}
+
+func TestAwaitedOnlyWhileTheParentPushedTheLayerLastRound(t *testing.T) {
+	const k = 4
+	for _, c := range []struct {
+		newest, seq uint64
+		want        bool
+	}{
+		{0, 10, false}, // never pushed the layer
+		{7, 10, true},  // pushed segment 6, the round before 10 (6+4)
+		{6, 10, false}, // newest pushed 5: a round was shed
+		{11, 10, true}, // already past it (a late or repaired segment)
+		{1, 4, true},   // pushed segment 0, the round before 4
+	} {
+		if got := Awaited(c.newest, c.seq, k); got != c.want {
+			t.Errorf("Awaited(%d, %d, %d) = %v, want %v", c.newest, c.seq, k, got, c.want)
+		}
+	}
+}
