@@ -85,6 +85,9 @@ type partner struct {
 	hops        [wire.MaxSubstreams]uint8
 	childLayers [wire.MaxSubstreams]uint8
 	childCost   [wire.MaxSubstreams]float64
+	// childCharged is how many of childLayers count against our push
+	// capacity (push.Admit); the pushes of the others are best effort.
+	childCharged [wire.MaxSubstreams]uint8
 	// manSent remembers (as seq+1) the segments whose manifest was sent
 	// to this partner with a pushed piece, manSentAt the next slot.
 	manSent   [manifestRing]uint64

@@ -279,12 +279,6 @@ func (e *Engine) chunkDone(s *seg, seq uint64, layer int, chunk []byte) {
 		s.chunks = append(s.chunks, nil)
 	}
 	s.chunks[layer] = chunk
-	if !e.seenLayer[layer] {
-		e.seenLayer[layer] = true
-		e.chunkSizes[layer] = float64(len(chunk))
-	} else {
-		e.chunkSizes[layer] = 0.9*e.chunkSizes[layer] + 0.1*float64(len(chunk))
-	}
 	e.pendingHaves = append(e.pendingHaves, wire.HaveEntry{Seq: seq, Layer: uint8(layer)})
 	if e.cfg.OnSegment != nil && s.layers > 0 && e.complete(seq, s) {
 		e.cfg.OnSegment(seq, s.rawManifest, s.chunks[:s.layers])

@@ -101,6 +101,17 @@ func (e *Engine) learnManifest(p *partner, s *seg, m *wire.Data) bool {
 		return false
 	}
 	s.man, s.rawManifest, s.layers = man, m.Manifest, man.Layers()
+	// The layers' rates come from the signed sizes of every segment, held
+	// or not: a peer that fetched only the base took an upper layer's
+	// chunks for as large as the base, so it overrated what a
+	// subscription costs and underrated what its upload carries
+	// (TestSimQuick seed 1, coop layered N = 1000: quality 0.68 -> 0.86
+	// with push.Reserves).
+	for l, c := range man.Chunks {
+		if l < len(e.chunkSizes) {
+			e.noteChunkSize(l, int(c.Size))
+		}
+	}
 	return true
 }
 
@@ -170,4 +181,15 @@ func (r *request) lastPiece(n int) int {
 		return r.last
 	}
 	return n - 1
+}
+
+// noteChunkSize follows the size of a layer's chunks (an average over
+// recent segments).
+func (e *Engine) noteChunkSize(layer, n int) {
+	if !e.seenLayer[layer] {
+		e.seenLayer[layer] = true
+		e.chunkSizes[layer] = float64(n)
+	} else {
+		e.chunkSizes[layer] = 0.9*e.chunkSizes[layer] + 0.1*float64(n)
+	}
 }

@@ -143,12 +143,17 @@ func (e *Engine) onSubscribe(p *partner, m *wire.Subscribe) {
 		e.send(p.id, &wire.Subscribed{Substream: m.Substream})
 		return
 	}
+	asked := wanted
+	if !e.IsServer() && push.Reserves(e.pushCapacity(), e.streamRate()) {
+		wanted = e.cfg.Layers // admitted by the whole stream, granted what was asked
+	}
 	n, charged := push.Admit(push.Load{Capacity: e.pushCapacity(), Used: e.push.used, Subs: e.push.nsubs}, wanted, costOf)
 	if n == 0 && !e.IsServer() && e.preempt(peerUpload(p)) {
 		n, charged = push.Admit(push.Load{Capacity: e.pushCapacity(), Used: e.push.used, Subs: e.push.nsubs}, wanted, costOf)
 	}
+	n = min(n, asked)
 	if n > 0 {
-		p.childLayers[k], p.childCost[k] = uint8(n), costOf(charged)
+		p.childLayers[k], p.childCost[k], p.childCharged[k] = uint8(n), costOf(charged), uint8(charged)
 		e.push.used += p.childCost[k]
 		e.push.nsubs++
 		if e.IsServer() {
@@ -238,7 +243,7 @@ func (e *Engine) endChild(p *partner, k int) {
 	}
 	e.push.used -= p.childCost[k]
 	e.push.nsubs--
-	p.childLayers[k], p.childCost[k] = 0, 0
+	p.childLayers[k], p.childCost[k], p.childCharged[k] = 0, 0, 0
 	e.dropRoot(k, p.id)
 }
 
@@ -616,7 +621,8 @@ func (e *Engine) forward(seq uint64, layer, piece int, now time.Time) {
 		if p == nil || int(p.childLayers[k]) <= layer {
 			return
 		}
-		e.queue = append(e.queue, servReq{from: p.id, seq: seq, layer: layer, piece: piece, at: now, push: true})
+		e.queue = append(e.queue, servReq{from: p.id, seq: seq, layer: layer, piece: piece, at: now, push: true,
+			committed: layer < int(p.childCharged[k])})
 		e.stats.Pushes++
 	}
 	if e.IsServer() {

@@ -89,11 +89,7 @@ func (e *Engine) AddSegment(seq uint64, rawManifest []byte, chunks [][]byte) err
 		e.have.Set(seq, l)
 		haves[l] = wire.HaveEntry{Seq: seq, Layer: uint8(l)}
 		size += len(chunks[l])
-		if !e.seenLayer[l] {
-			e.seenLayer[l], e.chunkSizes[l] = true, float64(len(chunks[l]))
-		} else {
-			e.chunkSizes[l] = 0.9*e.chunkSizes[l] + 0.1*float64(len(chunks[l]))
-		}
+		e.noteChunkSize(l, len(chunks[l]))
 	}
 	rate := float64(size) / e.segDur.Seconds()
 	if e.segRate == 0 {

@@ -20,6 +20,9 @@ type servReq struct {
 	flags uint8
 	at    time.Time
 	push  bool // pushed to a child, not a request
+	// committed: a push in a layer the child's subscription is charged
+	// for (upload.Queued.Committed).
+	committed bool
 	// piece is the piece pushed (-1: every piece of the chunk, as a
 	// request is answered).
 	piece int
@@ -127,7 +130,7 @@ func (e *Engine) serve(now time.Time) {
 		},
 	}
 	key := func(r servReq) upload.Queued {
-		return upload.Queued{From: r.from, Layer: r.layer, Urgent: r.flags&wire.RequestUrgent != 0, Push: r.push}
+		return upload.Queued{From: r.from, Layer: r.layer, Urgent: r.flags&wire.RequestUrgent != 0, Push: r.push, Committed: r.committed}
 	}
 	sort.SliceStable(e.queue, func(i, j int) bool { return order.Less(key(e.queue[i]), key(e.queue[j])) })
 	// With per-connection backlogs a partner whose queue is full is

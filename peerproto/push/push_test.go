@@ -132,3 +132,18 @@ func TestAwaitedOnlyWhileTheParentPushedTheLayerLastRound(t *testing.T) {
 		}
 	}
 }
+
+func TestReservesOnlyWhenTheCapacityCarriesTheWholeStream(t *testing.T) {
+	for _, c := range []struct {
+		capacity, rate float64
+		want           bool
+	}{
+		{0, 125e3, false},    // no cap: bounded by count instead
+		{96e3, 125e3, false}, // a 1.2x peer (80% of its upload)
+		{125e3, 125e3, true}, // exactly once
+		{300e3, 125e3, true}, // a 3x peer
+		{150e3, 0, true},     // rate unknown yet
+	} {
+		require.Equal(t, c.want, Reserves(c.capacity, c.rate), "%+v", c)
+	}
+}

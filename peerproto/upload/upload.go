@@ -99,6 +99,9 @@ type Queued struct {
 	Urgent bool
 	// Push: a fresh chunk pushed to a child (not a request).
 	Push bool
+	// Committed: a push in a layer the parent charged the child's
+	// subscription for (push.Admit), not one granted best effort.
+	Committed bool
 }
 
 // Order is the queue order. Its functions are called lazily, only when
@@ -116,8 +119,23 @@ type Order struct {
 
 // Less orders the queue: the server's seeds first, then (at the server)
 // urgent fallbacks and newcomers, then lower layers (the base is never
-// starved by enhancement layers), then higher contribution.
+// starved by enhancement layers), then higher contribution. At a peer,
+// above the base layer, committed pushes go before anything else: an
+// enhancement layer enters the swarm only through the few roots the
+// server feeds, and with pulls of the layer below served first (as
+// before) the roots never forwarded the third layer at all — in the
+// simulator (TestSimQuick seed 1, coop layered N = 1000) 0 of the 1 259
+// layer-2 pushes queued at peers were sent, and with this rule (and the
+// admission by the whole stream, push.Reserves) quality rose from 0.68
+// to 0.86.
 func (o Order) Less(a, b Queued) bool {
+	if !o.Server && a.Layer > 0 && b.Layer > 0 && a.Committed != b.Committed {
+		return a.Committed
+	}
+	return o.less(a, b)
+}
+
+func (o Order) less(a, b Queued) bool {
 	if o.Server && a.Push != b.Push && (a.Push && a.Layer == 0 || b.Push && b.Layer == 0) {
 		return a.Push // the server's base-layer pushes feed the roots of every sub-stream tree
 	}
@@ -141,9 +159,20 @@ func (o Order) Less(a, b Queued) bool {
 	return o.Score(a.From) > o.Score(b.From)
 }
 
+// EnhancementFloor is the backlog below which an enhancement piece never
+// waits (EnhancementWaits): two 16 KiB pieces. Half of a backlog bound of
+// 0.1 s of upload is less than one piece on a link of 1.5 Mbit/s, so a
+// single base piece on the wire held every enhancement piece back, and
+// the parents' enhancement pushes expired in their queues: measured in
+// the simulator (TestSimQuick seed 1, coop layered N = 1000, with
+// push.Reserves and committed pushes first) quality 0.73 without the
+// floor, 0.86 with it, base continuity 0.999 both.
+const EnhancementFloor = 32 << 10
+
 // EnhancementWaits tells whether a piece of an enhancement layer (layer >
 // 0) waits in the queue instead of going onto the transport: while the
-// bytes already queued there (backlog) reach half of maxBacklog. The
+// bytes already queued there (backlog) reach half of maxBacklog, and
+// EnhancementFloor. The
 // engine's queue is served lowest layer first, but what the transport
 // holds leaves first come first served, so an enhancement piece handed
 // over ahead of a base piece that arrives a moment later delays it; with
@@ -152,5 +181,5 @@ func (o Order) Less(a, b Queued) bool {
 // base. Measured in the simulator (TestSimQuick, seed 1): with the rule,
 // coop layered N = 1000 plays 0.999 of the base instead of 0.992.
 func EnhancementWaits(layer, backlog, maxBacklog int) bool {
-	return layer > 0 && backlog >= maxBacklog/2
+	return layer > 0 && backlog >= max(maxBacklog/2, EnhancementFloor)
 }

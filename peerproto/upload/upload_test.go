@@ -95,15 +95,29 @@ func TestOrder(t *testing.T) {
 
 func TestEnhancementWaitsWhileTheUplinkIsHalfBackedUp(t *testing.T) {
 	for _, c := range []struct {
-		layer, backlog int
-		waits          bool
+		layer, backlog, max int
+		waits               bool
 	}{
-		{0, 1 << 20, false}, // the base layer never waits here
-		{1, 0, false},
-		{1, 8191, false},
-		{1, 8192, true},
-		{2, 16384, true},
+		{0, 1 << 20, 1 << 17, false}, // the base layer never waits here
+		{1, 0, 1 << 17, false},
+		{1, 65535, 1 << 17, false},
+		{1, 65536, 1 << 17, true},
+		{2, 1 << 17, 1 << 17, true},
+		// A small bound: never below the floor of two pieces.
+		{1, 16384, 16384, false},
+		{1, EnhancementFloor - 1, 16384, false},
+		{1, EnhancementFloor, 16384, true},
 	} {
-		require.Equal(t, c.waits, EnhancementWaits(c.layer, c.backlog, 16384), "%+v", c)
+		require.Equal(t, c.waits, EnhancementWaits(c.layer, c.backlog, c.max), "%+v", c)
 	}
+}
+
+func TestCommittedPushesGoFirstAboveTheBaseAtAPeer(t *testing.T) {
+	o := Order{Seed: func(wire.PeerID) bool { return false }, Newcomer: func(wire.PeerID) bool { return false },
+		Score: func(id wire.PeerID) float64 { return float64(id) }}
+	q := []Queued{{From: 9, Layer: 1}, {From: 1, Layer: 2, Push: true, Committed: true}, {From: 8, Layer: 0},
+		{From: 7, Layer: 1, Push: true}}
+	sort.SliceStable(q, func(i, j int) bool { return o.Less(q[i], q[j]) })
+	require.Equal(t, []Queued{{From: 8, Layer: 0}, {From: 1, Layer: 2, Push: true, Committed: true},
+		{From: 7, Layer: 1, Push: true}, {From: 9, Layer: 1}}, q)
 }
