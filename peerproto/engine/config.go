@@ -131,6 +131,10 @@ type Config struct {
 	DisableServerFallback bool
 	// Substreams is the number of push sub-streams [push.DefaultSubstreams].
 	Substreams int
+	// NewcomerBaseOnly is how long a newcomer whose download is not
+	// measured yet subscribes to the base layer only, at peer parents and
+	// at the server [push.DefaultNewcomerBaseOnly; negative: never].
+	NewcomerBaseOnly time.Duration
 	// DisablePush turns push off: every chunk is pulled (ablation).
 	DisablePush bool
 	// SkipVerify trusts data without checking manifests (simulator speed;
@@ -194,6 +198,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Substreams <= 0 {
 		c.Substreams = push.DefaultSubstreams
+	}
+	if c.NewcomerBaseOnly == 0 {
+		c.NewcomerBaseOnly = push.DefaultNewcomerBaseOnly
 	}
 	return c
 }

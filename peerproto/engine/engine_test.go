@@ -20,7 +20,10 @@ type pair struct {
 	played       []int
 }
 
-func newPair(t *testing.T, token string) *pair {
+func newPair(t *testing.T, token string) *pair { return newPairWith(t, token, nil) }
+
+// newPairWith is newPair with the peer's config changed by tune.
+func newPairWith(t *testing.T, token string, tune func(*engine.Config)) *pair {
 	pub, priv, err := ed25519.GenerateKey(nil)
 	require.NoError(t, err)
 	p := &pair{net: sim.New(1), priv: priv}
@@ -29,8 +32,12 @@ func newPair(t *testing.T, token string) *pair {
 			CheckToken: func(_, tok string) bool { return tok == "ok" }}, env)
 	})
 	p.peer = p.net.AddNode(2, 1e6, 1e7, func(env engine.Env) *engine.Engine {
-		return engine.New(engine.Config{ID: 2, Stream: "s", Token: token, StreamKey: pub, PlayoutDelay: 3 * time.Second,
-			OnPlay: func(_ uint64, layers [][]byte) { p.played = append(p.played, len(layers)) }}, env)
+		c := engine.Config{ID: 2, Stream: "s", Token: token, StreamKey: pub, PlayoutDelay: 3 * time.Second,
+			OnPlay: func(_ uint64, layers [][]byte) { p.played = append(p.played, len(layers)) }}
+		if tune != nil {
+			tune(&c)
+		}
+		return engine.New(c, env)
 	})
 	return p
 }
@@ -208,7 +215,9 @@ func TestExtrapolationStopsWhenTheStreamStops(t *testing.T) {
 // both layers play both (before, the player cut them to the layers
 // subscribed, and quality counted only those).
 func TestAPeerPlaysEveryLayerThatArrived(t *testing.T) {
-	p := newPair(t, "ok")
+	// A root pushed every layer from the start (no newcomer base-only
+	// period) while QoS fetches fewer.
+	p := newPairWith(t, "ok", func(c *engine.Config) { c.NewcomerBaseOnly = -1 })
 	p.net.Connect(2, 1)
 	p.addSegments(t, 10)
 	p.net.Run(sim.Epoch.Add(12 * time.Second))

@@ -153,7 +153,7 @@ func (e *Engine) serve(now time.Time) {
 			kept = append(kept, r)
 			continue
 		}
-		if upload.EnhancementWaits(r.layer, backlog, e.cfg.MaxBacklog) {
+		if upload.EnhancementWaits(r.layer, r.committed, backlog, e.cfg.MaxBacklog) {
 			kept = append(kept, r)
 			continue
 		}

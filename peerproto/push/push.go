@@ -35,6 +35,9 @@ const (
 	// MaxChildren bounds the subscriptions a node without an upload cap
 	// admits (sub-stream subscriptions, not children).
 	MaxChildren = 16
+	// DefaultNewcomerBaseOnly is how long a newcomer whose download is not
+	// measured yet subscribes to the base layer only (engine.Config).
+	DefaultNewcomerBaseOnly = 10 * time.Second
 )
 
 // Substream returns the sub-stream of segment seq out of k.

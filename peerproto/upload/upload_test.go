@@ -95,20 +95,24 @@ func TestOrder(t *testing.T) {
 
 func TestEnhancementWaitsWhileTheUplinkIsHalfBackedUp(t *testing.T) {
 	for _, c := range []struct {
-		layer, backlog, max int
-		waits               bool
+		layer        int
+		committed    bool
+		backlog, max int
+		waits        bool
 	}{
-		{0, 1 << 20, 1 << 17, false}, // the base layer never waits here
-		{1, 0, 1 << 17, false},
-		{1, 65535, 1 << 17, false},
-		{1, 65536, 1 << 17, true},
-		{2, 1 << 17, 1 << 17, true},
-		// A small bound: never below the floor of two pieces.
-		{1, 16384, 16384, false},
-		{1, EnhancementFloor - 1, 16384, false},
-		{1, EnhancementFloor, 16384, true},
+		{0, false, 1 << 20, 1 << 17, false}, // the base layer never waits here
+		{1, false, 0, 1 << 17, false},
+		{1, false, 65535, 1 << 17, false},
+		{1, false, 65536, 1 << 17, true},
+		{2, true, 1 << 17, 1 << 17, true},
+		// A small bound: best effort waits at half of it, a committed
+		// push never below the floor of two pieces.
+		{1, false, 8192, 16384, true},
+		{1, true, 16384, 16384, false},
+		{1, true, EnhancementFloor - 1, 16384, false},
+		{1, true, EnhancementFloor, 16384, true},
 	} {
-		require.Equal(t, c.waits, EnhancementWaits(c.layer, c.backlog, c.max), "%+v", c)
+		require.Equal(t, c.waits, EnhancementWaits(c.layer, c.committed, c.backlog, c.max), "%+v", c)
 	}
 }
 
