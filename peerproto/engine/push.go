@@ -147,9 +147,12 @@ func (e *Engine) onSubscribe(p *partner, m *wire.Subscribe) {
 	if !e.IsServer() && push.Reserves(e.pushCapacity(), e.streamRate()) {
 		wanted = e.cfg.Layers // admitted by the whole stream, granted what was asked
 	}
-	n, charged := push.Admit(push.Load{Capacity: e.pushCapacity(), Used: e.push.used, Subs: e.push.nsubs}, wanted, costOf)
+	admit := func() (int, int) {
+		return push.Admit(push.Load{Capacity: e.pushCapacity(), Used: e.push.used, Subs: e.push.nsubs}, wanted, costOf)
+	}
+	n, charged := admit()
 	if n == 0 && !e.IsServer() && e.preempt(peerUpload(p)) {
-		n, charged = push.Admit(push.Load{Capacity: e.pushCapacity(), Used: e.push.used, Subs: e.push.nsubs}, wanted, costOf)
+		n, charged = admit() // preempt freed room
 	}
 	n = min(n, asked)
 	if n > 0 {
