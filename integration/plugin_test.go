@@ -263,7 +263,9 @@ func TestP2PPeersPlayThroughPlugin(t *testing.T) {
 	require.NoError(t, syscall.Kill(oldPID, syscall.SIGKILL))
 	killed := time.Now()
 	var back time.Duration
-	waitFor(t, 5*time.Second, "plugin back after kill -9", func() bool {
+	// A safety bound, not the claim: the restart time is logged (0.2-0.3 s
+	// here); a loaded CI machine starts a race-built plugin slower.
+	waitFor(t, 20*time.Second, "plugin back after kill -9", func() bool {
 		st := o.p2p(t)
 		if st.Up && st.PID != oldPID && len(st.Streams) == 1 {
 			back = time.Since(killed)

@@ -165,6 +165,24 @@ type tabStats struct {
 	MaxStallMs      int     `json:"maxStallMs"`
 	Jumps           int     `json:"jumps"`
 	MIME            string  `json:"mime"`
+	// StallLog holds the page's newest stalls as [start, duration] in
+	// performance.now() milliseconds, NowMs the page clock at the snapshot.
+	StallLog [][2]float64 `json:"stallLog"`
+	NowMs    float64      `json:"nowMs"`
+}
+
+// maxStallSince is the longest stall of last that was still running
+// after first's snapshot: the "no stall over 1 s" figure of an
+// observation window, which a stall while the tab settled into the swarm
+// before the window does not count in (MaxStallMs is the page's lifetime).
+func maxStallSince(first, last tabStats) int {
+	longest := 0.0
+	for _, s := range last.StallLog {
+		if s[0]+s[1] > first.NowMs {
+			longest = max(longest, s[1])
+		}
+	}
+	return int(longest)
 }
 
 func (b *browser) tabStats() (tabStats, error) {
@@ -242,7 +260,7 @@ func TestBrowserPeerPlaysFMP4FromTheSwarm(t *testing.T) {
 		require.Contains(t, r.last.MIME, "mp4a.40.", name)
 		require.Greater(t, r.last.CurrentTime-r.first.CurrentTime, window.Seconds()*0.7, "%s: video.currentTime advances", name)
 		require.Greater(t, r.last.Fragments, r.first.Fragments, name)
-		require.Less(t, r.last.MaxStallMs, 1000, "%s: no stall over 1 s", name)
+		require.Less(t, maxStallSince(r.first, r.last), 1000, "%s: no stall over 1 s in the window", name)
 	}
 	all, base := results["all"], results["base"]
 	require.Equal(t, 1, base.last.LayersPlayed, "the base tab plays the base layer alone")

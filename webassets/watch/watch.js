@@ -57,6 +57,7 @@
     ms: null, sb: null, mime: "", queue: [], started: false, inits: 0,
     fragments: 0, bytes: 0, layers: 0, missed: 0,
     lastTime: 0, lastMoveAt: 0, inStall: false, maxStallMs: 0, stalls: 0, jumps: 0,
+    stallLog: [], // the newest stalls as [start, ms] (performance.now() ms), so a reader can take a window's
   };
 
   function onInit(mime, bytes) {
@@ -185,7 +186,10 @@
       if (!play.inStall) {
         play.inStall = true;
         play.stalls++;
+        play.stallLog.push([play.lastMoveAt, 0]);
+        if (play.stallLog.length > 32) play.stallLog.shift();
       }
+      play.stallLog[play.stallLog.length - 1][1] = now - play.lastMoveAt;
       play.maxStallMs = Math.max(play.maxStallMs, now - play.lastMoveAt);
     }
     play.lastTime = t;
@@ -383,6 +387,7 @@
     window.coopStats = Object.assign(s, {
       currentTime: video.currentTime, frames: q.totalVideoFrames, dropped: q.droppedVideoFrames,
       stalls: play.stalls, maxStallMs: Math.round(play.maxStallMs), jumps: play.jumps, lagS: play.lag || 0,
+      stallLog: play.stallLog.map((s) => [Math.round(s[0]), Math.round(s[1])]), nowMs: Math.round(performance.now()),
       wasmReadyMs: Math.round(play.wasmReadyMs || 0), firstPlayMs: Math.round(play.firstPlayMs || 0),
       appended: play.fragments, appendedBytes: play.bytes,
     });
