@@ -454,6 +454,10 @@ func debugTotals(res swarm.Result) string {
 		t.Hedges += st.Hedges
 		t.LayerSwitches += st.LayerSwitches
 		t.LateUnrequested += st.LateUnrequested
+		t.LateFromPeers += st.LateFromPeers
+		t.LateFromServer += st.LateFromServer
+		t.LateReqAge += st.LateReqAge
+		t.LateReqSlack += st.LateReqSlack
 		t.MissNoHolder += st.MissNoHolder
 		t.MissNotRequested += st.MissNotRequested
 		t.MissInFlightPeer += st.MissInFlightPeer
@@ -500,6 +504,9 @@ func debugTotals(res swarm.Result) string {
 		t.PushParentsSilent, float64(t.DuplicatePushBytes)/1e6, t.Subscribes, t.Pushes, t.PushesDropped, t.PushParentsReplaced, float64(t.DuplicateBytes)/1e6, float64(t.LateBytes)/1e6,
 		float64(t.UsefulFromPeers)/1e6, float64(t.UsefulFromServer)/1e6, t.Timeouts, t.RejectedBusy, t.Hedges, t.LayerSwitches, t.LateUnrequested,
 		t.MissNoHolder, t.MissNotRequested, t.MissInFlightPeer, t.MissInFlightServer, t.MissServerOnly, layers[:4], res.Server.Pushes, res.Server.PushesDropped) +
+		fmt.Sprintf(" late(peers=%d server=%d pulledAge=%v pulledSlack=%v)", t.LateFromPeers, t.LateFromServer,
+			t.LateReqAge/time.Duration(max(t.LateFromPeers+t.LateFromServer-t.LateUnrequested, 1)),
+			t.LateReqSlack/time.Duration(max(t.LateFromPeers+t.LateFromServer-t.LateUnrequested, 1))) +
 		" " + perClass(res) + " " + controlByType(res.Server) + " " + timeline(res)
 }
 

@@ -703,6 +703,11 @@ func TestSimQuick(t *testing.T) {
 			sc.LayerShares = []float64{1}
 			return sc
 		}},
+		{"coop single layer", 1000, func(seed uint64, n int) swarm.Scenario {
+			sc := simScenario(seed, n, d, nil)
+			sc.LayerShares = []float64{1}
+			return sc
+		}},
 		{"coop homogeneous 1.2x", 500, func(seed uint64, n int) swarm.Scenario {
 			sc := simScenario(seed, n, d, nil)
 			sc.Uploads = []swarm.UploadClass{{Share: 1, Factor: 1.2}}
