@@ -20,6 +20,7 @@ import (
 	"github.com/coopstreaming/coop/lab/swarm"
 	"github.com/coopstreaming/coop/lab/topology"
 	"github.com/coopstreaming/coop/peerproto/engine"
+	"github.com/coopstreaming/coop/peerproto/partners"
 	"github.com/coopstreaming/coop/peerproto/wire"
 )
 
@@ -341,8 +342,8 @@ func TestBenchSwarm(t *testing.T) {
 	fmt.Fprintf(&md, "# Swarm benchmark (%s profile)\n\n", prof.Name)
 	fmt.Fprintf(&md, "Real engine, in-memory network with per-peer upload/download serialisation and transit-stub delays "+
 		"(GT-ITM model, %d routers), 1 Mbit/s in 3 layers (50/25/25%%), 500 ms segments, server upload capped at 5x, "+
-		"M = 6, %v runs, peers join over 5 s, first 15 s excluded. Medians over seeds %v. Definitions: ../shared/docs/metrics.md.\n\n",
-		topology.Generate(1, topology.Params{}).Routers(), prof.Duration, prof.Seeds)
+		"M = %d, %v runs, peers join over 5 s, first 15 s excluded. Medians over seeds %v. Definitions: ../shared/docs/metrics.md.\n\n",
+		topology.Generate(1, topology.Params{}).Routers(), partners.DefaultTarget, prof.Duration, prof.Seeds)
 	header := "| scenario | N | clock | base continuity (mean / p5) | offload | origin copies/segment | quality | startup p50 / p95 | latency p50 / p95 | lag spread | control overhead |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
 	md.WriteString(header)
 	row := func(r runSummary) {

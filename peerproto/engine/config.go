@@ -71,7 +71,7 @@ type Config struct {
 	// Layers is the number of layers of the stream [DefaultLayers].
 	Layers int
 	// Partners is the target number of peer partners M
-	// [partners.DefaultTarget, 6].
+	// [partners.DefaultTarget, 10].
 	Partners int
 	// MaxPartners bounds peer partners, inbound included [Partners+4].
 	MaxPartners int

@@ -61,7 +61,7 @@ const (
 	// DefaultPartners is the target number of peer partners M the origin
 	// configures (plugin.partners); the P2P core's copy is
 	// partners.DefaultTarget, pinned equal by integration/defaults_test.go.
-	DefaultPartners = 6
+	DefaultPartners = 10
 )
 
 // Errors of the contract.
