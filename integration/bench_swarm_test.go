@@ -468,6 +468,8 @@ func debugTotals(res swarm.Result) string {
 			layers[p.FinalLayers]++
 		}
 	}
+	// Late chunks that were requested (LateReqAge and LateReqSlack sum over them).
+	latePulled := time.Duration(max(t.LateFromPeers+t.LateFromServer-t.LateUnrequested, 1))
 	hist := map[[2]int]int{}
 	played := map[[2]int]int{}
 	var ups []float64
@@ -506,8 +508,7 @@ func debugTotals(res swarm.Result) string {
 		float64(t.UsefulFromPeers)/1e6, float64(t.UsefulFromServer)/1e6, t.Timeouts, t.RejectedBusy, t.Hedges, t.LayerSwitches, t.LateUnrequested,
 		t.MissNoHolder, t.MissNotRequested, t.MissInFlightPeer, t.MissInFlightServer, t.MissServerOnly, layers[:4], res.Server.Pushes, res.Server.PushesDropped) +
 		fmt.Sprintf(" late(peers=%d server=%d pulledAge=%v pulledSlack=%v)", t.LateFromPeers, t.LateFromServer,
-			t.LateReqAge/time.Duration(max(t.LateFromPeers+t.LateFromServer-t.LateUnrequested, 1)),
-			t.LateReqSlack/time.Duration(max(t.LateFromPeers+t.LateFromServer-t.LateUnrequested, 1))) +
+			t.LateReqAge/latePulled, t.LateReqSlack/latePulled) +
 		" " + perClass(res) + " " + controlByType(res.Server) + " " + timeline(res)
 }
 

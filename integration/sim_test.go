@@ -184,6 +184,10 @@ const longPlayout = 30 * time.Second
 // discrete-event simulator (real engine, virtual clock, transit-stub
 // network), against the tree and gossip (DONet) baselines on the same
 // network. Writes sim/results/ and docs/evaluation.md.
+// mSweep are the partner counts make sim runs beside the default
+// (partners.DefaultTarget, the "coop layered" point).
+var mSweep = []int{2, 4, 6, 8}
+
 func TestSimEvaluation(t *testing.T) {
 	if os.Getenv("COOP_SIM") == "" {
 		t.Skip("simulator evaluation: run with make sim (COOP_SIM=1)")
@@ -232,7 +236,7 @@ func TestSimEvaluation(t *testing.T) {
 		hd := simScenario(seed, target, d, nil)
 		hd.StreamRate = 750000
 		add("coop 6 Mbit/s", target, hd)
-		for _, m := range []int{2, 4, 6, 8} { // M = partners.DefaultTarget (10) is the layered point above
+		for _, m := range mSweep { // M = partners.DefaultTarget is the layered point above
 			add(fmt.Sprintf("coop M=%d", m), target, simScenario(seed, target, d, func(c *engine.Config) { c.Partners = m }))
 		}
 		for _, up := range []float64{0.8, 1.0, 1.2, 2.0} {
@@ -365,7 +369,7 @@ func TestSimEvaluation(t *testing.T) {
 	require.NoError(t, savePlot(filepath.Join(dir, "continuity_vs_churn.svg"), "Base-layer continuity under churn, N=500", "departures per peer per minute (exponential lifetimes)",
 		"continuity", churnLine("coop layered", "", "coop layered"), churnLine("tree", "tree", "tree"), churnLine("gossip (DONet)", "gossip (DONet)", "gossip (DONet)")))
 	mSeries := series{name: "coop, N=500"}
-	for _, m := range []int{2, 4, 6, 8, partners.DefaultTarget} {
+	for _, m := range append(slices.Clone(mSweep), partners.DefaultTarget) {
 		name := fmt.Sprintf("coop M=%d", m)
 		if m == partners.DefaultTarget {
 			name = "coop layered"

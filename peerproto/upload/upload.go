@@ -185,8 +185,9 @@ const EnhancementFloor = 32 << 10
 // base. Measured in the simulator (TestSimQuick, seed 1): with the rule,
 // coop layered N = 1000 plays 0.999 of the base instead of 0.992.
 func EnhancementWaits(layer int, committed bool, backlog, maxBacklog int) bool {
+	limit := maxBacklog / 2
 	if committed {
-		return layer > 0 && backlog >= max(maxBacklog/2, EnhancementFloor)
+		limit = max(limit, EnhancementFloor)
 	}
-	return layer > 0 && backlog >= maxBacklog/2
+	return layer > 0 && backlog >= limit
 }

@@ -57,7 +57,7 @@
     ms: null, sb: null, mime: "", queue: [], started: false, inits: 0,
     fragments: 0, bytes: 0, layers: 0, missed: 0,
     lastTime: 0, lastMoveAt: 0, inStall: false, maxStallMs: 0, stalls: 0, jumps: 0,
-    stallLog: [], // the newest stalls as [start, ms] (performance.now() ms), so a reader can take a window's
+    stallLog: [], // the newest 32 stalls as [start, ms] (performance.now()), so a reader can take its own window's longest
   };
 
   function onInit(mime, bytes) {
