@@ -31,6 +31,7 @@ func TestBenchBrowserPeer(t *testing.T) {
 	}
 	requireTool(t, "ffmpeg")
 	chromiumBinary(t)
+	takeBrowserLane(t)
 	builtWasm(t)
 	nTabs := 3
 	if n, err := strconv.Atoi(os.Getenv("COOP_BROWSER_TABS")); err == nil && n >= 1 {

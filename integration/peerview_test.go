@@ -103,6 +103,7 @@ func firstVideoPacketFlags(t *testing.T, url string) string {
 func TestPeerServesLocalRTSPHLSAndPage(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe", "gst-launch-1.0")
+	takeBrowserLaneIfInstalled(t)
 	o, peerAddr := startP2POrigin(t)
 	publishRTMP(t, o.rtmpURL("view"), 90*time.Second, "320x240", "-preset", "ultrafast", "-g", "30", "-bf", "2")
 	o.waitPublishing(t, "live/view")

@@ -96,6 +96,7 @@ func longReader(t *testing.T, url string, d time.Duration) *proc {
 func TestPlacementRedirectsReadersByLoad(t *testing.T) {
 	t.Parallel()
 	requireTool(t, "ffmpeg", "ffprobe")
+	takeBrowserLaneIfInstalled(t)
 	srv := redistest.Start(t)
 	node := func(id string) []string {
 		return []string{"COOP_CLUSTER_REDIS=" + srv.Addr, "COOP_CLUSTER_NODEID=" + id,
@@ -103,8 +104,10 @@ func TestPlacementRedirectsReadersByLoad(t *testing.T) {
 	}
 	a := startOrigin(t, node("node-a")...)
 	b := startOrigin(t, node("node-b")...)
-	publishRTMP(t, a.rtmpURL("place"), 80*time.Second, "320x240")
-	publishRTMP(t, b.rtmpURL("place"), 80*time.Second, "320x240")
+	// The publishers and node-a's readers outlast the test on a slow
+	// machine (the cleanup stops them): the player page comes last.
+	publishRTMP(t, a.rtmpURL("place"), 300*time.Second, "320x240")
+	publishRTMP(t, b.rtmpURL("place"), 300*time.Second, "320x240")
 	a.waitPublishing(t, "live/place")
 	b.waitPublishing(t, "live/place")
 	waitFor(t, 20*time.Second, "node-a's view shows both nodes serving live/place", func() bool {
@@ -121,7 +124,7 @@ func TestPlacementRedirectsReadersByLoad(t *testing.T) {
 	// answered 302 counts as a reader sent to node-b until the next view,
 	// and node-b's entry may still show ffprobe's reader for a heartbeat.
 	for range 3 {
-		longReader(t, a.rtspURL("place"), 70*time.Second)
+		longReader(t, a.rtspURL("place"), 300*time.Second)
 	}
 	waitFor(t, 20*time.Second, "node-a at its limit (3 RTSP readers)", func() bool { return a.rtspReaders("live/place") == 3 })
 

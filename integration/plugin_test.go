@@ -22,21 +22,24 @@ import (
 
 // p2pStatus mirrors the origin's /v1/p2p (the fields tests read).
 type p2pStatus struct {
-	Up              bool   `json:"up"`
-	PID             int    `json:"pid"`
-	PeerAddress     string `json:"peerAddress"`
-	Restarts        uint64 `json:"restarts"`
-	SegmentsPushed  uint64 `json:"segmentsPushed"`
-	BytesPushed     uint64 `json:"bytesPushed"`
-	StreamPublicKey string `json:"streamPublicKey"`
-	Streams         []struct {
-		Stream              string
-		Peers               int
-		ServerMediaBytes    uint64
-		PeerBytesFromServer uint64
-		PeerBytesFromPeers  uint64
-		RefusedJoins        uint64
-	} `json:"streams"`
+	Up              bool              `json:"up"`
+	PID             int               `json:"pid"`
+	PeerAddress     string            `json:"peerAddress"`
+	Restarts        uint64            `json:"restarts"`
+	SegmentsPushed  uint64            `json:"segmentsPushed"`
+	BytesPushed     uint64            `json:"bytesPushed"`
+	StreamPublicKey string            `json:"streamPublicKey"`
+	Streams         []p2pStreamStatus `json:"streams"`
+}
+
+// p2pStreamStatus is one stream of /v1/p2p.
+type p2pStreamStatus struct {
+	Stream              string
+	Peers               int
+	ServerMediaBytes    uint64
+	PeerBytesFromServer uint64
+	PeerBytesFromPeers  uint64
+	RefusedJoins        uint64
 }
 
 // startP2POrigin starts an origin with the plugin on a free peer port.
