@@ -264,11 +264,13 @@ func (e *Engine) onData(p *partner, m *wire.Data, now time.Time) {
 	if req == nil {
 		e.pushed(p, m.Seq, k.layer)
 	}
-	// Cut-through: the piece goes on to the push children now.
-	e.forward(m.Seq, k.layer, int(m.Piece), now)
+	// The chunk is held before its last piece is forwarded: the piece is
+	// read from the chunk once the partial buffer is gone.
 	if chunk != nil {
 		e.chunkDone(s, m.Seq, k.layer, chunk)
 	}
+	// Cut-through: the piece goes on to the push children now.
+	e.forward(m.Seq, k.layer, int(m.Piece), now)
 }
 
 // chunkDone stores a chunk whose last piece arrived: it is now held,
