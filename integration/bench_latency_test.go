@@ -313,12 +313,7 @@ func TestBenchLatency(t *testing.T) {
 	}
 	window := 20 * time.Second
 	warmup := 4 * time.Second
-	withBrowser := false // the browser way is measured when Chromium is installed
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if _, err := exec.LookPath(name); err == nil {
-			withBrowser = true
-		}
-	}
+	withBrowser := chromiumPath() != "" // the browser way is measured when Chromium is installed
 
 	ways := []latencyWay{
 		{"RTSP direct (origin)", "ffmpeg -rtsp_transport tcp"},

@@ -29,16 +29,24 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// chromiumBinary returns the Chromium binary, or skips the test.
-func chromiumBinary(t *testing.T) string {
-	t.Helper()
+// chromiumPath finds the Chromium binary ("" when none is installed).
+func chromiumPath() string {
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
 			return p
 		}
 	}
-	t.Skip("chromium is not installed (.ci/run and make deps install it)")
 	return ""
+}
+
+// chromiumBinary returns the Chromium binary, or skips the test.
+func chromiumBinary(t *testing.T) string {
+	t.Helper()
+	p := chromiumPath()
+	if p == "" {
+		t.Skip("chromium is not installed (.ci/run and make deps install it)")
+	}
+	return p
 }
 
 // browser is one headless Chromium process and a CDP session on its page.
@@ -94,11 +102,8 @@ func takeBrowserLane(t *testing.T) {
 // so that its publishers and readers do not run out while it waits.
 func takeBrowserLaneIfInstalled(t *testing.T) {
 	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if _, err := exec.LookPath(name); err == nil {
-			takeBrowserLane(t)
-			return
-		}
+	if chromiumPath() != "" {
+		takeBrowserLane(t)
 	}
 }
 
@@ -363,7 +368,6 @@ func (b *browser) requireVideoPlays(t *testing.T, startTimeout, window time.Dura
 	waitFor(t, startTimeout, "the page's video to start playing", func() bool {
 		p, err := b.readPlayback()
 		if err == nil && p.CurrentTime > 0.5 && p.Frames > 0 {
-			first = p
 			return true
 		}
 		if err == nil {

@@ -119,10 +119,9 @@ func TestThePluginServesTheWatchPage(t *testing.T) {
 	o.waitPublishing(t, "live/web")
 	b := startBrowserFlags(t, "--disable-features=WebRtcHideLocalIpsWithMdns")
 	b.navigate("http://" + web + "/watch/live/web")
-	var first tabStats
 	waitFor(t, 90*time.Second, "the tab's video playing", func() bool {
-		first, err = b.tabStats()
-		return err == nil && first.CurrentTime > 0.5 && first.Frames > 0
+		s, err := b.tabStats()
+		return err == nil && s.CurrentTime > 0.5 && s.Frames > 0
 	})
 	const window = 8 * time.Second
 	first, last, err := observeWindows(t, "tab on the plugin's page", window, b.tabStats, func(f, l tabStats) error {
