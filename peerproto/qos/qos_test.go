@@ -38,7 +38,7 @@ func TestDropsUnderMissesAndReaddsAfterSustainedLowRatio(t *testing.T) {
 	}
 	require.Equal(t, 1, c.Layers())
 	// Recovery: the ratio must stay low for AddAfter before each re-add.
-	for i := 0; i < 9; i++ {
+	for i := 0; i < int(DefaultAddAfter/time.Second)-1; i++ {
 		_, changed = step(1, 0)
 		require.False(t, changed, "second %d", i)
 	}
