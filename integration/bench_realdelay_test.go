@@ -248,7 +248,9 @@ func envInt(name string, def int) int {
 // seeds 1..runs). Writes bench/results/realswarm.{md,json}.
 // COOP_REALDELAY_PEERS (the profile's RealPeers: 20, full 40) and
 // COOP_REALDELAY_RUNS (3) size it;
-// COOP_REALDELAY_PUBLISHERS=0 or 1 runs one variant only.
+// COOP_REALDELAY_PUBLISHERS=0 or 1 runs one variant only;
+// COOP_REALDELAY_CPUPROFILE=dir writes each peer's CPU profile there
+// (peer-i.pprof).
 func TestBenchRealSwarmDelayed(t *testing.T) {
 	if os.Getenv("COOP_BENCH") == "" {
 		t.Skip("benchmark: run with make bench (COOP_BENCH=1)")
@@ -414,8 +416,11 @@ func realDelayedRun(t *testing.T, pub rdPublisher, clip string, n int, seed uint
 			time.Sleep(wait) // the join schedule of the scenario, not synchronisation
 		}
 		started[i] = time.Now()
-		peers[i] = startPeer(t, serverAddr, path, "-listen", listen[i],
-			"-upload-kbps", strconv.Itoa(int(rdUpload(i)*1000)), "-quiet")
+		args := []string{"-listen", listen[i], "-upload-kbps", strconv.Itoa(int(rdUpload(i) * 1000)), "-quiet"}
+		if dir := os.Getenv("COOP_REALDELAY_CPUPROFILE"); dir != "" {
+			args = append(args, "-cpuprofile", filepath.Join(dir, fmt.Sprintf("peer-%d.pprof", i)))
+		}
+		peers[i] = startPeer(t, serverAddr, path, args...)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
