@@ -5,8 +5,8 @@ package tcpnode
 // real network has; netem is not available here. With a delay table, a
 // node delays every frame it writes to a remote by that remote's one-way
 // delay: a delay line per connection (frames stamped on write, released
-// in order at stamp+delay by one goroutine per connection, bounded
-// memory). It sits behind the per-connection send queue (the backlog the
+// in order at stamp+delay, up to releaseLag later to batch writes, by
+// one goroutine per connection, bounded memory). It sits behind the per-connection send queue (the backlog the
 // engine sees), like the network does, so a stalled receiver still fills
 // that queue and is skipped and then closed as without the shim.
 //
@@ -298,8 +298,8 @@ func (c *delayConn) Write(p []byte) (int, error) {
 	}
 }
 
-// release writes each queued frame to the wire at its due time, every
-// frame due by then in one write. After Close it delivers what the line
+// release writes each queued frame to the wire at its due time (at most
+// releaseLag later), every frame due by then in one write. After Close it delivers what the line
 // holds (bounded by the delay plus closeLinger) and then closes the wire.
 func (c *delayConn) release() {
 	defer close(c.released)
