@@ -162,7 +162,8 @@ type rdPeer struct {
 	LatencyP95 float64 `json:"latencyP95s"`
 	// StartupS is the engine's join → first segment played (/stats);
 	// FirstFrameS is process start → first frame decoded by a reader
-	// that was connected as soon as the player endpoint served.
+	// (ffmpeg, -analyzeduration 0.5 s) that was connected as soon as the
+	// player endpoint served.
 	StartupS    float64 `json:"startupS"`
 	FirstFrameS float64 `json:"firstFrameS"`
 	// BehindRTSPs is the median of (arrival at this peer's reader −
@@ -424,7 +425,10 @@ func realDelayedRun(t *testing.T, pub rdPublisher, clip string, n int, seed uint
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			readers[i] = startFrameReader(t, peers[i].url())
+			// As README advises for /stream.ts: ffmpeg analyses 5 s of a
+			// live MPEG-TS before its first frame by default, whoever
+			// muxes it; 0.5 s finds both tracks.
+			readers[i] = startFrameReader(t, peers[i].url(), "-analyzeduration", "500000")
 		}()
 	}
 	wsAt, weAt := start.Add(rdWarmup), start.Add(rdWarmup+rdWindow)
@@ -742,7 +746,7 @@ func rdReport(all []rdRun, n, runs int) string {
 		}
 		md.WriteString("\n")
 	}
-	md.WriteString("\n## Runs\n\n| publisher | seed | RTT to server p50 / max | ingest | frames delivered min / p50 | continuity (p5) | quality | latency p50 / p95 | startup p50 / p95 | first frame at reader p95 | behind origin RTSP p50 | offload (origin's /v1/p2p) | server copies | peer CPU p95 | peer RSS max | origin / plugin CPU | load avg | wall |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	md.WriteString("\n## Runs\n\n| publisher | seed | RTT to server p50 / max | ingest | frames delivered min / p50 | continuity (p5) | quality | latency p50 / p95 | startup p50 / p95 | first frame at reader (ffmpeg -analyzeduration 0.5 s) p95 | behind origin RTSP p50 | offload (origin's /v1/p2p) | server copies | peer CPU p95 | peer RSS max | origin / plugin CPU | load avg | wall |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range all {
 		fmt.Fprintf(&md, "| %s | %d | %.0f / %.0f ms | %.0f kbit/s | %.4f / %.4f | %.3f (%.3f) | %.3f | %.2f / %.2f s | %.2f / %.2f s | %.2f s | %.2f s | %.3f (%.3f) | %.2f | %.2f%% | %.1f MiB | %.1f%% / %.1f%% | %s | %.0f s |\n",
 			r.Publisher, r.Seed, r.DelayRTTp50ms, r.DelayRTTmaxMs, r.IngestBps*8/1000, r.DeliveredMin, r.DeliveredP50, r.Continuity, r.ContinuityP5,

@@ -1,5 +1,7 @@
 // Package playout turns the segments a peer plays back into a stream any
-// player can open: HTTP MPEG-TS (`ffplay http://127.0.0.1:8090/stream.ts`).
+// player can open: HTTP MPEG-TS (`ffplay -analyzeduration 500000 http://127.0.0.1:8090/stream.ts`;
+// without the flag ffmpeg analyses 5 s of a live MPEG-TS before it shows
+// anything).
 // It is the container-aware edge of the peer client; the P2P core hands it
 // opaque layer chunks and never waits for it.
 package playout

@@ -2,7 +2,7 @@
 // local players:
 //
 //	coop-peer --server HOST:7070 --stream live/KEY
-//	ffplay http://127.0.0.1:8090/stream.ts
+//	ffplay -analyzeduration 500000 http://127.0.0.1:8090/stream.ts
 //
 // --server takes several addresses (comma-separated or repeated: the
 // nodes of a cluster): coop-peer attaches to the first that admits it,
