@@ -76,7 +76,9 @@ func (s *Segmenter) Push(u *media.Unit) {
 		if !cuttable {
 			return // wait for the first video unit
 		}
-		s.cur = &segment.Segment{Seq: s.next, Start: ticks(u.DTS), RandomAccess: u.Key}
+		// Without video every segment is a random-access point: each
+		// audio frame decodes alone (a player on a peer starts at one).
+		s.cur = &segment.Segment{Seq: s.next, Start: ticks(u.DTS), RandomAccess: u.Key || !s.hasVideo}
 		s.curStart = u.DTS
 		s.index = 0
 		s.next++

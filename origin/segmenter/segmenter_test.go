@@ -82,3 +82,17 @@ func TestAudioBeforeTheFirstVideoFrameIsNotASegmentStart(t *testing.T) {
 	s.Flush()
 	require.Empty(t, segs)
 }
+
+func TestEverySegmentOfAnAudioOnlyStreamIsARandomAccessPoint(t *testing.T) {
+	var segs []*segment.Segment
+	s := &Segmenter{Tracks: tracks[1:], Target: 500 * time.Millisecond, OnSegment: func(x *segment.Segment) { segs = append(segs, x) }}
+	for i := 0; i < 100; i++ {
+		d := time.Duration(i) * 23 * time.Millisecond
+		s.Push(&media.Unit{Track: 0, AU: []byte{0x21}, PTS: d, DTS: d})
+	}
+	s.Flush()
+	require.GreaterOrEqual(t, len(segs), 4)
+	for _, x := range segs {
+		require.True(t, x.RandomAccess, "segment %d", x.Seq)
+	}
+}
