@@ -70,7 +70,13 @@ func TestTheMuxerStartsOnTheFirstRequestAndStopsWhenIdle(t *testing.T) {
 		code, body := get(x, "/index.m3u8")
 		done <- reply{code, body}
 	}()
-	// The playlist waits for a whole segment; feed frames until it has one.
+	// The request starts the muxer; then the playlist waits for a whole
+	// segment: feed frames until it has one.
+	deadline := time.Now().Add(30 * time.Second)
+	for !x.Running() {
+		require.True(t, time.Now().Before(deadline), "the request never started the muxer")
+		time.Sleep(time.Millisecond)
+	}
 	var r reply
 	for i := 60; ; i += 5 {
 		require.Less(t, i, 60+25*10, "no playlist after 10 s of frames")
