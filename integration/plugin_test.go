@@ -156,13 +156,14 @@ func processGone(pid int) bool {
 	return len(f) > 2 && f[2] == "Z"
 }
 
-// videoGaps reads url's video frame timestamps for d with ffprobe and
-// returns the frame count, the largest gap between consecutive frames
-// and ffprobe's error lines.
-func videoGaps(ctx context.Context, url string, d time.Duration) (int, time.Duration, []string, error) {
-	cmd := exec.CommandContext(ctx, "ffprobe", "-v", "error", "-rtsp_transport", "tcp",
-		"-read_intervals", fmt.Sprintf("%%+%d", int(d.Seconds())), "-select_streams", "v:0",
+// mediaTimes reads d of media from url's first stream of kind ("v" or
+// "a") with ffprobe (opts: its input options) and returns the sorted
+// frame timestamps and ffprobe's error lines.
+func mediaTimes(ctx context.Context, url, kind string, d time.Duration, opts ...string) ([]float64, []string, error) {
+	args := append([]string{"-v", "error"}, opts...)
+	args = append(args, "-read_intervals", fmt.Sprintf("%%+%d", int(d.Seconds())), "-select_streams", kind+":0",
 		"-show_entries", "frame=best_effort_timestamp_time", "-of", "csv=p=0", url)
+	cmd := exec.CommandContext(ctx, "ffprobe", args...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -173,15 +174,23 @@ func videoGaps(ctx context.Context, url string, d time.Duration) (int, time.Dura
 		}
 	}
 	sort.Float64s(ts)
-	var gap float64
-	for i := 1; i < len(ts); i++ {
-		gap = max(gap, ts[i]-ts[i-1])
-	}
 	var errs []string
 	for _, l := range strings.Split(stderr.String(), "\n") {
 		if strings.TrimSpace(l) != "" {
 			errs = append(errs, l)
 		}
+	}
+	return ts, errs, err
+}
+
+// videoGaps reads url's video frame timestamps for d with ffprobe and
+// returns the frame count, the largest gap between consecutive frames
+// and ffprobe's error lines.
+func videoGaps(ctx context.Context, url string, d time.Duration) (int, time.Duration, []string, error) {
+	ts, errs, err := mediaTimes(ctx, url, "v", d, "-rtsp_transport", "tcp")
+	var gap float64
+	for i := 1; i < len(ts); i++ {
+		gap = max(gap, ts[i]-ts[i-1])
 	}
 	return len(ts), time.Duration(gap * float64(time.Second)), errs, err
 }

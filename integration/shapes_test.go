@@ -3,13 +3,8 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"math"
 	"net/http"
-	"os/exec"
-	"sort"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -47,32 +42,6 @@ func peerShapeStats(t *testing.T, p *peerProc) shapeStats {
 	defer resp.Body.Close()
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
 	return st
-}
-
-// mediaTimes reads d of media from url's first stream of kind ("v" or
-// "a") with ffprobe (-analyzeduration 0.5 s, as README advises) and
-// returns the sorted frame timestamps and ffprobe's error lines.
-func mediaTimes(ctx context.Context, url, kind string, d time.Duration) ([]float64, []string, error) {
-	cmd := exec.CommandContext(ctx, "ffprobe", "-v", "error", "-analyzeduration", "500000",
-		"-read_intervals", fmt.Sprintf("%%+%d", int(d.Seconds())), "-select_streams", kind+":0",
-		"-show_entries", "frame=best_effort_timestamp_time", "-of", "csv=p=0", url)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var ts []float64
-	for _, line := range strings.Fields(stdout.String()) {
-		if v, perr := strconv.ParseFloat(strings.Trim(line, ","), 64); perr == nil {
-			ts = append(ts, v)
-		}
-	}
-	sort.Float64s(ts)
-	var errs []string
-	for _, l := range strings.Split(stderr.String(), "\n") {
-		if strings.TrimSpace(l) != "" {
-			errs = append(errs, l)
-		}
-	}
-	return ts, errs, err
 }
 
 // TestEveryStreamShapePlaysThroughCoopPeers publishes each stream shape a
@@ -144,7 +113,8 @@ func TestEveryStreamShapePlaysThroughCoopPeers(t *testing.T) {
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
-			ts, errs, err := mediaTimes(ctx, peers[0].url(), c.kind, 8*time.Second)
+			// -analyzeduration 0.5 s, as README advises for /stream.ts.
+			ts, errs, err := mediaTimes(ctx, peers[0].url(), c.kind, 8*time.Second, "-analyzeduration", "500000")
 			require.NoError(t, err, "ffprobe on the peer's /stream.ts: %v", errs)
 			require.Empty(t, errs, "decode errors on the peer's /stream.ts")
 			require.GreaterOrEqual(t, len(ts), 2, "frames from the peer")
