@@ -52,6 +52,7 @@ type Muxer struct {
 
 	mu      sync.Mutex // guards everything below
 	header  *segment.Header
+	video   map[uint8]bool  // the header's video track IDs
 	m       *gohlslib.Muxer // nil while nobody watches
 	tracks  map[uint8]*track
 	base    time.Time // wall time of PTS 0
@@ -105,21 +106,18 @@ func (x *Muxer) SetHeader(h segment.Header) {
 	defer x.mu.Unlock()
 	x.init()
 	x.header = &h
+	x.video = make(map[uint8]bool)
+	for _, t := range h.Tracks {
+		if t.Codec.IsVideo() {
+			x.video[t.ID] = true
+		}
+	}
 	x.base = time.Time{}
-	x.replay, x.bytes, x.replayOK = nil, 0, !hasVideo(h)
+	x.replay, x.bytes, x.replayOK = nil, 0, len(x.video) == 0
 	if x.m != nil {
 		x.stop()
 		x.start()
 	}
-}
-
-func hasVideo(h segment.Header) bool {
-	for _, t := range h.Tracks {
-		if t.Codec == segment.CodecH264 || t.Codec == segment.CodecH265 {
-			return true
-		}
-	}
-	return false
 }
 
 // start starts a muxer for x.header and replays the kept frames
@@ -218,17 +216,10 @@ func (x *Muxer) WriteFrames(frames []segment.Frame) {
 
 // keep adds f to the replay frames (x.mu held).
 func (x *Muxer) keep(f segment.Frame) {
-	video := false
-	for _, t := range x.header.Tracks {
-		if t.ID == f.Track {
-			video = t.Codec == segment.CodecH264 || t.Codec == segment.CodecH265
-			break
-		}
-	}
-	if video && f.Key {
+	if x.video[f.Track] && f.Key {
 		x.replay, x.bytes, x.replayOK = x.replay[:0], 0, true
 	}
-	if !hasVideo(*x.header) && len(x.replay) > 0 &&
+	if len(x.video) == 0 && len(x.replay) > 0 &&
 		time.Duration(f.PTS-x.replay[0].PTS)*time.Second/segment.Timebase > time.Second {
 		// Audio only: every frame is a random-access point; a second is
 		// enough to fill the first segment quickly.
