@@ -62,6 +62,9 @@ func getJSON(t *testing.T, url string, v any) {
 
 // peerStats mirrors coop-peer's /stats (the fields tests read).
 type peerStats struct {
+	State           string  `json:"state"`
+	Layers          int     `json:"layers"`
+	MaxLayers       int     `json:"maxLayers"`
 	ServerConnected bool    `json:"serverConnected"`
 	Partners        int     `json:"partners"`
 	Started         bool    `json:"started"`

@@ -2,27 +2,15 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"math"
-	"net/http"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
-// shapeStats is the part of coop-peer's /stats this test checks.
-type shapeStats struct {
-	State       string `json:"state"`
-	Layers      int    `json:"layers"`
-	MaxLayers   int    `json:"maxLayers"`
-	RecentPlays []struct {
-		Layers int `json:"layers"`
-	} `json:"recentPlays"`
-}
-
 // whole tells whether the last n segments played had every layer.
-func (st shapeStats) whole(n int) bool {
+func (st peerStats) whole(n int) bool {
 	if st.MaxLayers == 0 || st.Layers != st.MaxLayers || len(st.RecentPlays) < n {
 		return false
 	}
@@ -32,16 +20,6 @@ func (st shapeStats) whole(n int) bool {
 		}
 	}
 	return true
-}
-
-func peerShapeStats(t *testing.T, p *peerProc) shapeStats {
-	t.Helper()
-	var st shapeStats
-	resp, err := http.Get("http://" + p.http + "/stats")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
-	return st
 }
 
 // TestEveryStreamShapePlaysThroughCoopPeers publishes each stream shape a
@@ -106,10 +84,8 @@ func TestEveryStreamShapePlaysThroughCoopPeers(t *testing.T) {
 			// A newcomer's first seconds can lack enhancement layers while
 			// QoS adds them and the swarm settles (a known limit of issue
 			// 11); the frames are counted once it has played 4 s whole.
-			var st shapeStats
 			waitFor(t, 60*time.Second, "the first peer playing 4 s with every layer", func() bool {
-				st = peerShapeStats(t, peers[0])
-				return st.whole(8)
+				return peers[0].stats(t).whole(8)
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
@@ -130,7 +106,7 @@ func TestEveryStreamShapePlaysThroughCoopPeers(t *testing.T) {
 			require.GreaterOrEqual(t, float64(len(ts)), 0.99*want, "every published frame of the span")
 			require.Less(t, gap, 3/c.rate, "no frame missing in the span")
 
-			st = peerShapeStats(t, peers[0])
+			st := peers[0].stats(t)
 			require.Equal(t, "playing", st.State)
 			if c.layers > 0 {
 				require.Equal(t, c.layers, st.MaxLayers, "the stream's layers as /stats shows them")
